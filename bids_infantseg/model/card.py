@@ -1,0 +1,193 @@
+"""Model folders: a JSON model card plus safetensors weights, one network per view.
+
+The card is the single source of truth for preprocessing (voxel size, grid, intensity
+normalisation, views and their weights) and for the label set. Loading never unpickles.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from bids_infantseg.model.labels import LabelSet
+from bids_infantseg.model.quicknat import QuickNAT, QuickNATConfig
+from bids_infantseg.model.views import VIEW_AXIS
+
+CARD_FILE = "card.json"
+WEIGHTS_FILE = "model.safetensors"
+CARD_FORMAT = "bids_infantseg-model/1"
+DEFAULT_MODEL = "drawem9-synth-starter"
+"""What ``--model default`` means."""
+
+
+class ModelError(ValueError):
+    """A model folder or name that cannot be used."""
+
+
+@dataclass
+class ModelCard:
+    """Everything inference and training need to know about a model, besides its weights."""
+
+    name: str
+    version: str
+    architecture: QuickNATConfig
+    labels: LabelSet
+    voxel_size_mm: float
+    grid_shape: tuple[int, int, int]
+    views: dict[str, float]  # view name -> aggregation weight
+    intensity: dict = field(default_factory=lambda: {"method": "percentile",
+                                                     "lower": 0.5, "upper": 99.5})
+    description: str = ""
+    training: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    weights_dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        unknown = set(self.views) - set(VIEW_AXIS)
+        if unknown or not self.views:
+            raise ModelError(f"model {self.name!r}: views must be among {sorted(VIEW_AXIS)}, "
+                             f"got {sorted(self.views)}")
+        if any(s % 16 for s in self.grid_shape):
+            raise ModelError(f"model {self.name!r}: grid {self.grid_shape} is not a multiple "
+                             "of 16 (QuickNAT pools four times)")
+        if self.architecture.num_classes != len(self.labels):
+            raise ModelError(f"model {self.name!r}: {self.architecture.num_classes} classes "
+                             f"but {len(self.labels)} labels")
+
+    def to_dict(self) -> dict:
+        return {
+            "format": CARD_FORMAT,
+            "name": self.name,
+            "version": self.version,
+            "description": self.description,
+            "architecture": {"type": "QuickNAT", **self.architecture.to_dict()},
+            "labels": {"name": self.labels.name, "labels": self.labels.to_records()},
+            "voxel_size_mm": self.voxel_size_mm,
+            "grid_shape": list(self.grid_shape),
+            "views": [{"name": v, "weight": w} for v, w in self.views.items()],
+            "intensity": self.intensity,
+            "training": self.training,
+            "metrics": self.metrics,
+            "weights": {"file": WEIGHTS_FILE, "dtype": self.weights_dtype},
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModelCard:
+        if data.get("format") != CARD_FORMAT:
+            raise ModelError(f"not a {CARD_FORMAT} model card (format={data.get('format')!r})")
+        arch = {k: v for k, v in data["architecture"].items() if k != "type"}
+        return cls(
+            name=data["name"],
+            version=data["version"],
+            description=data.get("description", ""),
+            architecture=QuickNATConfig(**arch),
+            labels=LabelSet.from_records(data["labels"]["name"], data["labels"]["labels"]),
+            voxel_size_mm=float(data["voxel_size_mm"]),
+            grid_shape=tuple(int(s) for s in data["grid_shape"]),
+            views={v["name"]: float(v["weight"]) for v in data["views"]},
+            intensity=data.get("intensity", {}),
+            training=data.get("training", {}),
+            metrics=data.get("metrics", {}),
+            weights_dtype=data.get("weights", {}).get("dtype", "float32"),
+        )
+
+
+@dataclass
+class Model:
+    """A loaded model: its card, one network per view, where it came from and its checksum."""
+
+    card: ModelCard
+    nets: dict[str, QuickNAT]
+    path: Path
+    sha256: str
+
+    def provenance(self) -> dict:
+        return {"Name": self.card.name, "Version": self.card.version,
+                "SHA256": self.sha256, "Path": str(self.path)}
+
+
+def bundled_models_dir() -> Path:
+    return Path(str(resources.files("bids_infantseg") / "data" / "models"))
+
+
+def resolve_model_path(spec: str | Path) -> Path:
+    """A bundled model name (``default`` included) or a folder path -> the model folder."""
+    text = str(spec)
+    name = DEFAULT_MODEL if text == "default" else text
+    bundled = bundled_models_dir() / name
+    if (bundled / CARD_FILE).is_file():
+        return bundled
+    path = Path(text).expanduser()
+    if path.is_dir() and (path / CARD_FILE).is_file():
+        return path.resolve()
+    if path.is_dir():
+        raise ModelError(f"{path}: model folder has no {CARD_FILE}")
+    names = sorted(p.name for p in bundled_models_dir().iterdir() if (p / CARD_FILE).is_file())
+    raise ModelError(f"{text}: no such model folder, and not a bundled model "
+                     f"(bundled: {', '.join(names) or 'none'})")
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_card(folder: Path) -> ModelCard:
+    path = Path(folder) / CARD_FILE
+    try:
+        return ModelCard.from_dict(json.loads(path.read_text()))
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ModelError(f"{path}: unreadable model card ({exc})") from exc
+
+
+def load_model(spec: str | Path, device: str | torch.device = "cpu") -> Model:
+    """Load a model folder (safetensors only, never pickle) onto ``device`` in eval mode."""
+    folder = resolve_model_path(spec)
+    card = read_card(folder)
+    weights_path = folder / WEIGHTS_FILE
+    if not weights_path.is_file():
+        raise ModelError(f"{weights_path}: missing weights file")
+    tensors = load_file(str(weights_path))
+    nets = {}
+    for view in card.views:
+        prefix = f"{view}."
+        state = {k[len(prefix):]: v.float() for k, v in tensors.items() if k.startswith(prefix)}
+        net = QuickNAT(card.architecture)
+        try:
+            net.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise ModelError(f"{weights_path}: weights for view {view!r} do not match the "
+                             f"card's architecture ({str(exc).splitlines()[0]})") from exc
+        nets[view] = net.to(device).eval()
+    return Model(card, nets, folder, sha256_file(weights_path))
+
+
+def save_model(folder: Path, card: ModelCard, nets: dict[str, QuickNAT]) -> Path:
+    """Write a model folder; weights in ``card.weights_dtype`` (float16 halves the file)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if set(nets) != set(card.views):
+        raise ModelError(f"networks {sorted(nets)} do not match card views {sorted(card.views)}")
+    dtype = getattr(torch, card.weights_dtype)
+    tensors = {}
+    for view, net in nets.items():
+        for key, value in net.state_dict().items():
+            value = value.detach().cpu()
+            tensors[f"{view}.{key}"] = (value.to(dtype) if value.is_floating_point()
+                                        else value).contiguous()
+    tmp_weights = folder / f".{WEIGHTS_FILE}.tmp"
+    save_file(tensors, str(tmp_weights), metadata={"format": CARD_FORMAT, "name": card.name})
+    tmp_weights.replace(folder / WEIGHTS_FILE)
+    tmp_card = folder / f".{CARD_FILE}.tmp"
+    tmp_card.write_text(json.dumps(card.to_dict(), indent=2) + "\n")
+    tmp_card.replace(folder / CARD_FILE)
+    return folder

@@ -1,0 +1,114 @@
+"""Label sets: which index means which structure, and their BIDS ``dseg.tsv`` form.
+
+A network predicts classes ``0..N-1``; a label set maps class ``k`` to ``labels[k]``, whose
+``index`` is what lands in the label map. Keeping indices as published (dHCP DrawEM) lets
+outputs line up with dHCP-trained models and DrawEM results.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Label:
+    """One structure: its index in label maps, a name, a short name and a display colour."""
+
+    index: int
+    name: str
+    abbreviation: str
+    color: str  # "#rrggbb"
+
+
+@dataclass(frozen=True)
+class LabelSet:
+    """An ordered set of labels; position in ``labels`` is the network's class number."""
+
+    name: str
+    labels: tuple[Label, ...]
+
+    def __post_init__(self) -> None:
+        indices = [lab.index for lab in self.labels]
+        if len(set(indices)) != len(indices):
+            raise ValueError(f"label set {self.name!r} repeats an index: {indices}")
+        abbreviations = [lab.abbreviation for lab in self.labels]
+        if len(set(abbreviations)) != len(abbreviations):
+            raise ValueError(f"label set {self.name!r} repeats an abbreviation: {abbreviations}")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def indices(self) -> np.ndarray:
+        """Label-map index of each class, so ``indices[argmax]`` is a label map."""
+        return np.array([lab.index for lab in self.labels], dtype=np.int16)
+
+    def by_index(self, index: int) -> Label:
+        for lab in self.labels:
+            if lab.index == index:
+                return lab
+        raise KeyError(f"label set {self.name!r} has no index {index}")
+
+    def to_records(self) -> list[dict]:
+        return [
+            {"index": lab.index, "name": lab.name, "abbreviation": lab.abbreviation,
+             "color": lab.color}
+            for lab in self.labels
+        ]
+
+    @classmethod
+    def from_records(cls, name: str, records: list[dict]) -> LabelSet:
+        labels = tuple(
+            Label(int(r["index"]), str(r["name"]), str(r.get("abbreviation") or r["name"]),
+                  str(r.get("color") or "#808080"))
+            for r in records
+        )
+        return cls(name, labels)
+
+    def dseg_tsv(self) -> str:
+        """The BIDS lookup table (``index name abbreviation color``) as TSV text."""
+        lines = ["index\tname\tabbreviation\tcolor"]
+        lines += [f"{lab.index}\t{lab.name}\t{lab.abbreviation}\t{lab.color}"
+                  for lab in self.labels]
+        return "\n".join(lines) + "\n"
+
+
+def read_dseg_tsv(path: Path, name: str | None = None) -> LabelSet:
+    """Read a BIDS ``dseg.tsv`` (needs ``index`` and ``name`` columns)."""
+    path = Path(path)
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    if not rows or "index" not in rows[0] or "name" not in rows[0]:
+        raise ValueError(f"{path}: a dseg.tsv needs 'index' and 'name' columns")
+    rows.sort(key=lambda r: int(r["index"]))
+    if name is None:
+        name = path.name.split("desc-")[-1].split("_")[0] if "desc-" in path.name else path.stem
+    return LabelSet.from_records(name, rows)
+
+
+# dHCP structural pipeline (DrawEM) tissue labels, as released in desc-drawem9_dseg.
+# 0 is outside the head; 4 "Background" is non-brain tissue inside the head mask.
+DRAWEM9 = LabelSet(
+    "drawem9",
+    (
+        Label(0, "Unknown", "UNK", "#000000"),
+        Label(1, "Cerebrospinal fluid", "CSF", "#78b4ff"),
+        Label(2, "Cortical grey matter", "cGM", "#c83c3c"),
+        Label(3, "White matter", "WM", "#f5f5dc"),
+        Label(4, "Background", "BG", "#5a5a5a"),
+        Label(5, "Ventricles", "Ven", "#3c3cdc"),
+        Label(6, "Cerebellum", "Cbm", "#e6b43c"),
+        Label(7, "Deep grey matter", "dGM", "#50c850"),
+        Label(8, "Brainstem", "BS", "#b464c8"),
+        Label(9, "Hippocampus and amygdala", "Hip", "#ff8cc8"),
+    ),
+)
+
+BRAIN_INDICES_DRAWEM9 = (1, 2, 3, 5, 6, 7, 8, 9)
+"""DrawEM9 labels inside the brain mask (CSF included, non-brain 'Background' excluded)."""
+
+BUILTIN = {DRAWEM9.name: DRAWEM9}
