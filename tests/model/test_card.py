@@ -1,0 +1,55 @@
+import json
+
+import pytest
+import torch
+
+from bids_infantseg.model.card import (
+    WEIGHTS_FILE,
+    ModelError,
+    load_model,
+    resolve_model_path,
+    save_model,
+)
+from bids_infantseg.model.quicknat import QuickNAT
+from tests.model_factory import make_tiny_model, tiny_card
+
+
+def test_round_trip_keeps_weights_and_card(tmp_path):
+    folder = make_tiny_model(tmp_path / "m", seed=3)
+    model = load_model(folder)
+    torch.manual_seed(3)
+    reference = {v: QuickNAT(model.card.architecture) for v in ("axial", "coronal", "sagittal")}
+    for view, net in model.nets.items():
+        for key, value in reference[view].state_dict().items():
+            assert torch.equal(net.state_dict()[key], value), (view, key)
+    assert model.card.labels.name == "drawem9"
+    assert len(model.sha256) == 64
+
+
+def test_float16_weights_are_loaded_as_float32(tmp_path):
+    card = tiny_card(views={"axial": 1.0})
+    card.weights_dtype = "float16"
+    save_model(tmp_path, card, {"axial": QuickNAT(card.architecture)})
+    model = load_model(tmp_path)
+    assert all(p.dtype == torch.float32 for p in model.nets["axial"].parameters())
+
+
+def test_weights_that_do_not_fit_the_card_are_a_clear_error(tmp_path):
+    folder = make_tiny_model(tmp_path / "m")
+    card = json.loads((folder / "card.json").read_text())
+    card["architecture"]["num_filters"] = 8
+    (folder / "card.json").write_text(json.dumps(card))
+    with pytest.raises(ModelError, match="do not match"):
+        load_model(folder)
+
+
+def test_unknown_model_name_lists_what_exists(tmp_path):
+    with pytest.raises(ModelError, match="no such model folder"):
+        resolve_model_path(tmp_path / "nope")
+
+
+def test_weights_are_safetensors_not_pickle(tmp_path):
+    folder = make_tiny_model(tmp_path / "m")
+    header = (folder / WEIGHTS_FILE).read_bytes()[:16]
+    assert not header.startswith(b"\x80")  # pickle protocol marker
+    assert not header.startswith(b"PK")  # torch.save zip archive

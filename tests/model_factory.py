@@ -1,0 +1,34 @@
+"""Tiny untrained model folders for tests: real QuickNAT code, seconds to run on a CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from bids_infantseg.model.card import ModelCard, save_model
+from bids_infantseg.model.labels import DRAWEM9
+from bids_infantseg.model.quicknat import QuickNAT, QuickNATConfig
+
+
+def tiny_card(views: dict[str, float] | None = None, grid: int = 32,
+              voxel_size: float = 6.0) -> ModelCard:
+    return ModelCard(
+        name="tiny-test",
+        version="0.0.1",
+        architecture=QuickNATConfig(num_classes=len(DRAWEM9), num_filters=4, dropout=0.0),
+        labels=DRAWEM9,
+        voxel_size_mm=voxel_size,
+        grid_shape=(grid, grid, grid),
+        views=views or {"axial": 1.0, "coronal": 1.0, "sagittal": 1.0},
+        description="untrained test model",
+        weights_dtype="float32",
+    )
+
+
+def make_tiny_model(folder: Path, seed: int = 0, **kwargs) -> Path:
+    """Write an untrained tiny model folder and return its path."""
+    card = tiny_card(**kwargs)
+    torch.manual_seed(seed)
+    nets = {view: QuickNAT(card.architecture).eval() for view in card.views}
+    return save_model(Path(folder), card, nets)
