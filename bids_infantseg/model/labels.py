@@ -30,6 +30,8 @@ class LabelSet:
 
     name: str
     labels: tuple[Label, ...]
+    non_brain: tuple[int, ...] = (0,)
+    """Indices outside the brain mask (outside the head, and non-brain head tissue)."""
 
     def __post_init__(self) -> None:
         indices = [lab.index for lab in self.labels]
@@ -47,6 +49,10 @@ class LabelSet:
         """Label-map index of each class, so ``indices[argmax]`` is a label map."""
         return np.array([lab.index for lab in self.labels], dtype=np.int16)
 
+    @property
+    def brain_indices(self) -> tuple[int, ...]:
+        return tuple(lab.index for lab in self.labels if lab.index not in self.non_brain)
+
     def by_index(self, index: int) -> Label:
         for lab in self.labels:
             if lab.index == index:
@@ -61,13 +67,14 @@ class LabelSet:
         ]
 
     @classmethod
-    def from_records(cls, name: str, records: list[dict]) -> LabelSet:
+    def from_records(cls, name: str, records: list[dict],
+                     non_brain: tuple[int, ...] = (0,)) -> LabelSet:
         labels = tuple(
             Label(int(r["index"]), str(r["name"]), str(r.get("abbreviation") or r["name"]),
                   str(r.get("color") or "#808080"))
             for r in records
         )
-        return cls(name, labels)
+        return cls(name, labels, tuple(int(i) for i in non_brain))
 
     def dseg_tsv(self) -> str:
         """The BIDS lookup table (``index name abbreviation color``) as TSV text."""
@@ -106,9 +113,7 @@ DRAWEM9 = LabelSet(
         Label(8, "Brainstem", "BS", "#b464c8"),
         Label(9, "Hippocampus and amygdala", "Hip", "#ff8cc8"),
     ),
+    non_brain=(0, 4),
 )
-
-BRAIN_INDICES_DRAWEM9 = (1, 2, 3, 5, 6, 7, 8, 9)
-"""DrawEM9 labels inside the brain mask (CSF included, non-brain 'Background' excluded)."""
 
 BUILTIN = {DRAWEM9.name: DRAWEM9}
