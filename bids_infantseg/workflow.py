@@ -1,0 +1,112 @@
+"""The Nipype participant workflow: one sub-workflow per scan, run by one plugin.
+
+conform -> segment -> restore -> measure -> write, optionally preceded by a rigid pose
+alignment to the age-matched template. Nipype caches every node in the work directory,
+so a killed run started again redoes only what is missing.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from nipype.pipeline import engine as pe
+
+from bids_infantseg.bids import Scan
+from bids_infantseg.interfaces import (
+    Conform,
+    Measure,
+    PoseNormalize,
+    Restore,
+    Segment,
+    WriteDerivatives,
+)
+from bids_infantseg.model.card import ModelCard
+
+
+@dataclass(frozen=True)
+class SegmentSettings:
+    """What every scan's workflow shares: the model, where outputs go and how to run."""
+
+    model_card: Path
+    model_sha256: str
+    card: ModelCard
+    output_dir: Path
+    bids_dir: Path
+    write_probseg: bool
+    device: str
+    batch_size: int
+    num_threads: int
+
+
+def scan_wf_name(scan: Scan) -> str:
+    """A Nipype-safe, unique name per scan (its source entities)."""
+    return "scan_" + re.sub(r"[^0-9a-zA-Z]", "_", scan.source_stem)
+
+
+def inference_mem_gb(card: ModelCard) -> float:
+    """Peak memory of the segment node, so MultiProc does not oversubscribe RAM.
+
+    Input volume, class-first fp32 accumulator and its fp16 copy, a batch of activations
+    (dense blocks keep about 6 feature maps of ``num_filters`` per level), plus torch itself.
+    """
+    voxels = 1
+    for s in card.grid_shape:
+        voxels *= s
+    classes = len(card.labels)
+    volumes = voxels * 4 * (1 + classes * 1.5)
+    activations = 8 * 6 * card.architecture.num_filters * card.grid_shape[0] ** 2 * 4 * 2
+    return round(0.5 + (volumes + activations) / 2**30, 2)
+
+
+def init_scan_wf(scan: Scan, settings: SegmentSettings, *,
+                 pose_template: Path | None = None) -> pe.Workflow:
+    """The workflow for one T2w scan; its last node writes the BIDS-Derivatives."""
+    wf = pe.Workflow(name=scan_wf_name(scan))
+    card_file = str(settings.model_card)
+
+    conform = pe.Node(Conform(in_file=str(scan.path), model_card=card_file), name="conform")
+    segment = pe.Node(
+        Segment(model_card=card_file, model_sha256=settings.model_sha256,
+                device=settings.device, batch_size=settings.batch_size,
+                num_threads=settings.num_threads,
+                use_gpu=settings.device.startswith("cuda")),
+        name="segment", mem_gb=inference_mem_gb(settings.card), n_procs=settings.num_threads,
+    )
+    restore = pe.Node(Restore(native=str(scan.path), model_card=card_file,
+                              write_probseg=settings.write_probseg),
+                      name="restore", mem_gb=1.5)
+    measure = pe.Node(Measure(model_card=card_file), name="measure")
+    write = pe.Node(
+        WriteDerivatives(scan_json=scan.to_json(), output_dir=str(settings.output_dir),
+                         model_card=card_file, model_sha256=settings.model_sha256),
+        name="write", overwrite=True,  # cheap; re-creates outputs deleted since the last run
+    )
+
+    if pose_template is not None:
+        pose = pe.Node(PoseNormalize(in_file=str(scan.path), template=str(pose_template)),
+                       name="pose")
+        wf.connect([(pose, conform, [("out_transform", "transform")]),
+                    (pose, write, [("out_transform", "pose")])])
+
+    wf.connect([
+        (conform, segment, [("out_file", "in_file")]),
+        (segment, restore, [("out_probs", "in_probs")]),
+        (conform, restore, [("out_file", "conformed")]),
+        (restore, measure, [("out_dseg", "in_dseg")]),
+        (restore, write, [("out_dseg", "dseg"), ("out_mask", "mask"),
+                          ("out_probseg", "probseg")]),
+        (measure, write, [("out_tsv", "volumes")]),
+    ])
+    return wf
+
+
+def init_participant_wf(scans: list[Scan], settings: SegmentSettings, work_dir: Path,
+                        pose_templates: dict[str, Path] | None = None) -> pe.Workflow:
+    """All scans side by side, so MultiProc can run them in parallel."""
+    wf = pe.Workflow(name="bids_infantseg_wf", base_dir=str(work_dir))
+    for scan in scans:
+        template = (pose_templates or {}).get(scan.source_stem)
+        wf.add_nodes([init_scan_wf(scan, settings, pose_template=template)])
+    return wf
