@@ -1,0 +1,311 @@
+"""BIDS input: which T2w scans to segment, and what their outputs are called.
+
+The only module that imports PyBIDS, so the rest of the package deals in plain ``Scan``
+records. Output names use the project's own patterns (PyBIDS' default derivative patterns
+drop ``run-``, so two runs would overwrite each other).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bids import BIDSLayout, BIDSLayoutIndexer
+from bids.layout import Query
+
+from bids_infantseg.ages import Age, AgeLookup
+
+logger = logging.getLogger("bids_infantseg")
+
+# Every BIDS entity as (key in file names, PyBIDS name), in the specification's order.
+ENTITIES: tuple[tuple[str, str], ...] = (
+    ("sub", "subject"), ("tpl", "template"), ("ses", "session"), ("cohort", "cohort"),
+    ("sample", "sample"), ("task", "task"), ("tracksys", "tracksys"),
+    ("acq", "acquisition"), ("nuc", "nucleus"), ("voi", "volume"), ("ce", "ceagent"),
+    ("trc", "tracer"), ("stain", "staining"), ("rec", "reconstruction"),
+    ("dir", "direction"), ("run", "run"), ("mod", "modality"), ("echo", "echo"),
+    ("flip", "flip"), ("inv", "inv"), ("mt", "mt"), ("part", "part"), ("proc", "proc"),
+    ("hemi", "hemi"), ("space", "space"), ("split", "split"), ("recording", "recording"),
+    ("chunk", "chunk"), ("atlas", "atlas"), ("seg", "segmentation"), ("scale", "scale"),
+    ("res", "res"), ("den", "den"), ("label", "label"), ("desc", "desc"),
+)
+_KEY_TO_NAME = dict(ENTITIES)
+_NAME_TO_KEY = {name: key for key, name in ENTITIES}
+_ORDER = {name: i for i, (_, name) in enumerate(ENTITIES)}
+_LABEL = re.compile(r"[0-9a-zA-Z+]+")
+
+T2W_QUERY: dict[str, Any] = {"datatype": "anat", "suffix": "T2w",
+                             "extension": [".nii", ".nii.gz"]}
+FILTER_QUERIES = ("t2w",)
+"""Queries a ``--bids-filter-file`` may hold (fMRIPrep's format, one entry per input type)."""
+
+# PyBIDS' default ignores, which passing ``ignore`` replaces (dot-files are always ignored).
+DEFAULT_IGNORED = ("code", "derivatives", "models", "sourcedata", "stimuli")
+
+
+class DiscoveryError(Exception):
+    """The dataset or the selection cannot give any scan to segment; one-line message."""
+
+
+@dataclass(frozen=True)
+class Scan:
+    """One T2w image to segment, with what the outputs need to know about it."""
+
+    path: Path
+    root: Path
+    entities: dict[str, str] = field(hash=False)
+    age: Age | None = None
+    sex: str | None = None
+
+    @property
+    def subject(self) -> str:
+        return self.entities["subject"]
+
+    @property
+    def session(self) -> str | None:
+        return self.entities.get("session")
+
+    @property
+    def source_stem(self) -> str:
+        """Every entity of the input name in BIDS order, e.g. ``sub-01_ses-02_run-1``."""
+        return format_entities(self.entities)
+
+    @property
+    def rel_path(self) -> str:
+        """Posix path inside the dataset, as BIDS URIs and ``scans.tsv`` write it."""
+        return self.path.relative_to(self.root).as_posix()
+
+
+def format_entities(entities: Mapping[str, str]) -> str:
+    """``key-value`` pairs joined by ``_`` in BIDS order; names may be long or short keys."""
+    pairs: list[tuple[int, str, str]] = []
+    for name, value in entities.items():
+        long_name = _KEY_TO_NAME.get(name, name)
+        if long_name not in _ORDER:
+            raise ValueError(f"unknown BIDS entity {name!r}")
+        value = str(value)
+        if not _LABEL.fullmatch(value):
+            raise ValueError(f"invalid BIDS label {value!r} for entity {name!r}")
+        pairs.append((_ORDER[long_name], _NAME_TO_KEY[long_name], value))
+    return "_".join(f"{key}-{value}" for _, key, value in sorted(pairs))
+
+
+def parse_entities(filename: str) -> dict[str, str]:
+    """Entities of a BIDS file name, with long names and values exactly as written."""
+    stem = filename.split(".", 1)[0]
+    entities: dict[str, str] = {}
+    for part in stem.split("_")[:-1]:  # the last part is the suffix
+        key, sep, value = part.partition("-")
+        if not sep or key not in _KEY_TO_NAME:
+            raise ValueError(f"{filename}: {part!r} is not a BIDS entity")
+        entities[_KEY_TO_NAME[key]] = value
+    return entities
+
+
+def derivative_name(scan: Scan, *, suffix: str, extension: str, **entities: str) -> str:
+    """Output file name: the scan's entities plus ``entities``, in BIDS order.
+
+    ``derivative_name(scan, suffix="dseg", extension=".nii.gz", space="T2w",
+    desc="drawem9")`` -> ``sub-01_ses-02_run-1_space-T2w_desc-drawem9_dseg.nii.gz``.
+    """
+    if not _LABEL.fullmatch(suffix):
+        raise ValueError(f"invalid BIDS suffix {suffix!r}")
+    merged = {**scan.entities}
+    merged.update({_KEY_TO_NAME.get(k, k): v for k, v in entities.items()})
+    return f"{format_entities(merged)}_{suffix}.{extension.lstrip('.')}"
+
+
+def derivative_dir(scan: Scan) -> Path:
+    """Folder of a scan's outputs, relative to the output dataset: ``sub-X[/ses-Y]/anat``."""
+    folder = Path(f"sub-{scan.subject}")
+    if scan.session:
+        folder /= f"ses-{scan.session}"
+    return folder / "anat"
+
+
+def load_filter_file(path: Path) -> dict[str, dict[str, Any]]:
+    """Read a ``--bids-filter-file`` (``{"t2w": {entity: value | [values] | null}}``)."""
+    path = Path(path)
+    try:
+        filters = json.loads(path.read_text())
+    except OSError as err:
+        raise DiscoveryError(f"cannot read BIDS filter file {path}: {err.strerror}") from err
+    except json.JSONDecodeError as err:
+        raise DiscoveryError(f"BIDS filter file {path} is not valid JSON: {err}") from err
+    try:
+        _t2w_query(filters)
+    except DiscoveryError as err:
+        raise DiscoveryError(f"BIDS filter file {path}: {err}") from err
+    return filters
+
+
+def _t2w_query(filters: Any) -> dict[str, Any]:
+    """The PyBIDS query for T2w images, after checking the filters' shape and names."""
+    if not filters:
+        return dict(T2W_QUERY)
+    if not isinstance(filters, dict):
+        raise DiscoveryError("filters must be a JSON object like {\"t2w\": {...}}")
+    unknown = sorted(set(filters) - set(FILTER_QUERIES))
+    if unknown:
+        raise DiscoveryError(f"unknown filter queries {unknown}; known: {list(FILTER_QUERIES)}")
+    t2w = filters.get("t2w", {})
+    if not isinstance(t2w, dict):
+        raise DiscoveryError("the 't2w' filter must be an object mapping entities to values")
+    query = dict(T2W_QUERY)
+    for name, value in t2w.items():
+        if name in ("subject", "session"):
+            option = "--participant-label" if name == "subject" else "--session-label"
+            raise DiscoveryError(f"select the {name} with {option}, not in the filter file")
+        if name not in _ORDER and name not in T2W_QUERY:
+            raise DiscoveryError(f"unknown entity {name!r} in the 't2w' filter "
+                                 "(use long names, e.g. 'acquisition', 'reconstruction')")
+        query[name] = _query_value(value)
+    return query
+
+
+def _query_value(value: Any) -> Any:
+    """fMRIPrep conventions: null means 'entity absent', '*' means 'any value'."""
+    if value is None:
+        return Query.NONE
+    if value == "*":
+        return Query.ANY
+    if isinstance(value, list):
+        return [_query_value(v) for v in value]
+    return value
+
+
+def _strip_prefix(labels: Iterable[str] | None, prefix: str) -> list[str] | None:
+    if labels is None:
+        return None
+    return [label.removeprefix(prefix) for label in labels]
+
+
+def _inside(path: Path | None, root: Path) -> str | None:
+    """``path`` relative to ``root`` (posix) when it lies strictly inside it, else None."""
+    if path is None:
+        return None
+    resolved = Path(path).resolve()
+    if resolved == root or root not in resolved.parents:
+        return None
+    return resolved.relative_to(root).as_posix()
+
+
+def _ignore_patterns(root: Path, extra: Iterable[Path | None]) -> list[re.Pattern[str]]:
+    folders = list(DEFAULT_IGNORED)
+    folders += [rel for rel in (_inside(path, root) for path in extra) if rel]
+    return [re.compile(rf"^/{re.escape(folder)}(/|$)") for folder in sorted(set(folders))]
+
+
+def _fingerprint(root: Path) -> list[tuple[str, int]]:
+    """Folders whose listing decides what is indexed, with their modification times.
+
+    Adding or removing a subject, session or image changes a name or a time here, so a cached
+    index is never used after the dataset gained or lost files. The root's own time is left
+    out: output and work folders inside the dataset change it on every run.
+    """
+    folders = [*root.glob("sub-*"), *root.glob("sub-*/ses-*"),
+               *root.glob("sub-*/anat"), *root.glob("sub-*/ses-*/anat")]
+    return sorted((p.relative_to(root).as_posix(), p.stat().st_mtime_ns)
+                  for p in folders if p.is_dir())
+
+
+def _layout(root: Path, ignore: list[re.Pattern[str]], work_dir: Path | None) -> BIDSLayout:
+    """Index the dataset, reusing an index cached under ``work_dir/bids_db``.
+
+    The cache key covers the dataset path, the ignore rules and the folder fingerprint. A new
+    index is built in a private folder and renamed into place, so parallel participant jobs
+    sharing one work directory never read a half-written database.
+    """
+
+    def indexer() -> BIDSLayoutIndexer:
+        return BIDSLayoutIndexer(validate=True, ignore=ignore, index_metadata=False)
+
+    if work_dir is None:
+        return BIDSLayout(root, indexer=indexer())
+    key_source = json.dumps([str(root), [p.pattern for p in ignore], _fingerprint(root)])
+    db_root = Path(work_dir) / "bids_db"
+    database = db_root / hashlib.sha256(key_source.encode()).hexdigest()[:16]
+    if not database.is_dir():
+        db_root.mkdir(parents=True, exist_ok=True)
+        building = Path(tempfile.mkdtemp(prefix=f".{database.name}-", dir=db_root))
+        BIDSLayout(root, indexer=indexer(), database_path=building)
+        try:
+            os.rename(building, database)
+        except OSError:  # another job finished first; its index is as good as ours
+            shutil.rmtree(building, ignore_errors=True)
+        logger.info("indexed %s into %s", root, database)
+    else:
+        logger.info("reusing the BIDS index in %s", database)
+    return BIDSLayout(database_path=database)
+
+
+def _sex(row: Mapping[str, str] | None) -> str | None:
+    """``sex`` from participants.tsv in BIDS' short form (M, F, O) when recognisable."""
+    if row is None:
+        return None
+    value = str(row.get("sex", "")).strip()
+    if value.lower() in ("", "n/a", "na", "nan"):
+        return None
+    return {"m": "M", "male": "M", "f": "F", "female": "F", "o": "O", "other": "O"}.get(
+        value.lower(), value)
+
+
+def discover(
+    bids_dir: Path,
+    *,
+    output_dir: Path | None = None,
+    work_dir: Path | None = None,
+    participant_labels: Iterable[str] | None = None,
+    session_labels: Iterable[str] | None = None,
+    bids_filters: Mapping[str, Any] | None = None,
+) -> list[Scan]:
+    """Every T2w image to segment, sorted by path; DiscoveryError when there is none."""
+    root = Path(bids_dir).resolve()
+    if not (root / "dataset_description.json").is_file():
+        raise DiscoveryError(f"{bids_dir} is not a BIDS dataset (no dataset_description.json)")
+    query = _t2w_query(dict(bids_filters) if bids_filters else None)
+    layout = _layout(root, _ignore_patterns(root, (output_dir, work_dir)), work_dir)
+
+    existing = sorted(layout.get_subjects())
+    subjects = _strip_prefix(participant_labels, "sub-") or existing
+    missing = sorted(set(subjects) - set(existing))
+    if missing:
+        raise DiscoveryError(f"no subject {', '.join(missing)} in {bids_dir}; "
+                             f"subjects: {', '.join(existing) or 'none'}")
+    sessions = _strip_prefix(session_labels, "ses-")
+    if sessions:
+        known = set(layout.get_sessions(subject=subjects))
+        unknown = sorted(set(sessions) - known)
+        if unknown:
+            raise DiscoveryError(f"no session {', '.join(unknown)} for the selected subjects; "
+                                 f"sessions: {', '.join(sorted(known)) or 'none'}")
+        query["session"] = sessions
+
+    lookup = AgeLookup(root)
+    scans: list[Scan] = []
+    for subject in subjects:
+        files = sorted(f.path for f in layout.get(subject=subject, **query))
+        if not files:
+            logger.warning("sub-%s has no T2w image matching the selection; skipping it", subject)
+            continue
+        sex = _sex(lookup.participant(subject))
+        for file in files:
+            path = Path(file)
+            entities = parse_entities(path.name)
+            rel_path = path.relative_to(root).as_posix()
+            age = lookup.age(rel_path, subject, entities.get("session"))
+            scans.append(Scan(path, root, entities, age, sex))
+            logger.info("T2w %s (age %s)", rel_path,
+                        f"{age.weeks:.1f} weeks from {age.source}" if age else "unknown")
+    if not scans:
+        raise DiscoveryError(f"no T2w image in {bids_dir} matches the selection")
+    return scans
