@@ -56,6 +56,10 @@ class DiscoveryError(Exception):
     """The dataset or the selection cannot give any scan to segment; one-line message."""
 
 
+class FilterFileError(Exception):
+    """A ``--bids-filter-file`` (or its parsed content) is unusable; one-line message."""
+
+
 @dataclass(frozen=True)
 class Scan:
     """One T2w image to segment, with what the outputs need to know about it."""
@@ -83,6 +87,18 @@ class Scan:
     def rel_path(self) -> str:
         """Posix path inside the dataset, as BIDS URIs and ``scans.tsv`` write it."""
         return self.path.relative_to(self.root).as_posix()
+
+    def to_json(self) -> str:
+        """Plain-text form, so a scan can travel through Nipype node inputs."""
+        age = None if self.age is None else {"weeks": self.age.weeks, "source": self.age.source}
+        return json.dumps({"path": str(self.path), "root": str(self.root),
+                           "entities": self.entities, "age": age, "sex": self.sex})
+
+    @classmethod
+    def from_json(cls, text: str) -> Scan:
+        data = json.loads(text)
+        age = None if data["age"] is None else Age(**data["age"])
+        return cls(Path(data["path"]), Path(data["root"]), data["entities"], age, data["sex"])
 
 
 def format_entities(entities: Mapping[str, str]) -> str:
@@ -138,13 +154,13 @@ def load_filter_file(path: Path) -> dict[str, dict[str, Any]]:
     try:
         filters = json.loads(path.read_text())
     except OSError as err:
-        raise DiscoveryError(f"cannot read BIDS filter file {path}: {err.strerror}") from err
+        raise FilterFileError(f"cannot read BIDS filter file {path}: {err.strerror}") from err
     except json.JSONDecodeError as err:
-        raise DiscoveryError(f"BIDS filter file {path} is not valid JSON: {err}") from err
+        raise FilterFileError(f"BIDS filter file {path} is not valid JSON: {err}") from err
     try:
         _t2w_query(filters)
-    except DiscoveryError as err:
-        raise DiscoveryError(f"BIDS filter file {path}: {err}") from err
+    except FilterFileError as err:
+        raise FilterFileError(f"BIDS filter file {path}: {err}") from err
     return filters
 
 
@@ -153,20 +169,20 @@ def _t2w_query(filters: Any) -> dict[str, Any]:
     if not filters:
         return dict(T2W_QUERY)
     if not isinstance(filters, dict):
-        raise DiscoveryError("filters must be a JSON object like {\"t2w\": {...}}")
+        raise FilterFileError("filters must be a JSON object like {\"t2w\": {...}}")
     unknown = sorted(set(filters) - set(FILTER_QUERIES))
     if unknown:
-        raise DiscoveryError(f"unknown filter queries {unknown}; known: {list(FILTER_QUERIES)}")
+        raise FilterFileError(f"unknown filter queries {unknown}; known: {list(FILTER_QUERIES)}")
     t2w = filters.get("t2w", {})
     if not isinstance(t2w, dict):
-        raise DiscoveryError("the 't2w' filter must be an object mapping entities to values")
+        raise FilterFileError("the 't2w' filter must be an object mapping entities to values")
     query = dict(T2W_QUERY)
     for name, value in t2w.items():
         if name in ("subject", "session"):
             option = "--participant-label" if name == "subject" else "--session-label"
-            raise DiscoveryError(f"select the {name} with {option}, not in the filter file")
+            raise FilterFileError(f"select the {name} with {option}, not in the filter file")
         if name not in _ORDER and name not in T2W_QUERY:
-            raise DiscoveryError(f"unknown entity {name!r} in the 't2w' filter "
+            raise FilterFileError(f"unknown entity {name!r} in the 't2w' filter "
                                  "(use long names, e.g. 'acquisition', 'reconstruction')")
         query[name] = _query_value(value)
     return query
