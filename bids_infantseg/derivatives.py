@@ -71,6 +71,10 @@ def atomic_write_tsv(path: Path, table: pd.DataFrame) -> Path:
 
 
 def atomic_save_nifti(img: nib.Nifti1Image, path: Path) -> Path:
+    """Save ``img``; unset spatial units become mm (the BIDS validator warns otherwise)."""
+    spatial, temporal = img.header.get_xyzt_units()
+    if spatial == "unknown":
+        img.header.set_xyzt_units("mm", temporal)
     return _atomic(path, lambda tmp: nib.save(img, tmp))
 
 
@@ -166,9 +170,27 @@ def write_bidsignore(out_dir: Path, extra: Iterable[str] = ()) -> Path:
     return atomic_write_text(path, "\n".join(lines) + "\n")
 
 
+def write_readme(out_dir: Path, label_set: LabelSet) -> Path:
+    """A README saying what the files are (BIDS recommends one in every dataset)."""
+    text = f"""# {NAME} outputs
+
+Segmentations of infant T2w images by {NAME} ({CODE_URL}), on each image's own grid.
+
+- `desc-{label_set.name}_dseg.tsv`: the label table (index, name, abbreviation, color).
+- `sub-*/[ses-*/]anat/*_space-T2w_desc-{label_set.name}_dseg.nii.gz`: label maps.
+- `*_space-T2w_desc-brain_mask.nii.gz`: brain masks; `*_label-*_probseg.nii.gz`: class
+  probabilities (when requested).
+- `*_desc-{label_set.name}_volumes.tsv`: volume of each label (not BIDS-defined yet).
+
+Each JSON sidecar names its source image, the model (name, version, SHA-256) and the age used.
+"""
+    return atomic_write_text(Path(out_dir) / "README.md", text)
+
+
 def write_dataset_files(out_dir: Path, label_set: LabelSet) -> None:
-    """The dataset-level files besides dataset_description.json: label table, .bidsignore."""
+    """The dataset-level files besides dataset_description.json: labels, README, .bidsignore."""
     write_label_table(out_dir, label_set)
+    write_readme(out_dir, label_set)
     write_bidsignore(out_dir)
 
 
