@@ -1,0 +1,140 @@
+"""Open a T2w image and refuse, in one line, anything that cannot be a head scan.
+
+Why: a participant run reads many scans; a bad one must cost one clear line ("file: problem")
+before any heavy work, not a traceback deep inside resampling or the network.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from nibabel.filebasedimages import ImageFileError
+
+LOGGER = logging.getLogger(__name__)
+
+MIN_FOV_MM = 60.0
+"""A neonatal head is ~90 mm across; less field of view than this along any axis is a slab,
+a localiser or a wrong header, not a head."""
+
+MIN_VOXELS = 16
+"""Fewer voxels than this along an axis cannot be segmented slice by slice."""
+
+MAX_NONFINITE_FRACTION = 0.001
+"""Up to this fraction of NaN/Inf voxels (stray voxels from a converter) are set to 0 with a
+warning; more means the data are broken."""
+
+_READ_ERRORS = (OSError, EOFError, ValueError, zlib.error, ImageFileError)
+
+
+class BadImageError(ValueError):
+    """An input image that cannot be segmented; the message names the file and the problem."""
+
+
+def load_t2w(path: str | Path) -> nib.Nifti1Image:
+    """Load and check a 3D T2w NIfTI image; its data come back as float32, read once.
+
+    A 4D image with one volume is squeezed to 3D. Raises :class:`BadImageError`.
+    """
+    path = Path(path)
+    img = _open(path)
+    affine = _checked_affine(path, img)
+    shape = _checked_shape(path, img.shape)
+    try:
+        data = img.get_fdata(dtype=np.float32)
+    except (*_READ_ERRORS, MemoryError) as exc:
+        raise _bad(path, f"image data cannot be read, file truncated or corrupt ({exc})") from exc
+    data = data.reshape(shape)
+    _check_size(path, shape, affine)
+    data = _checked_values(path, data)
+    out = nib.Nifti1Image(data, affine, _float_header(img))
+    out.set_data_dtype(np.float32)
+    return out
+
+
+def _bad(path: Path, problem: str) -> BadImageError:
+    return BadImageError(f"{path}: {' '.join(problem.split())}")
+
+
+def _open(path: Path) -> nib.Nifti1Image | nib.Nifti2Image:
+    if not path.exists():
+        raise _bad(path, "no such file")
+    if not path.is_file():
+        raise _bad(path, "not a file")
+    if path.stat().st_size == 0:
+        raise _bad(path, "empty file")
+    try:
+        img = nib.load(path)
+    except _READ_ERRORS as exc:
+        raise _bad(path, f"not a readable NIfTI image ({exc})") from exc
+    if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
+        raise _bad(path, f"not a NIfTI image ({type(img).__name__})")
+    return img
+
+
+def _valid_affine(affine: np.ndarray | None) -> bool:
+    """Finite and invertible, with a non-degenerate voxel size along every axis."""
+    if affine is None or not np.all(np.isfinite(affine)):
+        return False
+    zooms = np.linalg.norm(affine[:3, :3], axis=0)
+    if np.any(zooms < 1e-6):
+        return False
+    # Determinant relative to the voxel volume: ~1 for any rigid orientation, ~0 when singular.
+    return abs(np.linalg.det(affine[:3, :3])) / np.prod(zooms) > 1e-6
+
+
+def _checked_affine(path: Path, img: nib.Nifti1Image) -> np.ndarray:
+    """``img.affine`` (sform if set, else qform); a broken sform falls back to a valid qform."""
+    affine = img.affine
+    if _valid_affine(affine):
+        return affine
+    qform, qcode = img.header.get_qform(coded=True)
+    if int(img.header["sform_code"]) > 0 and qcode > 0 and _valid_affine(qform):
+        LOGGER.warning("%s: sform is not a valid affine; using the qform", path)
+        return qform
+    raise _bad(path, "the header's voxel-to-world affine is singular, zero or not finite: "
+                     f"{np.array2string(affine, precision=3)}")
+
+
+def _checked_shape(path: Path, shape: tuple[int, ...]) -> tuple[int, int, int]:
+    if len(shape) < 3 or 1 in shape[:3]:
+        raise _bad(path, f"2D image (shape {shape}); a 3D volume is needed")
+    extra = shape[3:]
+    if any(s != 1 for s in extra):
+        raise _bad(path, f"{len(shape)}D image (shape {shape}); give a single 3D volume")
+    return tuple(int(s) for s in shape[:3])
+
+
+def _check_size(path: Path, shape: tuple[int, int, int], affine: np.ndarray) -> None:
+    zooms = np.linalg.norm(affine[:3, :3], axis=0)
+    fov = np.asarray(shape) * zooms
+    if min(shape) < MIN_VOXELS or fov.min() < MIN_FOV_MM:
+        raise _bad(path, f"too small to hold a head: shape {shape}, field of view "
+                         f"{' x '.join(f'{f:.0f}' for f in fov)} mm (needs at least "
+                         f"{MIN_VOXELS} voxels and {MIN_FOV_MM:.0f} mm along every axis)")
+
+
+def _checked_values(path: Path, data: np.ndarray) -> np.ndarray:
+    finite = np.isfinite(data)
+    bad = data.size - int(np.count_nonzero(finite))
+    if bad:
+        fraction = bad / data.size
+        if fraction > MAX_NONFINITE_FRACTION:
+            raise _bad(path, f"{fraction:.1%} of voxels are NaN or infinite")
+        LOGGER.warning("%s: %d NaN or infinite voxel(s) set to 0", path, bad)
+        data[~finite] = 0
+    low, high = float(data.min()), float(data.max())
+    if low == high:
+        what = "all zero" if high == 0 else f"constant ({high:g})"
+        raise _bad(path, f"image data are {what}")
+    return data
+
+
+def _float_header(img: nib.Nifti1Image) -> nib.Nifti1Header:
+    """The input's header (orientation codes, units, description) without intensity scaling."""
+    header = nib.Nifti1Header.from_header(img.header)
+    header.set_slope_inter(None, None)
+    return header
