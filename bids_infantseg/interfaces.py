@@ -13,6 +13,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
 from nipype.interfaces.base import (
     BaseInterfaceInputSpec,
     File,
@@ -23,10 +24,26 @@ from nipype.interfaces.base import (
     traits,
 )
 
-from bids_infantseg.conform import Grid, conform, intensity_center, restore_labels, \
-    restore_probabilities
+from bids_infantseg.bids import Scan, derivative_dir, derivative_name
+from bids_infantseg.conform import (
+    Grid,
+    conform,
+    intensity_center,
+    restore_labels,
+    restore_probabilities,
+)
+from bids_infantseg.derivatives import (
+    atomic_save_nifti,
+    atomic_write_json,
+    atomic_write_tsv,
+    dseg_sidecar,
+    mask_sidecar,
+    probseg_sidecar,
+    volumes_sidecar,
+)
 from bids_infantseg.images import load_t2w
 from bids_infantseg.model.card import read_card
+from bids_infantseg.pose import load_transform, rigid_to_template, save_transform
 from bids_infantseg.volumes import label_volumes
 
 LOGGER = logging.getLogger("bids_infantseg")
@@ -55,11 +72,11 @@ class Conform(SimpleInterface):
     def _run_interface(self, runtime):
         card = _card(self.inputs.model_card)
         img = load_t2w(self.inputs.in_file)
-        data = np.asanyarray(img.dataobj, dtype=np.float32)
+        data = np.asanyarray(img.dataobj)
         rotation = None
         if isdefined(self.inputs.transform):
-            pose = json.loads(Path(self.inputs.transform).read_text())
-            rotation = np.array(pose["transform"]) if pose["accepted"] else None
+            pose = load_transform(Path(self.inputs.transform))
+            rotation = pose.transform if pose.accepted else None
         volume, grid = conform(data, img.affine, card.voxel_size_mm, card.grid_shape,
                                intensity=card.intensity,
                                center_world=intensity_center(data, img.affine),
@@ -67,6 +84,33 @@ class Conform(SimpleInterface):
         out = os.path.abspath("conformed.nii.gz")
         nib.save(nib.Nifti1Image(volume, grid.affine), out)
         self._results["out_file"] = out
+        return runtime
+
+
+class _PoseInputSpec(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True, desc="native T2w image")
+    template = File(exists=True, mandatory=True, desc="age-matched template")
+
+
+class _PoseOutputSpec(TraitedSpec):
+    out_transform = File(exists=True, desc="pose JSON: transform, accepted, metric, message")
+
+
+class PoseNormalize(SimpleInterface):
+    """Rigid alignment to the template (SimpleITK); falls back to the header when doubtful."""
+
+    input_spec = _PoseInputSpec
+    output_spec = _PoseOutputSpec
+
+    def _run_interface(self, runtime):
+        img = load_t2w(self.inputs.in_file)
+        result = rigid_to_template(np.asanyarray(img.dataobj), img.affine,
+                                   Path(self.inputs.template))
+        level = logging.INFO if result.accepted else logging.WARNING
+        LOGGER.log(level, "%s: pose %s", self.inputs.in_file, result.message)
+        out = os.path.abspath("pose.json")
+        save_transform(result, Path(out))
+        self._results["out_transform"] = out
         return runtime
 
 
@@ -192,3 +236,82 @@ class Measure(SimpleInterface):
         table.to_csv(out, sep="\t", index=False)
         self._results["out_tsv"] = out
         return runtime
+
+
+class _WriteInputSpec(BaseInterfaceInputSpec):
+    scan_json = traits.Str(mandatory=True, desc="the Scan record (path, entities, age)")
+    output_dir = traits.Str(mandatory=True)
+    model_card = File(exists=True, mandatory=True)
+    model_sha256 = traits.Str(mandatory=True)
+    dseg = File(exists=True, mandatory=True)
+    mask = File(exists=True, mandatory=True)
+    volumes = File(exists=True, mandatory=True)
+    probseg = InputMultiObject(File(exists=True))
+    pose = File(exists=True, desc="pose-normalisation result, recorded in the dseg sidecar")
+
+
+class _WriteOutputSpec(TraitedSpec):
+    out_files = traits.List(traits.Str, desc="files written in the output dataset")
+
+
+class WriteDerivatives(SimpleInterface):
+    """Copy a scan's results into the output dataset under BIDS names, each file atomically.
+
+    The label map is written last, so its presence means the scan's outputs are complete.
+    """
+
+    input_spec = _WriteInputSpec
+    output_spec = _WriteOutputSpec
+
+    def _run_interface(self, runtime):
+        scan = Scan.from_json(self.inputs.scan_json)
+        card = _card(self.inputs.model_card)
+        labels = card.labels.name
+        out_dir = Path(self.inputs.output_dir)
+        anat = out_dir / derivative_dir(scan)
+        anat.mkdir(parents=True, exist_ok=True)
+
+        def name(**entities: str) -> Path:
+            return anat / derivative_name(scan, **entities)
+
+        model = {"model_name": card.name, "model_version": card.version,
+                 "model_sha256": self.inputs.model_sha256}
+        dseg_path = name(space="T2w", desc=labels, suffix="dseg", extension=".nii.gz")
+        dseg_rel = dseg_path.relative_to(out_dir).as_posix()
+        written: list[Path] = []
+
+        table = pd.read_csv(self.inputs.volumes, sep="\t")
+        ids = {"participant_id": f"sub-{scan.subject}",
+               "session_id": f"ses-{scan.session}" if scan.session else None}
+        extra = {k: v for k, v in scan.entities.items() if k not in ("subject", "session")}
+        table = pd.concat([pd.DataFrame([{**ids, **extra}] * len(table)), table], axis=1)
+        volumes_path = name(desc=labels, suffix="volumes", extension=".tsv")
+        written.append(atomic_write_tsv(volumes_path, table))
+        written.append(atomic_write_json(volumes_path.with_suffix(".json"),
+                                         volumes_sidecar(labels=labels,
+                                                         entity_columns=list(extra))))
+
+        for label, path in zip(card.labels.labels, self.inputs.probseg or [], strict=False):
+            out = name(space="T2w", label=label.abbreviation, suffix="probseg",
+                       extension=".nii.gz")
+            written.append(atomic_save_nifti(nib.load(path), out))
+            written.append(atomic_write_json(_sidecar_path(out), probseg_sidecar(
+                source=scan.rel_path, label=label.name, **model)))
+
+        mask_path = name(space="T2w", desc="brain", suffix="mask", extension=".nii.gz")
+        written.append(atomic_save_nifti(nib.load(self.inputs.mask), mask_path))
+        written.append(atomic_write_json(_sidecar_path(mask_path),
+                                         mask_sidecar(source=scan.rel_path, dseg=dseg_rel)))
+
+        sidecar = dseg_sidecar(source=scan.rel_path, labels=labels, age=scan.age, **model)
+        if isdefined(self.inputs.pose):
+            sidecar["PoseNormalization"] = json.loads(Path(self.inputs.pose).read_text())
+        written.append(atomic_write_json(_sidecar_path(dseg_path), sidecar))
+        written.append(atomic_save_nifti(nib.load(self.inputs.dseg), dseg_path))
+        self._results["out_files"] = [str(p) for p in written]
+        LOGGER.info("%s: outputs written to %s", scan.source_stem, anat)
+        return runtime
+
+
+def _sidecar_path(image: Path) -> Path:
+    return image.with_name(image.name.removesuffix(".nii.gz") + ".json")

@@ -14,10 +14,13 @@ from pathlib import Path
 from nipype import config as nipype_config
 
 from bids_infantseg import __version__
-from bids_infantseg.bids import DiscoveryError, FilterFileError, Scan, discover, \
-    load_filter_file
-from bids_infantseg.derivatives import OutputDirError, check_output_dir, \
-    write_dataset_description, write_dataset_files
+from bids_infantseg.bids import DiscoveryError, FilterFileError, Scan, discover, load_filter_file
+from bids_infantseg.derivatives import (
+    OutputDirError,
+    check_output_dir,
+    write_dataset_description,
+    write_dataset_files,
+)
 from bids_infantseg.failures import scan_failures
 from bids_infantseg.images import BadImageError, load_t2w
 from bids_infantseg.inference import DeviceError, resolve_device
