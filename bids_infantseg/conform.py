@@ -137,20 +137,22 @@ def restore_labels(probs: np.ndarray, grid: Grid, native_shape: Sequence[int],
     if len(indices) != probs.shape[0]:
         raise ValueError(f"{probs.shape[0]} classes but {len(indices)} class indices")
     target, matrix, back = _native_target(grid, native_shape, native_affine)
-    best = np.zeros(target, np.float32)
-    label = np.zeros(target, np.int16)
     per_group = max(1, GROUP_BYTES // (4 * int(np.prod(grid.shape))))
+    grouped = per_group < probs.shape[0]
+    best = np.zeros(target, np.float32) if grouped else None
+    label = np.zeros(target, np.int16)
     for first in range(0, probs.shape[0], per_group):
         for part, values in _probability_slabs(probs, first, first + per_group, matrix, target):
-            top, arg = values.max(dim=0)
+            top, arg = (t.numpy() for t in values.max(dim=0))
             if first == 0:
-                best[..., part] = top.numpy()
-                label[..., part] = arg.numpy()
+                label[..., part] = arg
+                if grouped:
+                    best[..., part] = top
                 continue
-            better = top.numpy() > best[..., part]
-            best[..., part][better] = top.numpy()[better]
-            label[..., part][better] = arg.numpy()[better] + first
-    return apply_orientation(indices[label], back)
+            better = top > best[..., part]
+            best[..., part][better] = top[better]
+            label[..., part][better] = arg[better] + first
+    return np.ascontiguousarray(apply_orientation(indices[label], back))
 
 
 def restore_probabilities(probs: np.ndarray, grid: Grid, native_shape: Sequence[int],
@@ -165,7 +167,7 @@ def restore_probabilities(probs: np.ndarray, grid: Grid, native_shape: Sequence[
         out = np.empty(target, np.float32)
         for part, values in _probability_slabs(probs, k, k + 1, matrix, target):
             out[..., part] = values[0].numpy()
-        yield apply_orientation(out, back)
+        yield np.ascontiguousarray(apply_orientation(out, back))
 
 
 def _rigid(rotation: np.ndarray) -> np.ndarray:

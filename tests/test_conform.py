@@ -245,3 +245,8 @@ def test_intensity_percentiles_map_to_unit_range():
     assert (out[data == 0] == 0).all()
     low, high = np.percentile(data[data > 0], [0.5, 99.5])
     assert out[8, 8, 8] == pytest.approx((data[8, 8, 8] - low) / (high - low), abs=1e-5)
+
+
+def test_intensity_center_needs_signal():
+    with pytest.raises(ValueError, match="no positive"):
+        intensity_center(np.zeros((8, 8, 8), np.float32), np.eye(4))

@@ -169,3 +169,9 @@ def test_too_few_voxels(tmp_path):
 def test_too_small_field_of_view(tmp_path):
     _fails(_save(tmp_path / "tiny.nii.gz", _head((40, 80, 80)), np.diag([1, 1, 1.0, 1])),
            "too small", "40 x 80 x 80 mm")
+
+
+def test_other_formats_are_refused(tmp_path):
+    path = tmp_path / "head.mgz"
+    nib.save(nib.MGHImage(_head().astype(np.float32), AFFINE), path)
+    _fails(path, "not a NIfTI image")
