@@ -27,8 +27,16 @@ def tiny_card(views: dict[str, float] | None = None, grid: int = 32,
 
 
 def make_tiny_model(folder: Path, seed: int = 0, **kwargs) -> Path:
-    """Write an untrained tiny model folder and return its path."""
+    """Write an untrained tiny model folder and return its path.
+
+    Its classifier is sharpened (weights x100, no bias), so that the argmax follows the
+    image's features rather than one class's bias: label maps then vary with the input.
+    """
     card = tiny_card(**kwargs)
     torch.manual_seed(seed)
     nets = {view: QuickNAT(card.architecture).eval() for view in card.views}
+    with torch.no_grad():
+        for net in nets.values():
+            net.classifier.weight.mul_(100.0)
+            net.classifier.bias.zero_()
     return save_model(Path(folder), card, nets)

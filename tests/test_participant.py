@@ -1,0 +1,176 @@
+"""End to end: the participant level on small head-like datasets with a tiny model."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from bids_infantseg.cli import main
+from tests.conftest import t2w_path, write_head
+
+
+def run(bids: Path, out: Path, model: Path, *extra: str) -> int:
+    return main([str(bids), str(out), "participant", "--model", str(model), "--nprocs", "1",
+                 "--device", "cpu", *extra])
+
+
+def outputs(out: Path, stem: str, anat: str) -> dict[str, Path]:
+    folder = out / anat
+    return {
+        "dseg": folder / f"{stem}_space-T2w_desc-drawem9_dseg.nii.gz",
+        "dseg_json": folder / f"{stem}_space-T2w_desc-drawem9_dseg.json",
+        "mask": folder / f"{stem}_space-T2w_desc-brain_mask.nii.gz",
+        "volumes": folder / f"{stem}_desc-drawem9_volumes.tsv",
+        "volumes_json": folder / f"{stem}_desc-drawem9_volumes.json",
+    }
+
+
+SCANS = [("sub-01_ses-01", "sub-01/ses-01/anat"), ("sub-01_ses-02", "sub-01/ses-02/anat"),
+         ("sub-02_run-1", "sub-02/anat"), ("sub-02_run-2", "sub-02/anat")]
+
+
+def test_every_scan_gets_outputs_on_its_own_grid(head_dataset, tmp_path, tiny_model_dir):
+    out = head_dataset / "derivatives" / "bids_infantseg"
+    assert run(head_dataset, out, tiny_model_dir, "-w", str(tmp_path / "work")) == 0
+
+    description = json.loads((out / "dataset_description.json").read_text())
+    assert description["DatasetType"] == "derivative"
+    assert description["GeneratedBy"][0]["Name"] == "bids_infantseg"
+    assert (out / "desc-drawem9_dseg.tsv").is_file()
+    for stem, anat in SCANS:
+        files = outputs(out, stem, anat)
+        for path in files.values():
+            assert path.is_file(), path
+        source = nib.load(next((head_dataset / anat).glob(f"{stem}_T2w.nii.gz")))
+        dseg = nib.load(files["dseg"])
+        assert dseg.shape == source.shape
+        np.testing.assert_allclose(dseg.affine, source.affine, atol=1e-6)
+        labels = np.asanyarray(dseg.dataobj)
+        assert set(np.unique(labels)) <= set(range(10))
+        table = pd.read_csv(files["volumes"], sep="\t")
+        assert table["voxels"].sum() == labels.size
+        assert table["participant_id"].iloc[0] == stem.split("_")[0]
+        sidecar = json.loads(files["dseg_json"].read_text())
+        assert sidecar["Model"]["Name"] == "tiny-test"
+        assert sidecar["SpatialReference"].endswith(f"{stem}_T2w.nii.gz")
+    ages = [json.loads(outputs(out, s, a)["dseg_json"].read_text())["Age"] for s, a in SCANS]
+    assert ages[0]["Weeks"] == pytest.approx(2) and ages[1]["Weeks"] == pytest.approx(26)
+    assert ages[2]["Source"].startswith("participants.tsv")
+
+
+def test_bad_images_are_reported_and_the_others_processed(head_dataset, tmp_path,
+                                                          tiny_model_dir, caplog):
+    truncated = t2w_path(head_dataset, "01", "02")
+    truncated.write_bytes(truncated.read_bytes()[:2000])
+    flat = t2w_path(head_dataset, "02", run="1")
+    nib.save(nib.Nifti1Image(np.zeros((40, 40), np.float32), np.eye(4)), flat)
+    nan = t2w_path(head_dataset, "02", run="2")
+    img = nib.load(nan)
+    nib.save(nib.Nifti1Image(np.full(img.shape, np.nan, np.float32), img.affine), nan)
+
+    out = tmp_path / "out"
+    assert run(head_dataset, out, tiny_model_dir) == 1
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    for bad in (truncated, flat, nan):
+        lines = [e for e in errors if str(bad) in e and not e.startswith("FAILED")]
+        assert len(lines) == 1 and "\n" not in lines[0], errors
+    assert outputs(out, *SCANS[0])["dseg"].is_file()
+
+
+def test_unknown_participant_is_a_usage_error(head_dataset, tmp_path, tiny_model_dir, capsys):
+    assert run(head_dataset, tmp_path / "out", tiny_model_dir, "--participant-label",
+               "sub-99") == 2
+    assert "no subject 99" in capsys.readouterr().err
+
+
+def test_output_inside_the_dataset_is_refused(head_dataset, tiny_model_dir, capsys):
+    assert run(head_dataset, head_dataset / "sub-01" / "out", tiny_model_dir) == 2
+    assert "inside the BIDS dataset" in capsys.readouterr().err
+
+
+def test_output_of_another_tool_is_refused(head_dataset, tmp_path, tiny_model_dir, capsys):
+    other = tmp_path / "fmriprep"
+    other.mkdir()
+    (other / "dataset_description.json").write_text(json.dumps(
+        {"Name": "x", "BIDSVersion": "1.10.0", "DatasetType": "derivative",
+         "GeneratedBy": [{"Name": "fMRIPrep"}]}))
+    assert run(head_dataset, other, tiny_model_dir) == 2
+    assert "fMRIPrep" in capsys.readouterr().err
+
+
+def test_left_right_flip_in_the_header_mirrors_the_label_map(tmp_path, tiny_model_dir):
+    root = tmp_path / "bids"
+    from tests.bids_factory import write_description
+
+    write_description(root)
+    ras = write_head(t2w_path(root, "01", run="1"), seed=7)
+    img = nib.load(ras)
+    flip = np.diag([-1.0, 1.0, 1.0, 1.0])
+    flip[0, 3] = img.shape[0] - 1
+    las = nib.Nifti1Image(np.asanyarray(img.dataobj)[::-1], img.affine @ flip)
+    nib.save(las, t2w_path(root, "01", run="2"))
+    out = tmp_path / "out"
+    assert run(root, out, tiny_model_dir) == 0
+    a = np.asanyarray(nib.load(outputs(out, "sub-01_run-1", "sub-01/anat")["dseg"]).dataobj)
+    b = np.asanyarray(nib.load(outputs(out, "sub-01_run-2", "sub-01/anat")["dseg"]).dataobj)
+    assert (a != 0).any()
+    agreement = np.mean(a == b[::-1])
+    assert agreement > 0.999, agreement
+    assert np.mean(a == b) < agreement  # the asymmetric head: no mirroring gives no match
+
+
+def test_work_directory_cache_is_reused(head_dataset, tmp_path, tiny_model_dir):
+    work = tmp_path / "work"
+    out = tmp_path / "out"
+    assert run(head_dataset, out, tiny_model_dir, "-w", str(work)) == 0
+    results = sorted(work.rglob("segment/result_segment.pklz"))
+    assert len(results) == 4
+    stamps = [p.stat().st_mtime_ns for p in results]
+    outputs(out, *SCANS[2])["dseg"].unlink()
+    assert run(head_dataset, out, tiny_model_dir, "-w", str(work)) == 0
+    assert [p.stat().st_mtime_ns for p in results] == stamps  # nothing re-segmented
+    assert outputs(out, *SCANS[2])["dseg"].is_file()  # the deleted output is written again
+
+
+def test_a_killed_run_resumes_from_the_work_directory(head_dataset, tmp_path, tiny_model_dir):
+    work, out = tmp_path / "work", tmp_path / "out"
+    # make the last scan slow to segment, so the kill lands while it is running
+    write_head(t2w_path(head_dataset, "02", run="2"), shape=(160, 180, 150),
+               zooms=(1.0, 1.0, 1.0), seed=9)
+    cmd = [sys.executable, "-m", "bids_infantseg", str(head_dataset), str(out), "participant",
+           "--model", str(tiny_model_dir), "--nprocs", "1", "-w", str(work)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    first = None
+    deadline = time.time() + 120
+    while time.time() < deadline and first is None and proc.poll() is None:
+        done = [s for s in SCANS if outputs(out, *s)["dseg"].is_file()]
+        first = done[0] if done else None
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert first is not None, "no scan finished before the deadline"
+    missing = [s for s in SCANS if not outputs(out, *s)["dseg"].is_file()]
+    assert missing, "the run finished before it could be killed"
+    cached = sorted(work.rglob("segment/result_segment.pklz"))
+    stamps = {p: p.stat().st_mtime_ns for p in cached}
+
+    assert run(head_dataset, out, tiny_model_dir, "-w", str(work)) == 0
+    assert all(outputs(out, *s)["dseg"].is_file() for s in SCANS)
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())  # finished work kept
+
+
+def test_group_and_train_are_not_implemented_yet(head_dataset, tmp_path):
+    for level in ("group", "train"):
+        assert main([str(head_dataset), str(tmp_path / "o"), level]) == 2
+
