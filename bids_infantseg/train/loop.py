@@ -1,0 +1,197 @@
+"""The training loop: one QuickNAT per view, Adam, QuickNAT's loss, checkpoints and resume.
+
+Data is an endless stream of batches (``SliceSampler``), so an "epoch" is a fixed number of
+steps; each step trains every view's network on its own batch. With ``shared_views`` one
+network learns from all views' slices (three times the updates on a small compute budget).
+At each epoch's end the loop writes a checkpoint (weights and Adam moments in safetensors,
+counters in JSON; never pickle) and can stop early on a wall-clock budget, always leaving a
+usable model behind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from bids_infantseg.model.card import ModelCard, save_model
+from bids_infantseg.model.quicknat import QuickNAT
+from bids_infantseg.train.data import SliceSampler
+from bids_infantseg.train.losses import median_frequency_weights, quicknat_loss
+
+LOGGER = logging.getLogger("bids_infantseg.train")
+CHECKPOINT_WEIGHTS = "checkpoint.safetensors"
+CHECKPOINT_STATE = "checkpoint.json"
+
+
+@dataclass
+class TrainConfig:
+    """Recipe of one training run (stored in the model card)."""
+
+    epochs: int = 10
+    steps_per_epoch: int = 100
+    batch_size: int = 8
+    learning_rate: float = 1e-3
+    lr_decay: float = 1.0  # multiplies the learning rate after each epoch
+    boundary_weight: float = 2.0  # times the median class weight
+    shared_views: bool = False  # one network trained on, and used for, every view
+    seed: int = 0
+    time_budget_s: float | None = None  # stop (and save) before this much wall time
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class TrainResult:
+    nets: dict[str, QuickNAT]
+    epochs_done: int
+    history: list[dict] = field(default_factory=list)
+    stopped_early: bool = False
+    seconds: float = 0.0
+    slices_per_second: float = 0.0
+
+
+def _save_checkpoint(folder: Path, nets: dict, optimizers: dict, state: dict) -> None:
+    tensors = {}
+    for view, net in nets.items():
+        for key, value in net.state_dict().items():
+            tensors[f"net.{view}.{key}"] = value.detach().cpu().contiguous()
+        for pid, moments in optimizers[view].state_dict()["state"].items():
+            for name, value in moments.items():
+                tensors[f"adam.{view}.{pid}.{name}"] = value.detach().cpu().contiguous()
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(folder / f".{CHECKPOINT_WEIGHTS}.tmp"))
+    (folder / f".{CHECKPOINT_WEIGHTS}.tmp").replace(folder / CHECKPOINT_WEIGHTS)
+    (folder / f".{CHECKPOINT_STATE}.tmp").write_text(json.dumps(state, indent=2) + "\n")
+    (folder / f".{CHECKPOINT_STATE}.tmp").replace(folder / CHECKPOINT_STATE)
+
+
+def _load_checkpoint(folder: Path, nets: dict, optimizers: dict) -> dict:
+    tensors = load_file(str(folder / CHECKPOINT_WEIGHTS))
+    state = json.loads((folder / CHECKPOINT_STATE).read_text())
+    for view, net in nets.items():
+        prefix = f"net.{view}."
+        net.load_state_dict({k[len(prefix):]: v for k, v in tensors.items()
+                             if k.startswith(prefix)})
+        opt_state = optimizers[view].state_dict()
+        moments: dict[int, dict] = {}
+        prefix = f"adam.{view}."
+        for key, value in tensors.items():
+            if key.startswith(prefix):
+                pid, name = key[len(prefix):].split(".", 1)
+                moments.setdefault(int(pid), {})[name] = value
+        opt_state["state"] = moments
+        opt_state["param_groups"] = state["param_groups"][view]
+        optimizers[view].load_state_dict(opt_state)
+    return state
+
+
+def nets_from_checkpoint(work_dir: Path, card: ModelCard) -> tuple[dict[str, QuickNAT], dict]:
+    """The networks and state of the last checkpoint in ``work_dir`` (to ship a running or
+    interrupted run)."""
+    tensors = load_file(str(Path(work_dir) / CHECKPOINT_WEIGHTS))
+    nets = {}
+    for view in card.views:
+        prefix = f"net.{view}."
+        nets[view] = QuickNAT(card.architecture)
+        nets[view].load_state_dict({k[len(prefix):]: v for k, v in tensors.items()
+                                    if k.startswith(prefix)})
+        nets[view].eval()
+    return nets, json.loads((Path(work_dir) / CHECKPOINT_STATE).read_text())
+
+
+def train(card: ModelCard, data: SliceSampler, config: TrainConfig, work_dir: Path,
+          out_dir: Path | None = None, *, progress: bool = True) -> TrainResult:
+    """Train one network per view of ``card``; resume from ``work_dir``'s checkpoint if any.
+
+    Writes a checkpoint to ``work_dir`` after every epoch, and the model folder to ``out_dir``
+    (via ``save_model``) at the end, also when the time budget stops the run early.
+    """
+    start = time.monotonic()
+    work_dir = Path(work_dir)
+    torch.manual_seed(config.seed)
+    if config.shared_views:
+        net = QuickNAT(card.architecture)
+        optimizer = torch.optim.Adam(net.parameters(), lr=config.learning_rate)
+        nets = dict.fromkeys(card.views, net)
+        optimizers = dict.fromkeys(card.views, optimizer)
+    else:
+        nets = {view: QuickNAT(card.architecture) for view in card.views}
+        optimizers = {view: torch.optim.Adam(net.parameters(), lr=config.learning_rate)
+                      for view, net in nets.items()}
+    history: list[dict] = []
+    first_epoch, counts = 0, None
+    if (work_dir / CHECKPOINT_STATE).is_file():
+        state = _load_checkpoint(work_dir, nets, optimizers)
+        first_epoch, history = state["epochs_done"], state["history"]
+        counts = np.asarray(state["class_counts"])
+        LOGGER.info("resuming from %s after epoch %d", work_dir, first_epoch)
+    if counts is None:
+        counts = data.class_counts()
+    class_weights = torch.from_numpy(median_frequency_weights(counts))
+    boundary = config.boundary_weight * float(class_weights.median())
+
+    budget = config.time_budget_s
+    slices_done, train_seconds, stopped = 0, 0.0, False
+    epoch = first_epoch
+    for epoch in range(first_epoch, config.epochs):
+        data.reseed(config.seed, epoch)
+        torch.manual_seed(config.seed * 100_003 + epoch)
+        for net in nets.values():
+            net.train()
+        losses = {view: [] for view in nets}
+        epoch_start = time.monotonic()
+        bar = tqdm(range(config.steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}",
+                   disable=not progress, mininterval=10.0)
+        for step in bar:
+            elapsed = time.monotonic() - start
+            per_step = (time.monotonic() - epoch_start) / step if step else 0.0
+            if budget is not None and elapsed + 1.5 * per_step > budget:
+                stopped = True
+                break
+            for view, net in nets.items():
+                images, targets = data.batch(view, config.batch_size)
+                loss = quicknat_loss(net(images), targets, class_weights, boundary)
+                optimizers[view].zero_grad(set_to_none=True)
+                loss.backward()
+                optimizers[view].step()
+                losses[view].append(loss.item())
+                slices_done += config.batch_size
+            bar.set_postfix(loss=f"{np.mean([v[-1] for v in losses.values()]):.3f}")
+        train_seconds += time.monotonic() - epoch_start
+        if stopped and not losses[next(iter(nets))]:
+            break
+        record = {"epoch": epoch + 1, "steps": len(losses[next(iter(nets))]),
+                  "loss": {v: float(np.mean(x)) for v, x in losses.items()},
+                  "lr": optimizers[next(iter(nets))].param_groups[0]["lr"],
+                  "seconds": round(time.monotonic() - epoch_start, 1)}
+        history.append(record)
+        eta = record["seconds"] * (config.epochs - epoch - 1)
+        LOGGER.info("epoch %d/%d loss %s (%.0f s, ETA %.0f s)", epoch + 1, config.epochs,
+                    {v: round(x, 4) for v, x in record["loss"].items()}, record["seconds"], eta)
+        for opt in {id(o): o for o in optimizers.values()}.values():
+            for group in opt.param_groups:
+                group["lr"] *= config.lr_decay
+        _save_checkpoint(work_dir, nets, optimizers, {
+            "epochs_done": epoch + 1, "history": history, "class_counts": counts.tolist(),
+            "config": config.to_dict(),
+            "param_groups": {v: o.state_dict()["param_groups"] for v, o in optimizers.items()},
+        })
+        if stopped:
+            LOGGER.info("time budget reached during epoch %d; stopping", epoch + 1)
+            break
+    for net in nets.values():
+        net.eval()
+    result = TrainResult(nets, len(history), history, stopped, time.monotonic() - start,
+                         slices_done / train_seconds if train_seconds else 0.0)
+    if out_dir is not None:
+        save_model(Path(out_dir), card, nets)
+    return result
