@@ -74,13 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _setup_logging(verbosity: int) -> None:
-    level = logging.WARNING - 10 * (1 + min(verbosity, 1))  # INFO by default, DEBUG with -v
-    logging.basicConfig(level=max(level, logging.DEBUG),
+    """INFO by default, DEBUG with -v; other libraries' INFO only with -vv."""
+    logging.basicConfig(level=logging.INFO if verbosity >= 2 else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s",
                         datefmt="%H:%M:%S", stream=sys.stderr)
-    logging.getLogger("bids_infantseg").setLevel(max(level, logging.DEBUG))
-    for noisy in ("nipype.workflow", "nipype.interface", "nipype.utils", "bids"):
-        logging.getLogger(noisy).setLevel(logging.INFO if verbosity >= 2 else logging.WARNING)
+    logging.getLogger("bids_infantseg").setLevel(logging.DEBUG if verbosity else logging.INFO)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from nipype import config as nipype_config
+from nipype import logging as nipype_logging
 
 from bids_infantseg import __version__
 from bids_infantseg.bids import DiscoveryError, FilterFileError, Scan, discover, load_filter_file
@@ -66,6 +67,7 @@ def run_participant(args: argparse.Namespace) -> int:
                 model.card.name, model.card.version, model.sha256[:12], device, len(good),
                 concurrent, threads)
     if good:
+        _quiet_nipype(args.verbose)
         failed += _run_workflow(good, settings, work_dir, concurrent, pose_templates)
     done = len(scans) - len(failed)
     LOGGER.info("%d of %d scan(s) segmented; outputs in %s", done, len(scans), output_dir)
@@ -96,6 +98,15 @@ def _pose_templates(scans: list[Scan]) -> dict[str, Path]:
         templates[scan.source_stem] = template_path(cohort)
         LOGGER.info("%s: pose template MNIInfant cohort-%d", scan.source_stem, cohort)
     return templates
+
+
+def _quiet_nipype(verbosity: int) -> None:
+    """Nipype's per-node chatter only with -vv; its own handler, not ours twice."""
+    level = "INFO" if verbosity >= 2 else "WARNING"
+    nipype_config.update_config({"logging": {"workflow_level": level, "interface_level": level,
+                                             "utils_level": level}})
+    nipype_logging.update_logging(nipype_config)
+    logging.getLogger("nipype").propagate = False
 
 
 def _run_workflow(scans: list[Scan], settings: SegmentSettings, work_dir: Path,

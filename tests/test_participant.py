@@ -17,6 +17,7 @@ import pytest
 
 from bids_infantseg.cli import main
 from tests.conftest import t2w_path, write_head
+from tests.validator import ACCEPTED_WARNINGS, validate
 
 
 def run(bids: Path, out: Path, model: Path, *extra: str) -> int:
@@ -41,7 +42,11 @@ SCANS = [("sub-01_ses-01", "sub-01/ses-01/anat"), ("sub-01_ses-02", "sub-01/ses-
 
 def test_every_scan_gets_outputs_on_its_own_grid(head_dataset, tmp_path, tiny_model_dir):
     out = head_dataset / "derivatives" / "bids_infantseg"
-    assert run(head_dataset, out, tiny_model_dir, "-w", str(tmp_path / "work")) == 0
+    assert run(head_dataset, out, tiny_model_dir, "-w", str(tmp_path / "work"),
+               "--write-probseg") == 0
+    errors, warnings = validate(out)
+    assert errors == [], errors
+    assert warnings <= ACCEPTED_WARNINGS, warnings
 
     description = json.loads((out / "dataset_description.json").read_text())
     assert description["DatasetType"] == "derivative"
@@ -60,6 +65,11 @@ def test_every_scan_gets_outputs_on_its_own_grid(head_dataset, tmp_path, tiny_mo
         table = pd.read_csv(files["volumes"], sep="\t")
         assert table["voxels"].sum() == labels.size
         assert table["participant_id"].iloc[0] == stem.split("_")[0]
+        probsegs = sorted(files["dseg"].parent.glob(f"{stem}_space-T2w_label-*_probseg.nii.gz"))
+        assert len(probsegs) == 10
+        total = sum(np.asanyarray(nib.load(p).dataobj) for p in probsegs)
+        inside = total > 0
+        np.testing.assert_allclose(total[inside], 1.0, atol=1e-3)
         sidecar = json.loads(files["dseg_json"].read_text())
         assert sidecar["Model"]["Name"] == "tiny-test"
         assert sidecar["SpatialReference"].endswith(f"{stem}_T2w.nii.gz")
@@ -144,30 +154,25 @@ def test_work_directory_cache_is_reused(head_dataset, tmp_path, tiny_model_dir):
 
 def test_a_killed_run_resumes_from_the_work_directory(head_dataset, tmp_path, tiny_model_dir):
     work, out = tmp_path / "work", tmp_path / "out"
-    # make the last scan slow to segment, so the kill lands while it is running
-    write_head(t2w_path(head_dataset, "02", run="2"), shape=(160, 180, 150),
-               zooms=(1.0, 1.0, 1.0), seed=9)
     cmd = [sys.executable, "-m", "bids_infantseg", str(head_dataset), str(out), "participant",
            "--model", str(tiny_model_dir), "--nprocs", "1", "-w", str(work)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
-    first = None
     deadline = time.time() + 120
-    while time.time() < deadline and first is None and proc.poll() is None:
-        done = [s for s in SCANS if outputs(out, *s)["dseg"].is_file()]
-        first = done[0] if done else None
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
+    cached: list[Path] = []
+    while time.time() < deadline and not cached and proc.poll() is None:
+        cached = sorted(work.rglob("segment/result_segment.pklz"))
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)  # as a cluster's scheduler would
     proc.wait()
-    assert first is not None, "no scan finished before the deadline"
-    missing = [s for s in SCANS if not outputs(out, *s)["dseg"].is_file()]
-    assert missing, "the run finished before it could be killed"
-    cached = sorted(work.rglob("segment/result_segment.pklz"))
+    assert cached, "no scan was segmented before the deadline"
+    assert not all(outputs(out, *s)["dseg"].is_file() for s in SCANS), "finished before kill"
     stamps = {p: p.stat().st_mtime_ns for p in cached}
 
     assert run(head_dataset, out, tiny_model_dir, "-w", str(work)) == 0
     assert all(outputs(out, *s)["dseg"].is_file() for s in SCANS)
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())  # finished work kept
+    assert len(list(work.rglob("segment/result_segment.pklz"))) == len(SCANS)
 
 
 def test_group_and_train_are_not_implemented_yet(head_dataset, tmp_path):
