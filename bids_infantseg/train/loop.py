@@ -10,6 +10,7 @@ usable model behind.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import time
@@ -59,9 +60,27 @@ class TrainResult:
     slices_per_second: float = 0.0
 
 
+def _first_view_of_each_net(nets: dict[str, QuickNAT]) -> dict[str, QuickNAT]:
+    """Views with their own network (a network shared by views is stored once)."""
+    unique: dict[int, tuple[str, QuickNAT]] = {}
+    for view, net in nets.items():
+        unique.setdefault(id(net), (view, net))
+    return dict(unique.values())
+
+
+def distinct_copies(nets: dict[str, QuickNAT]) -> dict[str, QuickNAT]:
+    """One network object per view (a shared one is copied), as safetensors writers need."""
+    seen: set[int] = set()
+    out = {}
+    for view, net in nets.items():
+        out[view] = copy.deepcopy(net) if id(net) in seen else net
+        seen.add(id(net))
+    return out
+
+
 def _save_checkpoint(folder: Path, nets: dict, optimizers: dict, state: dict) -> None:
     tensors = {}
-    for view, net in nets.items():
+    for view, net in _first_view_of_each_net(nets).items():
         for key, value in net.state_dict().items():
             tensors[f"net.{view}.{key}"] = value.detach().cpu().contiguous()
         for pid, moments in optimizers[view].state_dict()["state"].items():
@@ -77,7 +96,7 @@ def _save_checkpoint(folder: Path, nets: dict, optimizers: dict, state: dict) ->
 def _load_checkpoint(folder: Path, nets: dict, optimizers: dict) -> dict:
     tensors = load_file(str(folder / CHECKPOINT_WEIGHTS))
     state = json.loads((folder / CHECKPOINT_STATE).read_text())
-    for view, net in nets.items():
+    for view, net in _first_view_of_each_net(nets).items():
         prefix = f"net.{view}."
         net.load_state_dict({k[len(prefix):]: v for k, v in tensors.items()
                              if k.startswith(prefix)})
@@ -98,14 +117,18 @@ def nets_from_checkpoint(work_dir: Path, card: ModelCard) -> tuple[dict[str, Qui
     """The networks and state of the last checkpoint in ``work_dir`` (to ship a running or
     interrupted run)."""
     tensors = load_file(str(Path(work_dir) / CHECKPOINT_WEIGHTS))
-    nets = {}
+    state = json.loads((Path(work_dir) / CHECKPOINT_STATE).read_text())
+    nets: dict[str, QuickNAT] = {}
     for view in card.views:
         prefix = f"net.{view}."
+        weights = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        if not weights and state["config"].get("shared_views"):
+            nets[view] = next(iter(nets.values()))
+            continue
         nets[view] = QuickNAT(card.architecture)
-        nets[view].load_state_dict({k[len(prefix):]: v for k, v in tensors.items()
-                                    if k.startswith(prefix)})
+        nets[view].load_state_dict(weights)
         nets[view].eval()
-    return nets, json.loads((Path(work_dir) / CHECKPOINT_STATE).read_text())
+    return nets, state
 
 
 def train(card: ModelCard, data: SliceSampler, config: TrainConfig, work_dir: Path,
@@ -193,5 +216,5 @@ def train(card: ModelCard, data: SliceSampler, config: TrainConfig, work_dir: Pa
     result = TrainResult(nets, len(history), history, stopped, time.monotonic() - start,
                          slices_done / train_seconds if train_seconds else 0.0)
     if out_dir is not None:
-        save_model(Path(out_dir), card, nets)
+        save_model(Path(out_dir), card, distinct_copies(nets))
     return result

@@ -24,7 +24,13 @@ from bids_infantseg.model.quicknat import QuickNATConfig
 from bids_infantseg.synth import ATLAS_HELD_OUT, ATLAS_ROOT, atlas_folders
 from bids_infantseg.train.data import SliceSampler, SynthSource
 from bids_infantseg.train.evaluate import evaluate_synthetic
-from bids_infantseg.train.loop import TrainConfig, TrainResult, nets_from_checkpoint, train
+from bids_infantseg.train.loop import (
+    TrainConfig,
+    TrainResult,
+    distinct_copies,
+    nets_from_checkpoint,
+    train,
+)
 
 LOGGER = logging.getLogger("bids_infantseg.train")
 
@@ -104,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     data = SliceSampler(card, source, seed=args.seed)
     if args.from_checkpoint:
         nets, state = nets_from_checkpoint(args.work, card)
+        config = TrainConfig(**state["config"])
         result = TrainResult(nets, state["epochs_done"], state["history"], stopped_early=True,
                              seconds=sum(h["seconds"] for h in state["history"]))
     else:
@@ -121,12 +128,12 @@ def main(argv: list[str] | None = None) -> int:
         "slices_per_second": round(result.slices_per_second, 2),
         "final_loss": result.history[-1]["loss"] if result.history else None,
     }
-    save_model(args.out, card, result.nets)
+    save_model(args.out, card, distinct_copies(result.nets))
     shipped = load_model(args.out)  # score what ships (float16 weights), not the fp32 copy
     held_out = tuple(p for p in atlas_folders(ATLAS_ROOT)
                      if p.name in ATLAS_HELD_OUT)[:args.eval_atlases]
     card.metrics = evaluate_synthetic(shipped, procedural=args.eval_procedural, atlases=held_out)
-    save_model(args.out, card, result.nets)
+    save_model(args.out, card, distinct_copies(result.nets))
     LOGGER.info("wrote %s in %.0f s; held-out Dice %s", args.out, time.monotonic() - start,
                 card.metrics["heldout_synthetic_dice"])
     return 0
