@@ -219,8 +219,8 @@ def _procedural_labels(p: np.ndarray, rng: np.random.Generator, voxel_size: np.n
     width = rng.uniform(0.25, 0.35)
     depth = -d_cer - sulcal_depth * np.exp(-(folds / width) ** 2)
     midline = p[0] - 1.5 * _separable_noise(rng, shape, voxel_size, 60.0)
-    above_callosum = (p[2] > 0.12 * c) | (np.abs(p[1]) > 0.62 * b)
-    fissure = np.where(above_callosum, np.abs(midline) - rng.uniform(0.6, 1.2), np.inf)
+    callosum_arc = (p[1] / (0.62 * b)) ** 2 + ((p[2] + 0.1 * c) / (0.25 * c)) ** 2
+    fissure = np.where(callosum_arc > 1.0, np.abs(midline) - rng.uniform(0.6, 1.2), np.inf)
     depth = np.minimum(np.minimum(depth, fissure), d_cbm - 1.5)
     thickness = (2.2 + 0.6 * t) * rng.uniform(0.85, 1.15)
     in_cerebrum = d_cer < 0
