@@ -1,0 +1,105 @@
+"""Seconds per scan and peak memory of the participant level, configurations side by side.
+
+    python benchmarks/participant.py [--bids DIR] [--model NAME|PATH] [--config "--nprocs 1" ...]
+
+Each configuration runs the real command line (``bids_infantseg ... participant``) in a fresh
+process with fresh output and work folders. Figures printed per configuration: wall seconds,
+seconds per scan, peak resident memory of the largest process, and the share of the summed
+node time spent in each workflow step (from Nipype's own runtime records). The first
+configuration is the baseline the others' ratios refer to. Without ``--bids`` the demo
+dataset is written to a temporary folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+CHILD = """
+import json, resource, subprocess, sys, time
+start = time.perf_counter()
+rc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+wall = time.perf_counter() - start
+peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+print(json.dumps({"rc": rc.returncode, "wall": wall, "peak_mib": peak_kib / 1024,
+                  "stderr": rc.stderr[-2000:]}))
+"""
+
+
+def step_seconds(work_dir: Path) -> dict[str, float]:
+    """Summed run time of each workflow step over all scans, from Nipype's result files."""
+    from nipype.utils.filemanip import loadpkl
+
+    totals: dict[str, float] = defaultdict(float)
+    for result_file in work_dir.rglob("result_*.pklz"):
+        runtime = getattr(loadpkl(result_file), "runtime", None)
+        if runtime is not None and getattr(runtime, "duration", None) is not None:
+            totals[result_file.parent.name] += float(runtime.duration)
+    return dict(totals)
+
+
+def run_config(bids: Path, model: str, extra: list[str], scratch: Path) -> dict:
+    out, work = scratch / "out", scratch / "work"
+    cmd = [sys.executable, "-m", "bids_infantseg", str(bids), str(out), "participant",
+           "--model", model, "-w", str(work), *extra]
+    child = subprocess.run([sys.executable, "-c", CHILD, *cmd], capture_output=True, text=True,
+                           check=True)
+    record = json.loads(child.stdout)
+    if record["rc"] != 0:
+        raise SystemExit(f"{shlex.join(cmd)} exited {record['rc']}:\n{record['stderr']}")
+    record["scans"] = len(list(out.rglob("*_dseg.nii.gz")))
+    record["steps"] = step_seconds(work)
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bids", type=Path, help="a BIDS dataset (default: the demo)")
+    parser.add_argument("--model", default="default")
+    parser.add_argument("--config", action="append", metavar="ARGS",
+                        help='extra participant options, e.g. "--nprocs 1" (repeatable; '
+                             'the first is the baseline)')
+    args = parser.parse_args(argv)
+    configs = args.config or ["--nprocs 1", "--nprocs 2"]
+
+    with tempfile.TemporaryDirectory(prefix="bench-participant-") as tmp:
+        bids = args.bids
+        if bids is None:
+            from bids_infantseg.demo import write_demo_dataset
+
+            bids = write_demo_dataset(Path(tmp) / "demo")
+        results = []
+        for i, config in enumerate(configs):
+            started = time.strftime("%H:%M:%S")
+            print(f"[{i + 1}/{len(configs)}] {started} running: {config}", flush=True)
+            results.append(run_config(bids, args.model, shlex.split(config),
+                                      Path(tmp) / f"run{i}"))
+
+    base = results[0]
+    print(f"\nparticipant level on {bids} with model {args.model}")
+    print(f"{'configuration':<28}{'scans':>6}{'wall s':>9}{'s/scan':>9}{'peak MiB':>10}"
+          f"{'x baseline':>12}")
+    for config, r in zip(configs, results, strict=True):
+        per_scan = r["wall"] / max(r["scans"], 1)
+        ratio = base["wall"] / r["wall"]
+        print(f"{config:<28}{r['scans']:>6}{r['wall']:>9.1f}{per_scan:>9.1f}"
+              f"{r['peak_mib']:>10.0f}{ratio:>11.2f}x")
+    print("\nshare of summed node time per step")
+    steps = sorted({s for r in results for s in r["steps"]})
+    print(f"{'configuration':<28}" + "".join(f"{s:>10}" for s in steps))
+    for config, r in zip(configs, results, strict=True):
+        total = sum(r["steps"].values()) or 1.0
+        print(f"{config:<28}" + "".join(
+            f"{100 * r['steps'].get(s, 0.0) / total:>9.0f}%" for s in steps))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
