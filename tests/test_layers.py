@@ -1,0 +1,89 @@
+"""The architecture's import rules (docs/design.md), checked on the source.
+
+Heavy or framework libraries stay in their layer, so core modules work on plain arrays and
+import quickly; and package modules only import modules below them.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import bids_infantseg
+
+PACKAGE = Path(bids_infantseg.__file__).parent
+
+# library -> modules (paths relative to the package) allowed to import it
+CONFINED = {
+    "bids": {"bids.py"},  # PyBIDS
+    "nipype": {"interfaces.py", "workflow.py", "participant.py"},
+    "templateflow": {"templates.py"},
+    "SimpleITK": {"pose.py"},
+    "torch": {"model/", "train/", "inference.py", "conform.py", "interfaces.py"},
+    "safetensors": {"model/card.py", "train/"},
+}
+
+# A module may not import a module of a higher layer (lower number = higher layer).
+LAYERS = [
+    {"cli.py", "__main__.py"},
+    {"participant.py", "group.py", "train/"},
+    {"workflow.py"},
+    {"interfaces.py"},
+    {"inference.py", "bids.py", "derivatives.py", "templates.py", "pose.py", "report/",
+     "failures.py", "demo.py"},
+    {"model/", "conform.py", "images.py", "volumes.py", "synth.py", "ages.py", "qc.py"},
+]
+
+
+def _matches(rel: str, patterns: set[str]) -> bool:
+    return any(rel == p or (p.endswith("/") and rel.startswith(p)) for p in patterns)
+
+
+def _imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def _modules() -> dict[str, set[str]]:
+    return {p.relative_to(PACKAGE).as_posix(): _imports(p) for p in PACKAGE.rglob("*.py")}
+
+
+def _layer(rel: str) -> int | None:
+    return next((i for i, layer in enumerate(LAYERS) if _matches(rel, layer)), None)
+
+
+def test_libraries_stay_in_their_layer():
+    offenders = [
+        f"{rel} imports {name}"
+        for rel, names in _modules().items()
+        for name in names
+        for library, allowed in CONFINED.items()
+        if name.split(".")[0] == library and not _matches(rel, allowed)
+    ]
+    assert offenders == []
+
+
+def test_imports_flow_downward():
+    offenders = []
+    for rel, names in _modules().items():
+        mine = _layer(rel)
+        for name in names:
+            if not name.startswith("bids_infantseg."):
+                continue
+            target = name.removeprefix("bids_infantseg.").replace(".", "/")
+            target_rel = next((c for c in (f"{target}.py", f"{target}/__init__.py", f"{target}/")
+                               if (PACKAGE / c).exists()), None)
+            theirs = _layer(target_rel) if target_rel else None
+            if mine is not None and theirs is not None and theirs < mine:
+                offenders.append(f"{rel} (layer {mine}) imports {name} (layer {theirs})")
+    assert offenders == []
+
+
+def test_every_module_has_a_layer():
+    unplaced = [rel for rel in _modules() if _layer(rel) is None and rel != "__init__.py"]
+    assert unplaced == [], "add new modules to LAYERS here and to docs/design.md"
