@@ -1,9 +1,10 @@
 """Training data: 2D slices cut from synthetic volumes drawn on the model grid, on the fly.
 
 Volumes are drawn directly on the model's canonical RAS grid at its voxel size and normalised
-the way inference normalises (the card's intensity settings), so training sees what the
-network sees at run time. A small pool of recent volumes is kept and refreshed as batches are
-drawn, so each batch mixes slices of several heads without paying for a new head per batch.
+by the very function inference uses (``conform.normalise_intensity`` with the card's
+settings), so training sees what the network sees at run time. A small pool of recent
+volumes is kept and refreshed as batches are drawn, so each batch mixes slices of several
+heads without paying for a new head per batch.
 """
 
 from __future__ import annotations
@@ -16,17 +17,9 @@ import numpy as np
 import torch
 
 from bids_infantseg import synth
+from bids_infantseg.conform import normalise_intensity
 from bids_infantseg.model.card import ModelCard
 from bids_infantseg.model.views import VIEW_AXIS
-
-
-def normalize_intensity(volume: np.ndarray, intensity: dict) -> np.ndarray:
-    """Percentile scaling to [0, 1] (clipped), as a model card's ``intensity`` describes."""
-    if intensity.get("method", "percentile") != "percentile":
-        raise ValueError(f"unsupported intensity method {intensity.get('method')!r}")
-    lo, hi = np.percentile(volume, [intensity.get("lower", 0.5), intensity.get("upper", 99.5)])
-    scaled = (volume - lo) / max(float(hi - lo), 1e-6)
-    return np.clip(scaled, 0.0, 1.0).astype(np.float32)
 
 
 def class_lookup(card: ModelCard) -> np.ndarray:
@@ -62,7 +55,7 @@ def draw_volume(card: ModelCard, source: SynthSource, rng: np.random.Generator,
         atlas = source.atlases[rng.integers(len(source.atlases))] if use_atlas else None
     image, labels = synth.training_volume(rng, age_months, tuple(card.grid_shape),
                                           card.voxel_size_mm, atlas=atlas)
-    return normalize_intensity(image, card.intensity), class_lookup(card)[labels]
+    return normalise_intensity(image, card.intensity), class_lookup(card)[labels]
 
 
 @dataclass

@@ -9,7 +9,7 @@ import torch
 from bids_infantseg.model.card import ModelCard, load_model
 from bids_infantseg.model.labels import DRAWEM9
 from bids_infantseg.model.quicknat import QuickNATConfig
-from bids_infantseg.train.data import SliceSampler, SynthSource, normalize_intensity
+from bids_infantseg.train.data import SliceSampler, SynthSource
 from bids_infantseg.train.evaluate import dice_per_label, evaluate_synthetic
 from bids_infantseg.train.loop import TrainConfig, nets_from_checkpoint, train
 
@@ -49,12 +49,6 @@ def test_sampler_batches(tmp_path):
     assert images.dtype == torch.float32 and targets.dtype == torch.int64
     assert float(images.min()) >= 0.0 and float(images.max()) <= 1.0
     assert int(targets.max()) < len(DRAWEM9) and (targets > 0).any()
-
-
-def test_normalize_intensity_percentiles():
-    volume = np.arange(1000, dtype=np.float32)
-    out = normalize_intensity(volume, {"method": "percentile", "lower": 10, "upper": 90})
-    assert out.min() == 0.0 and out.max() == 1.0 and abs(out[500] - 0.5) < 0.01
 
 
 def test_loss_decreases_and_model_is_saved(tmp_path):
