@@ -131,6 +131,8 @@ def _save(data: np.ndarray, affine: np.ndarray, path: Path) -> None:
 def _write_description(
     tpl: Path, cohorts: tuple[int, ...], shape: tuple[int, int, int], affine: np.ndarray
 ) -> None:
+    # Imported here so tests that only sample heads do not import templateflow (slow, and
+    # its import reads TEMPLATEFLOW_HOME).
     from bids_infantseg.templates import COHORT_AGE_MONTHS
 
     description = {
