@@ -130,7 +130,7 @@ def resolve_model_path(spec: str | Path) -> Path:
         return path.resolve()
     if path.is_dir():
         raise ModelError(f"{path}: model folder has no {CARD_FILE}")
-    names = sorted(p.name for p in bundled_models_dir().iterdir() if (p / CARD_FILE).is_file())
+    names = sorted(p.parent.name for p in bundled_models_dir().glob(f"*/{CARD_FILE}"))
     raise ModelError(f"{text}: no such model folder, and not a bundled model "
                      f"(bundled: {', '.join(names) or 'none'})")
 
