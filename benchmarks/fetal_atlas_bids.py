@@ -54,14 +54,16 @@ def write_dataset(out: Path, folders: list[Path]) -> Path:
     rows = ["participant_id\tscan_age"]
     for folder in folders:
         sub = subject_label(folder)
-        rows.append(f"sub-{sub}\t{re.search(r'GA(\d+)', folder.name).group(1)}")
+        gestational_weeks = re.search(r"GA(\d+)", folder.name).group(1)
+        rows.append(f"sub-{sub}\t{gestational_weeks}")
         anat = out / f"sub-{sub}" / "anat"
         anat.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(folder / "srr.nii.gz", anat / f"sub-{sub}_T2w.nii.gz")
         _json(anat / f"sub-{sub}_T2w.json", {"Description": "super-resolution atlas, 0.8 mm"})
         labels = manual / f"sub-{sub}" / "anat"
         labels.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(folder / "parcellation.nii.gz", labels / f"sub-{sub}_desc-atlas_dseg.nii.gz")
+        shutil.copyfile(folder / "parcellation.nii.gz",
+                        labels / f"sub-{sub}_desc-atlas_dseg.nii.gz")
     (out / "participants.tsv").write_text("\n".join(rows) + "\n")
     _json(out / "participants.json",
           {"scan_age": {"Description": "gestational age", "Units": "weeks"}})
