@@ -5,13 +5,13 @@
 Writes ``OUT_DIR`` (raw: one subject per atlas, its ``srr.nii.gz`` as the T2w, gestational
 age as dHCP's ``scan_age`` in participants.tsv), ``OUT_DIR/derivatives/manual`` (the
 atlases' own parcellations as ``desc-atlas_dseg`` with their lookup table) and
-``OUT_DIR/atlas-to-drawem9.json`` (the label map used by ``bids_infantseg.accuracy --map``:
+``OUT_DIR/code/atlas-to-drawem9.json`` (the label map used by ``bids_infantseg.accuracy --map``:
 corpus callosum counts as white matter; the atlases have no hippocampus or head tissue).
 Then:
 
     bids_infantseg OUT_DIR OUT_DIR/derivatives/bids_infantseg participant
     python -m bids_infantseg.accuracy OUT_DIR/derivatives/bids_infantseg \\
-        OUT_DIR/derivatives/manual --map OUT_DIR/atlas-to-drawem9.json
+        OUT_DIR/derivatives/manual --map OUT_DIR/code/atlas-to-drawem9.json
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def write_dataset(out: Path, folders: list[Path]) -> Path:
           {"scan_age": {"Description": "gestational age", "Units": "weeks"}})
     (manual / "desc-atlas_dseg.tsv").write_text(
         "index\tname\n" + "".join(f"{i}\t{n}\n" for i, n in enumerate(ATLAS_LABELS)))
-    _json(out / "atlas-to-drawem9.json", {str(k): v for k, v in ATLAS_TO_DRAWEM9.items()})
+    _json(out / "code" / "atlas-to-drawem9.json", {str(k): v for k, v in ATLAS_TO_DRAWEM9.items()})
     return out
 
 
