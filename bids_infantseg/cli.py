@@ -25,6 +25,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text}: must be 0 or a positive integer")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bids_infantseg",
@@ -67,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "model.safetensors); default: the bundled starter model")
     seg.add_argument("--write-probseg", action="store_true",
                      help="also write one probability map per label on the native grid")
+    seg.add_argument("--mc-samples", dest="mc_samples", type=_non_negative_int, default=0,
+                     metavar="N",
+                     help="MC-dropout passes for per-label uncertainty in the QC report "
+                          "(Bayesian QuickNAT); N more network passes; default 0: none")
     seg.add_argument("--pose-normalize", action="store_true",
                      help="rigidly align each scan to its age-matched MNIInfant template "
                           "before slicing (outputs stay on the native grid)")

@@ -24,6 +24,7 @@ from nipype.interfaces.base import (
     traits,
 )
 
+from bids_infantseg import qc
 from bids_infantseg.bids import Scan, derivative_dir, derivative_name
 from bids_infantseg.conform import (
     Grid,
@@ -35,6 +36,7 @@ from bids_infantseg.conform import (
 from bids_infantseg.derivatives import (
     atomic_save_nifti,
     atomic_write_json,
+    atomic_write_text,
     atomic_write_tsv,
     dseg_sidecar,
     mask_sidecar,
@@ -44,6 +46,8 @@ from bids_infantseg.derivatives import (
 from bids_infantseg.images import load_t2w
 from bids_infantseg.model.card import read_card
 from bids_infantseg.pose import load_transform, rigid_to_template, save_transform
+from bids_infantseg.report.outputs import qc_sidecar, report_path
+from bids_infantseg.report.scan import scan_report
 from bids_infantseg.volumes import label_volumes
 
 LOGGER = logging.getLogger("bids_infantseg")
@@ -123,10 +127,12 @@ class _SegmentInputSpec(BaseInterfaceInputSpec):
     num_threads = traits.Int(1, usedefault=True, nohash=True)
     use_gpu = traits.Bool(False, usedefault=True, nohash=True,
                           desc="tells MultiProc to count this node against n_gpu_procs")
+    mc_samples = traits.Int(0, usedefault=True, desc="MC-dropout passes for uncertainty")
 
 
 class _SegmentOutputSpec(TraitedSpec):
     out_probs = File(exists=True, desc="class probabilities (C, X, Y, Z), float16 .npy")
+    out_qc = File(exists=True, desc="per-view argmax, MC entropy and class counts (.npz)")
 
 
 class Segment(SimpleInterface):
@@ -138,7 +144,7 @@ class Segment(SimpleInterface):
     def _run_interface(self, runtime):
         import torch
 
-        from bids_infantseg.inference import predict
+        from bids_infantseg.inference import predict_with_qc
         from bids_infantseg.model.card import load_model
 
         torch.set_num_threads(self.inputs.num_threads)
@@ -147,11 +153,19 @@ class Segment(SimpleInterface):
             raise RuntimeError(f"{model.path}: weights changed while running "
                                f"(sha256 {model.sha256[:12]} != {self.inputs.model_sha256[:12]})")
         volume = np.asanyarray(nib.load(self.inputs.in_file).dataobj, dtype=np.float32)
-        probs = predict(model, volume, device=self.inputs.device,
-                        batch_size=self.inputs.batch_size)
+        result = predict_with_qc(model, volume, device=self.inputs.device,
+                                 batch_size=self.inputs.batch_size,
+                                 mc_samples=self.inputs.mc_samples)
         out = os.path.abspath("probabilities.npy")
-        np.save(out, probs.astype(np.float16))
+        np.save(out, result.probs.astype(np.float16))
         self._results["out_probs"] = out
+        qc = {"views": np.array(list(result.view_labels)),
+              "view_labels": np.stack(list(result.view_labels.values()))}
+        if result.entropy is not None:
+            qc |= {"entropy": result.entropy.astype(np.float16),
+                   "sample_counts": result.sample_counts}
+        self._results["out_qc"] = os.path.abspath("qc_arrays.npz")
+        np.savez_compressed(self._results["out_qc"], **qc)
         return runtime
 
 
@@ -238,6 +252,105 @@ class Measure(SimpleInterface):
         return runtime
 
 
+class _QCInputSpec(BaseInterfaceInputSpec):
+    in_qc = File(exists=True, mandatory=True, desc="the segment step's QC arrays")
+    in_probs = File(exists=True, mandatory=True, desc="gives the model-grid argmax")
+    dseg = File(exists=True, mandatory=True, desc="label map on the native grid")
+    volumes = File(exists=True, mandatory=True)
+    model_card = File(exists=True, mandatory=True)
+    scan_json = traits.Str(mandatory=True)
+
+
+class _QCOutputSpec(TraitedSpec):
+    out_tsv = File(exists=True, desc="one row per label: volume and QC metrics")
+    out_json = File(exists=True, desc="scan-level QC numbers and flags, column descriptions")
+
+
+class QualityControl(SimpleInterface):
+    """Age-appropriate volume check, agreement between views, pieces, MC uncertainty."""
+
+    input_spec = _QCInputSpec
+    output_spec = _QCOutputSpec
+
+    def _run_interface(self, runtime):
+        card = _card(self.inputs.model_card)
+        scan = Scan.from_json(self.inputs.scan_json)
+        arrays = np.load(self.inputs.in_qc)
+        views = {str(v): arrays["view_labels"][i] for i, v in enumerate(arrays["views"])}
+        label_map = np.asanyarray(nib.load(self.inputs.dseg).dataobj)
+        uncertain, samples = None, 0
+        if "entropy" in arrays:
+            grid_classes = np.load(self.inputs.in_probs, mmap_mode="r").argmax(axis=0)
+            uncertain = qc.uncertainty(arrays["entropy"].astype(np.float32), grid_classes,
+                                       arrays["sample_counts"], card.labels)
+            samples = int(arrays["sample_counts"].shape[0])
+        agreement, pairs = qc.view_agreement(views, card.labels)
+        table = qc.label_table(pd.read_csv(self.inputs.volumes, sep="\t"), card.labels,
+                               agreement=agreement, pieces=qc.components(label_map, card.labels),
+                               uncertain=uncertain)
+        summary = qc.summary(table, card.labels, age_weeks=scan.age.weeks if scan.age else None,
+                             view_pairs=pairs, mc_samples=samples)
+        self._results["out_tsv"] = os.path.abspath("qc.tsv")
+        table.to_csv(self._results["out_tsv"], sep="\t", index=False, na_rep="n/a")
+        self._results["out_json"] = os.path.abspath("qc.json")
+        Path(self._results["out_json"]).write_text(json.dumps(qc_sidecar(summary), indent=2))
+        return runtime
+
+
+class _ReportInputSpec(BaseInterfaceInputSpec):
+    scan_json = traits.Str(mandatory=True)
+    dseg = File(exists=True, mandatory=True)
+    volumes = File(exists=True, mandatory=True)
+    qc_tsv = File(exists=True, mandatory=True)
+    qc_json = File(exists=True, mandatory=True)
+    model_card = File(exists=True, mandatory=True)
+    model_sha256 = traits.Str(mandatory=True)
+    pose = File(exists=True, desc="pose-normalisation result")
+
+
+class _ReportOutputSpec(TraitedSpec):
+    out_html = File(exists=True, desc="self-contained HTML report of the scan")
+
+
+class ScanReport(SimpleInterface):
+    """The scan's HTML report: contours in three views, volumes, QC, provenance."""
+
+    input_spec = _ReportInputSpec
+    output_spec = _ReportOutputSpec
+
+    def _run_interface(self, runtime):
+        from bids_infantseg import __version__
+
+        card = _card(self.inputs.model_card)
+        scan = Scan.from_json(self.inputs.scan_json)
+        summary = json.loads(Path(self.inputs.qc_json).read_text())["QC"]
+        age = ("unknown (no age in scans.tsv, sessions.tsv or participants.tsv)"
+               if scan.age is None else
+               f"{scan.age.weeks:.1f} weeks ({scan.age.months:.1f} months), "
+               f"from {scan.age.source}")
+        info = {"source image": scan.rel_path, "participant": f"sub-{scan.subject}",
+                "session": f"ses-{scan.session}" if scan.session else "n/a",
+                "age used": age, "sex": scan.sex or "n/a"}
+        provenance = {"software": f"bids_infantseg {__version__}",
+                      "model": f"{card.name} {card.version}",
+                      "model description": card.description or "n/a",
+                      "model weights sha256": self.inputs.model_sha256,
+                      "label set": card.labels.name, "model voxel size":
+                      f"{card.voxel_size_mm} mm", "views": ", ".join(card.views)}
+        if isdefined(self.inputs.pose):
+            pose = json.loads(Path(self.inputs.pose).read_text())
+            provenance["pose normalisation"] = pose.get("message", "done")
+        text = scan_report(
+            title=f"bids_infantseg: {scan.source_stem}", t2w=load_t2w(scan.path),
+            dseg=nib.load(self.inputs.dseg), labels=card.labels,
+            volumes=pd.read_csv(self.inputs.volumes, sep="\t"),
+            qc_table=pd.read_csv(self.inputs.qc_tsv, sep="\t", na_values="n/a"),
+            qc_summary=summary, scan=info, provenance=provenance)
+        self._results["out_html"] = os.path.abspath("report.html")
+        Path(self._results["out_html"]).write_text(text, encoding="utf-8")
+        return runtime
+
+
 class _WriteInputSpec(BaseInterfaceInputSpec):
     scan_json = traits.Str(mandatory=True, desc="the Scan record (path, entities, age)")
     output_dir = traits.Str(mandatory=True)
@@ -248,6 +361,9 @@ class _WriteInputSpec(BaseInterfaceInputSpec):
     volumes = File(exists=True, mandatory=True)
     probseg = InputMultiObject(File(exists=True))
     pose = File(exists=True, desc="pose-normalisation result, recorded in the dseg sidecar")
+    qc_tsv = File(exists=True, desc="per-label QC table")
+    qc_json = File(exists=True, desc="scan-level QC")
+    report = File(exists=True, desc="HTML report")
 
 
 class _WriteOutputSpec(TraitedSpec):
@@ -290,6 +406,15 @@ class WriteDerivatives(SimpleInterface):
         written.append(atomic_write_json(volumes_path.with_suffix(".json"),
                                          volumes_sidecar(labels=labels,
                                                          entity_columns=list(extra))))
+
+        if isdefined(self.inputs.qc_tsv):
+            qc_path = name(desc=labels, suffix="qc", extension=".tsv")
+            written.append(atomic_write_tsv(qc_path, pd.read_csv(self.inputs.qc_tsv, sep="\t")))
+            written.append(atomic_write_text(qc_path.with_suffix(".json"),
+                                             Path(self.inputs.qc_json).read_text()))
+        if isdefined(self.inputs.report):
+            written.append(atomic_write_text(out_dir / report_path(scan.subject, scan.source_stem),
+                                             Path(self.inputs.report).read_text()))
 
         for label, path in zip(card.labels.labels, self.inputs.probseg or [], strict=False):
             out = name(space="T2w", label=label.abbreviation, suffix="probseg",

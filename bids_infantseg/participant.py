@@ -19,6 +19,7 @@ from bids_infantseg.bids import DiscoveryError, FilterFileError, Scan, discover,
 from bids_infantseg.derivatives import (
     OutputDirError,
     check_output_dir,
+    write_bidsignore,
     write_dataset_description,
     write_dataset_files,
 )
@@ -26,6 +27,7 @@ from bids_infantseg.failures import scan_failures
 from bids_infantseg.images import BadImageError, load_t2w
 from bids_infantseg.inference import DeviceError, resolve_device
 from bids_infantseg.model.card import ModelError, load_model
+from bids_infantseg.report.outputs import IGNORED as QC_IGNORED
 from bids_infantseg.templates import TemplateError, cohort_for_age, template_path
 from bids_infantseg.workflow import SegmentSettings, init_participant_wf, scan_wf_name
 
@@ -55,6 +57,7 @@ def run_participant(args: argparse.Namespace) -> int:
     output_dir.mkdir(parents=True, exist_ok=True)
     write_dataset_description(output_dir, bids_dir=bids_dir, version=__version__)
     write_dataset_files(output_dir, model.card.labels)
+    write_bidsignore(output_dir, QC_IGNORED)
 
     concurrent = min(args.nprocs, max(len(good), 1))
     threads = args.omp_nthreads or max(1, (os.cpu_count() or 1) // concurrent)
@@ -62,6 +65,7 @@ def run_participant(args: argparse.Namespace) -> int:
         model_card=model.path / "card.json", model_sha256=model.sha256, card=model.card,
         output_dir=output_dir, bids_dir=bids_dir, write_probseg=args.write_probseg,
         device=str(device), batch_size=args.batch_size, num_threads=threads,
+        mc_samples=args.mc_samples,
     )
     LOGGER.info("model %s %s (sha256 %s) on %s, %d scan(s), %d in parallel, %d thread(s) each",
                 model.card.name, model.card.version, model.sha256[:12], device, len(good),

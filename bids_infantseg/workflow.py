@@ -1,7 +1,7 @@
 """The Nipype participant workflow: one sub-workflow per scan, run by one plugin.
 
-conform -> segment -> restore -> measure -> write, optionally preceded by a rigid pose
-alignment to the age-matched template. Nipype caches every node in the work directory,
+conform -> segment -> restore -> measure -> qc -> report -> write, optionally preceded by
+a rigid pose alignment to the age-matched template. Nipype caches every node in the work directory,
 so a killed run started again redoes only what is missing.
 """
 
@@ -18,7 +18,9 @@ from bids_infantseg.interfaces import (
     Conform,
     Measure,
     PoseNormalize,
+    QualityControl,
     Restore,
+    ScanReport,
     Segment,
     WriteDerivatives,
 )
@@ -38,6 +40,7 @@ class SegmentSettings:
     device: str
     batch_size: int
     num_threads: int
+    mc_samples: int = 0
 
 
 def scan_wf_name(scan: Scan) -> str:
@@ -71,13 +74,17 @@ def init_scan_wf(scan: Scan, settings: SegmentSettings, *,
         Segment(model_card=card_file, model_sha256=settings.model_sha256,
                 device=settings.device, batch_size=settings.batch_size,
                 num_threads=settings.num_threads,
-                use_gpu=settings.device.startswith("cuda")),
+                use_gpu=settings.device.startswith("cuda"), mc_samples=settings.mc_samples),
         name="segment", mem_gb=inference_mem_gb(settings.card), n_procs=settings.num_threads,
     )
     restore = pe.Node(Restore(native=str(scan.path), model_card=card_file,
                               write_probseg=settings.write_probseg),
                       name="restore", mem_gb=1.5)
     measure = pe.Node(Measure(model_card=card_file), name="measure")
+    quality = pe.Node(QualityControl(model_card=card_file, scan_json=scan.to_json()),
+                      name="qc")
+    report = pe.Node(ScanReport(model_card=card_file, scan_json=scan.to_json(),
+                                model_sha256=settings.model_sha256), name="report")
     write = pe.Node(
         WriteDerivatives(scan_json=scan.to_json(), output_dir=str(settings.output_dir),
                          model_card=card_file, model_sha256=settings.model_sha256),
@@ -88,7 +95,8 @@ def init_scan_wf(scan: Scan, settings: SegmentSettings, *,
         pose = pe.Node(PoseNormalize(in_file=str(scan.path), template=str(pose_template)),
                        name="pose")
         wf.connect([(pose, conform, [("out_transform", "transform")]),
-                    (pose, write, [("out_transform", "pose")])])
+                    (pose, write, [("out_transform", "pose")]),
+                    (pose, report, [("out_transform", "pose")])])
 
     wf.connect([
         (conform, segment, [("out_file", "in_file")]),
@@ -98,6 +106,14 @@ def init_scan_wf(scan: Scan, settings: SegmentSettings, *,
         (restore, write, [("out_dseg", "dseg"), ("out_mask", "mask"),
                           ("out_probseg", "probseg")]),
         (measure, write, [("out_tsv", "volumes")]),
+        (segment, quality, [("out_qc", "in_qc"), ("out_probs", "in_probs")]),
+        (restore, quality, [("out_dseg", "dseg")]),
+        (measure, quality, [("out_tsv", "volumes")]),
+        (restore, report, [("out_dseg", "dseg")]),
+        (measure, report, [("out_tsv", "volumes")]),
+        (quality, report, [("out_tsv", "qc_tsv"), ("out_json", "qc_json")]),
+        (quality, write, [("out_tsv", "qc_tsv"), ("out_json", "qc_json")]),
+        (report, write, [("out_html", "report")]),
     ])
     return wf
 

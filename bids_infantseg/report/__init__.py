@@ -1,0 +1,1 @@
+"""QC figures, HTML reports and their output names; no Nipype, no PyBIDS, no torch."""

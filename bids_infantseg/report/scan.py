@@ -1,0 +1,62 @@
+"""The per-scan QC report: what a researcher needs to accept or reject one segmentation."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping
+
+import nibabel as nib
+import pandas as pd
+
+from bids_infantseg.model.labels import LabelSet
+from bids_infantseg.report.figures import VIEWS, contour_mosaic
+from bids_infantseg.report.html import definition_list, notes, page, png_tag, table_html
+
+
+def _legend(labels: LabelSet) -> str:
+    return " ".join(f'<span><span class="swatch" style="background:{lab.color}"></span>'
+                    f"{html.escape(lab.name)}</span>" for lab in labels.labels
+                    if lab.index in labels.brain_indices)
+
+
+def _qc_section(summary: Mapping, qc_table: pd.DataFrame) -> str:
+    bounds = ("n/a (no age)" if summary.get("bounds_lower_ml") is None else
+              f"{summary['bounds_lower_ml']:.0f}-{summary['bounds_upper_ml']:.0f} mL")
+    items = {
+        "brain tissue volume": f"{summary['brain_volume_ml']:.1f} mL",
+        "intracranial volume": f"{summary['intracranial_volume_ml']:.1f} mL",
+        "plausible at this age": bounds,
+        "brain volume check": summary["brain_volume_status"],
+        "agreement between views (mean Dice, brain labels)": summary.get("view_dice_mean"),
+        **{f"Dice {pair}": value for pair, value in summary.get("view_dice_pairs", {}).items()},
+        "MC-dropout samples": summary.get("mc_samples") or "0 (run with --mc-samples N)",
+        "mean MC entropy (brain labels, 0-1)": summary.get("mc_entropy_mean"),
+    }
+    columns = {"name": "label", "components": "pieces",
+               "largest_component_fraction": "largest piece", "view_dice": "Dice between views",
+               "mc_entropy": "MC entropy", "mc_volume_cv": "MC volume CV"}
+    table = qc_table[list(columns)].rename(columns=columns)
+    return (definition_list(items)
+            + f"<p><small>Bounds: {html.escape(summary.get('bounds_source', ''))}.</small></p>"
+            + table_html(table, digits=3))
+
+
+def scan_report(*, title: str, t2w: nib.Nifti1Image, dseg: nib.Nifti1Image, labels: LabelSet,
+                volumes: pd.DataFrame, qc_table: pd.DataFrame, qc_summary: Mapping,
+                scan: Mapping[str, object], provenance: Mapping[str, object]) -> str:
+    """The HTML page of one scan: flags first, then pictures, numbers and provenance."""
+    mosaics = "".join(
+        f"<h3>{view}</h3>" + png_tag(contour_mosaic(t2w, dseg, labels, view),
+                                     f"{view} slices with label contours", "mosaic")
+        for view in VIEWS)
+    volume_table = volumes[["index", "name", "voxels", "volume_mm3"]].copy()
+    volume_table["volume_mL"] = volume_table["volume_mm3"] / 1000
+    body = (
+        "<h2>Summary</h2>" + definition_list(scan)
+        + "<h2>Warnings</h2>" + notes(qc_summary.get("flags", []), "no QC flag raised")
+        + "<h2>Segmentation</h2><p>" + _legend(labels) + "</p>" + mosaics
+        + "<h2>Volumes</h2>" + table_html(volume_table, digits=1)
+        + "<h2>Quality control</h2>" + _qc_section(qc_summary, qc_table)
+        + "<h2>Provenance</h2>" + definition_list(provenance)
+    )
+    return page(title, body)
