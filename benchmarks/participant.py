@@ -1,13 +1,16 @@
 """Seconds per scan and peak memory of the participant level, configurations side by side.
 
     python benchmarks/participant.py [--bids DIR] [--model NAME|PATH] [--config "--nprocs 1" ...]
+                                     [--atropos]
 
 Each configuration runs the real command line (``bids_infantseg ... participant``) in a fresh
 process with fresh output and work folders. Figures printed per configuration: wall seconds,
 seconds per scan, peak resident memory of the largest process, and the share of the summed
 node time spent in each workflow step (from Nipype's own runtime records). The first
 configuration is the baseline the others' ratios refer to. Without ``--bids`` the demo
-dataset is written to a temporary folder.
+dataset is written to a temporary folder. ``--atropos`` adds the classical baseline on the
+same scans: ANTs Atropos 3-class k-means/EM tissue segmentation (antspyx, not a dependency
+of the package: ``pip install antspyx``), timed the same way in a fresh process.
 """
 
 from __future__ import annotations
@@ -31,6 +34,27 @@ peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
 print(json.dumps({"rc": rc.returncode, "wall": wall, "peak_mib": peak_kib / 1024,
                   "stderr": rc.stderr[-2000:]}))
 """
+
+
+ATROPOS = """
+import json, resource, sys, time
+import ants
+start = time.perf_counter()
+for path in sys.argv[1:]:
+    image = ants.image_read(path)
+    mask = ants.get_mask(image)
+    ants.atropos(a=image, x=mask, i="kmeans[3]", m="[0.2,1x1x1]", c="[5,0]")
+wall = time.perf_counter() - start
+peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"wall": wall, "peak_mib": peak_kib / 1024, "scans": len(sys.argv) - 1}))
+"""
+
+
+def run_atropos(bids: Path) -> dict:
+    scans = sorted(str(p) for p in bids.glob("sub-*/**/anat/*_T2w.nii*"))
+    child = subprocess.run([sys.executable, "-c", ATROPOS, *scans], capture_output=True,
+                           text=True, check=True)
+    return json.loads(child.stdout)
 
 
 def step_seconds(work_dir: Path) -> dict[str, float]:
@@ -66,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", action="append", metavar="ARGS",
                         help='extra participant options, e.g. "--nprocs 1" (repeatable; '
                              'the first is the baseline)')
+    parser.add_argument("--atropos", action="store_true",
+                        help="also time ANTs Atropos 3-class segmentation on the same scans")
     args = parser.parse_args(argv)
     configs = args.config or ["--nprocs 1", "--nprocs 2"]
 
@@ -81,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{i + 1}/{len(configs)}] {started} running: {config}", flush=True)
             results.append(run_config(bids, args.model, shlex.split(config),
                                       Path(tmp) / f"run{i}"))
+        atropos = run_atropos(bids) if args.atropos else None
 
     base = results[0]
     print(f"\nparticipant level on {bids} with model {args.model}")
@@ -91,6 +118,10 @@ def main(argv: list[str] | None = None) -> int:
         ratio = base["wall"] / r["wall"]
         print(f"{config:<28}{r['scans']:>6}{r['wall']:>9.1f}{per_scan:>9.1f}"
               f"{r['peak_mib']:>10.0f}{ratio:>11.2f}x")
+    if atropos:
+        print(f"{'ANTs Atropos, 3 classes':<28}{atropos['scans']:>6}{atropos['wall']:>9.1f}"
+              f"{atropos['wall'] / atropos['scans']:>9.1f}{atropos['peak_mib']:>10.0f}"
+              f"{base['wall'] / atropos['wall']:>11.2f}x")
     print("\nshare of summed node time per step")
     steps = sorted({s for r in results for s in r["steps"]})
     print(f"{'configuration':<28}" + "".join(f"{s:>10}" for s in steps))
