@@ -6,6 +6,7 @@ Parses arguments and hands each analysis level to one function; nothing else liv
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -29,6 +30,16 @@ def _non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text}: must be 0 or a positive integer")
+    return value
+
+
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc})") from exc
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object ({...})")
     return value
 
 
@@ -65,6 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     run.add_argument("--batch-size", dest="batch_size", type=_positive_int, default=8,
                      help="2D slices per network call")
+    run.add_argument("--plugin", metavar="NAME",
+                     help="Nipype execution plugin (e.g. SLURM, SGE, MultiProc; default "
+                          "Linear for --nprocs 1, else MultiProc)")
+    run.add_argument("--plugin-args", "--plugin_args", dest="plugin_args", type=_json_object,
+                     metavar="JSON", help="the plugin's arguments as a JSON object, e.g. "
+                     '\'{"sbatch_args": "--gres=gpu:1 --time=1:00:00"}\'')
     run.add_argument("-v", "--verbose", action="count", default=0,
                      help="more logging (-vv for debug)")
 
@@ -95,6 +112,14 @@ def _setup_logging(verbosity: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbose)
+    if args.analysis_level == "group":
+        from bids_infantseg.group import GroupError, run_group
+
+        try:
+            return run_group(args)
+        except GroupError as exc:
+            print(f"bids_infantseg: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     if args.analysis_level != "participant":
         print(f"bids_infantseg: the {args.analysis_level} level is not yet implemented",
               file=sys.stderr)

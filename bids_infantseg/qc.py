@@ -38,6 +38,8 @@ BOUNDS_ML = (
 )
 BOUNDS_SOURCE = ("approximate first-year brain tissue volume ranges (Knickmeyer 2008, Holland "
                  "2014, dHCP), widened ~15% for variation and segmentation error; not centiles")
+MARGIN_WEEKS = 4.0
+"""Ages up to this far past the last anchor (13 months) use it without a flag."""
 VIEW_DICE_WARN = 0.7
 """Mean Dice between views' brain labels below this is flagged (trained models agree > 0.85)."""
 
@@ -58,7 +60,7 @@ def brain_volume_bounds(age_weeks: float | None) -> Bounds | None:
     if age_weeks is None or not np.isfinite(age_weeks):
         return None
     weeks, lower, upper = (np.array(c) for c in zip(*BOUNDS_ML, strict=True))
-    outside = age_weeks < weeks[0] or age_weeks > weeks[-1]
+    outside = age_weeks < weeks[0] - 2 or age_weeks > weeks[-1] + MARGIN_WEEKS
     return Bounds(float(np.interp(age_weeks, weeks, lower)),
                   float(np.interp(age_weeks, weeks, upper)), outside)
 
@@ -144,35 +146,40 @@ def label_table(volumes: pd.DataFrame, labels: LabelSet, *, agreement: dict[int,
     return pd.DataFrame(rows)
 
 
+def volume_check(brain_ml: float, age_weeks: float | None) -> tuple[str, dict[str, str]]:
+    """Status (ok, below, above, no age) of a brain tissue volume at an age, with flags."""
+    bounds = brain_volume_bounds(age_weeks)
+    flags = {}
+    if bounds is None:
+        return "no age", {"age": "no age: brain volume not checked (bounds depend on age)"}
+    status = ("below" if brain_ml < bounds.lower_ml else
+              "above" if brain_ml > bounds.upper_ml else "ok")
+    if status != "ok":
+        flags["brain_volume"] = (f"brain volume {brain_ml:.0f} mL is {status} the plausible "
+                                 f"range {bounds.lower_ml:.0f}-{bounds.upper_ml:.0f} mL at "
+                                 f"{age_weeks:.1f} weeks")
+    if bounds.extrapolated:
+        flags["age"] = (f"age {age_weeks:.1f} weeks is outside the bounds' ages "
+                        f"({BOUNDS_ML[0][0]:g} to {BOUNDS_ML[-1][0]:g} weeks); nearest used")
+    return status, flags
+
+
 def summary(table: pd.DataFrame, labels: LabelSet, *, age_weeks: float | None,
             view_pairs: dict[str, float], mc_samples: int) -> dict:
-    """Scan-level numbers and flags (plain JSON types) from the per-label table."""
+    """Scan-level numbers and flags (plain JSON types) from the per-label table.
+
+    ``flags`` maps each check (brain_volume, age, views) to its message, so the group level
+    can redo the age-dependent ones when it knows an age the participant level did not.
+    """
     brain = table[table["index"].isin(labels.brain_indices)]
     tissue_ml = float(table.loc[table["index"].isin(tissue_indices(labels)),
                                 "volume_mm3"].sum()) / 1000
     bounds = brain_volume_bounds(age_weeks)
-    flags = []
-    if bounds is None:
-        status = "no age"
-        flags.append("no age: brain volume not checked (bounds depend on age)")
-    elif tissue_ml < bounds.lower_ml:
-        status = "below"
-    elif tissue_ml > bounds.upper_ml:
-        status = "above"
-    else:
-        status = "ok"
-    if status in ("below", "above"):
-        flags.append(f"brain volume {tissue_ml:.0f} mL is {status} the plausible range "
-                     f"{bounds.lower_ml:.0f}-{bounds.upper_ml:.0f} mL at {age_weeks:.1f} weeks")
-    if bounds is not None and bounds.extrapolated:
-        flags.append(f"age {age_weeks:.1f} weeks is outside the range of the bounds "
-                     "(-10 to 52 weeks); nearest bounds used")
-    agreement = float(np.nanmean(brain["view_dice"])) if brain["view_dice"].notna().any() \
-        else float("nan")
-    if np.isfinite(agreement) and agreement < VIEW_DICE_WARN:
-        flags.append(f"views disagree: mean Dice {agreement:.2f} < {VIEW_DICE_WARN}")
-    entropy = float(np.nanmean(brain["mc_entropy"])) if brain["mc_entropy"].notna().any() \
-        else None
+    status, flags = volume_check(tissue_ml, age_weeks)
+    agreement = _nanmean(brain["view_dice"])
+    if agreement is not None and agreement < VIEW_DICE_WARN:
+        flags["views"] = f"views disagree: mean Dice {agreement:.2f} < {VIEW_DICE_WARN}"
+    entropy = _nanmean(brain["mc_entropy"])
     return {
         "age_weeks": age_weeks,
         "brain_volume_ml": round(tissue_ml, 3),
@@ -181,10 +188,15 @@ def summary(table: pd.DataFrame, labels: LabelSet, *, age_weeks: float | None,
         "bounds_upper_ml": None if bounds is None else round(bounds.upper_ml, 1),
         "bounds_source": BOUNDS_SOURCE,
         "brain_volume_status": status,
-        "view_dice_mean": None if not np.isfinite(agreement) else round(agreement, 4),
+        "view_dice_mean": None if agreement is None else round(agreement, 4),
         "view_dice_pairs": {k: None if not np.isfinite(v) else round(v, 4)
                             for k, v in view_pairs.items()},
         "mc_samples": mc_samples,
         "mc_entropy_mean": None if entropy is None else round(entropy, 4),
         "flags": flags,
     }
+
+
+def _nanmean(values: pd.Series) -> float | None:
+    finite = values.dropna()
+    return float(finite.mean()) if len(finite) else None

@@ -104,6 +104,7 @@ def growth_figure(table: pd.DataFrame, column: str, title: str, *,
                    linewidth=0.4)
     if data.empty:
         ax.text(0.5, 0.5, "no scan with a known age", ha="center", transform=ax.transAxes)
+    ax.ticklabel_format(axis="y", useOffset=False, style="plain")
     ax.set_xlabel("age (postnatal weeks)")
     ax.set_ylabel("volume (mL)")
     ax.set_title(title, fontsize=10)

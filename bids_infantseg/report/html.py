@@ -19,11 +19,13 @@ h3{font-size:1em;margin:14px 0 4px;color:#345}
 table{border-collapse:collapse;font-size:.85em;margin:6px 0}
 th,td{padding:3px 9px;border-bottom:1px solid #e3e3e3;text-align:right}
 th{background:#eef1f5}
-td:first-child,th:first-child{text-align:left}
+td:first-child,th:first-child,td.t{text-align:left}
 .mosaic{width:100%;background:#000;display:block;margin-bottom:4px}
 .warn{background:#fff4e0;border-left:5px solid #e69500;padding:6px 10px;margin:6px 0}
 .ok{background:#eaf6ea;border-left:5px solid #3a3;padding:6px 10px;margin:6px 0}
 .flag{background:#ffe5e5}
+.wrap{white-space:normal;text-align:left;min-width:260px}
+td:first-child{white-space:nowrap}
 .swatch{display:inline-block;width:.9em;height:.9em;border:1px solid #555;margin-right:5px;
 vertical-align:middle}
 .grid{display:flex;flex-wrap:wrap;gap:10px}
@@ -33,6 +35,10 @@ dt{font-weight:600}dd{margin:0;word-break:break-all}
 """
 
 
+TEXT_CELL = '<td class="t">'
+WRAP = ' class="wrap"'
+
+
 def png_tag(png: bytes, alt: str, css: str = "") -> str:
     data = base64.b64encode(png).decode("ascii")
     klass = f' class="{css}"' if css else ""
@@ -40,14 +46,27 @@ def png_tag(png: bytes, alt: str, css: str = "") -> str:
 
 
 def table_html(table: pd.DataFrame, *, flag_rows: Sequence[bool] | None = None,
+               links: Sequence[str | None] | None = None, wrap: str | None = None,
                digits: int = 1) -> str:
-    """A table with ``n/a`` for missing values; rows marked in ``flag_rows`` highlighted."""
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in table.columns)
+    """A table with ``n/a`` for missing values; rows marked in ``flag_rows`` highlighted;
+    ``links`` turn each row's first cell into a link; column ``wrap`` holds long text whose
+    ``"; "``-separated parts go on lines of their own."""
+    head = "".join(f'<th{WRAP if c == wrap else ""}>{html.escape(str(c))}</th>'
+                   for c in table.columns)
     rows = []
     for i, (_, row) in enumerate(table.iterrows()):
-        cells = "".join(f"<td>{html.escape(_cell(v, digits))}</td>" for v in row)
+        cells = []
+        for column, value in row.items():
+            if column == wrap:
+                parts = _cell(value, digits).split("; ")
+                cells.append(f"<td{WRAP}>{'<br>'.join(html.escape(t) for t in parts)}</td>")
+                continue
+            text = html.escape(_cell(value, digits))
+            if not cells and links is not None and links[i]:
+                text = f'<a href="{html.escape(links[i])}">{text}</a>'
+            cells.append((TEXT_CELL if isinstance(value, str) else "<td>") + f"{text}</td>")
         klass = ' class="flag"' if flag_rows is not None and flag_rows[i] else ""
-        rows.append(f"<tr{klass}>{cells}</tr>")
+        rows.append(f"<tr{klass}>{''.join(cells)}</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 

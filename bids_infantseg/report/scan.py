@@ -53,7 +53,7 @@ def scan_report(*, title: str, t2w: nib.Nifti1Image, dseg: nib.Nifti1Image, labe
     volume_table["volume_mL"] = volume_table["volume_mm3"] / 1000
     body = (
         "<h2>Summary</h2>" + definition_list(scan)
-        + "<h2>Warnings</h2>" + notes(qc_summary.get("flags", []), "no QC flag raised")
+        + "<h2>Warnings</h2>" + notes(qc_summary.get("flags", {}).values(), "no QC flag raised")
         + "<h2>Segmentation</h2><p>" + _legend(labels) + "</p>" + mosaics
         + "<h2>Volumes</h2>" + table_html(volume_table, digits=1)
         + "<h2>Quality control</h2>" + _qc_section(qc_summary, qc_table)

@@ -1,0 +1,307 @@
+"""The group level: study tables, QC table, growth figures and a report, from outputs only.
+
+Reads what the participant level wrote (volume tables, QC tables, sidecars) and the raw
+dataset's participants.tsv / sessions.tsv (sex, and ages the sidecars lack); never an image,
+never the network. A scan's label map is written last, so a scan without it is incomplete
+and is listed, not counted. Rows are sorted and no time stamp is written, so the output is
+the same however the participant level was split into runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from bids_infantseg.ages import WEEKS_PER_MONTH, AgeLookup, read_tsv
+from bids_infantseg.derivatives import atomic_write_json, atomic_write_text, atomic_write_tsv
+from bids_infantseg.model.labels import BUILTIN, LabelSet, read_dseg_tsv
+from bids_infantseg.qc import BOUNDS_SOURCE, tissue_indices, volume_check
+from bids_infantseg.report.group import group_report
+from bids_infantseg.report.outputs import report_path
+
+LOGGER = logging.getLogger("bids_infantseg")
+
+ID_COLUMNS = ("participant_id", "session_id")
+_SEX = {"m": "M", "male": "M", "f": "F", "female": "F", "o": "O", "other": "O"}
+
+
+class GroupError(Exception):
+    """Nothing the group level could summarise; one-line message."""
+
+
+@dataclass
+class Collected:
+    """What one label set's outputs hold: complete scans, and what is missing or partial."""
+
+    labels: LabelSet
+    scans: list[dict] = field(default_factory=list)
+    problems: list[tuple[str, str]] = field(default_factory=list)  # (scan or subject, why)
+
+
+def run_group(args: argparse.Namespace) -> int:
+    """Write ``OUTPUT_DIR/group``; missing or partial outputs are logged and listed in the
+    report, not fatal (a study is analysed while stragglers are rerun)."""
+    out, raw = args.output_dir.resolve(), args.bids_dir.resolve()
+    label_tables = sorted(out.glob("desc-*_dseg.tsv"))
+    if not label_tables:
+        raise GroupError(f"{out} holds no bids_infantseg outputs (no desc-*_dseg.tsv); "
+                         "run the participant level first")
+    for table in label_tables:
+        collected = collect(out, raw, _label_set(table))
+        write_group(out, collected)
+        for who, why in collected.problems:
+            LOGGER.warning("%s: %s", who, why)
+        LOGGER.info("group: %d scan(s) of %s summarised in %s", len(collected.scans),
+                    collected.labels.name, out / "group")
+    return 0
+
+
+def _label_set(path: Path) -> LabelSet:
+    """The built-in set of that name (it knows its non-brain labels), else the table's."""
+    name = path.name.removeprefix("desc-").removesuffix("_dseg.tsv")
+    return BUILTIN.get(name) or read_dseg_tsv(path, name)
+
+
+def _sex(value: str | None) -> str | None:
+    text = str(value or "").strip()
+    if text.lower() in ("", "n/a", "na", "nan"):
+        return None
+    return _SEX.get(text.lower(), text)
+
+
+def collect(out: Path, raw: Path, labels: LabelSet) -> Collected:
+    """Every scan with outputs of ``labels``; partial ones and participants without any."""
+    name = labels.name
+    found = Collected(labels)
+    stems: dict[str, Path] = {}
+    pattern = re.compile(rf"(sub-[^_]+(?:_[a-z]+-[^_]+)*?)_(?:space-T2w_)?desc-{name}_"
+                         r"(?:dseg\.nii\.gz|volumes\.tsv|qc\.tsv)$")
+    for path in sorted(out.glob("sub-*/**/anat/*")):
+        match = pattern.match(path.name)
+        if match:
+            stems.setdefault(match.group(1), path.parent)
+    lookup = AgeLookup(raw)
+    for stem, anat in sorted(stems.items()):
+        scan, missing = _read_scan(out, anat, stem, name, lookup)
+        if scan is None:
+            found.problems.append((stem, "incomplete: " + ", ".join(missing)))
+            continue
+        if missing:
+            found.problems.append((stem, "partial: " + ", ".join(missing)))
+        found.scans.append(scan)
+    participants = read_tsv(raw / "participants.tsv")
+    done = {s["participant_id"] for s in found.scans} | {s.split("_")[0] for s in stems}
+    if participants is not None and "participant_id" in participants:
+        for pid in sorted(set(participants["participant_id"]) - done):
+            found.problems.append((pid, "no outputs"))
+    return found
+
+
+def _read_scan(out: Path, anat: Path, stem: str, name: str,
+               lookup: AgeLookup) -> tuple[dict | None, list[str]]:
+    """A scan's volumes, age, sex and QC, or None with what is missing."""
+    dseg = anat / f"{stem}_space-T2w_desc-{name}_dseg.nii.gz"
+    files = {"label map": dseg, "label map sidecar": dseg.with_name(dseg.name[:-7] + ".json"),
+             "volume table": anat / f"{stem}_desc-{name}_volumes.tsv",
+             "QC table": anat / f"{stem}_desc-{name}_qc.tsv",
+             "QC sidecar": anat / f"{stem}_desc-{name}_qc.json"}
+    subject = stem.split("_")[0].removeprefix("sub-")
+    report = report_path(subject, stem)
+    missing = [k for k, p in files.items() if not p.is_file()]
+    if not (out / report).is_file():
+        missing.append("HTML report")
+    if {"label map", "label map sidecar", "volume table"} & set(missing):
+        return None, missing
+    sidecar = json.loads(files["label map sidecar"].read_text())
+    volumes = pd.read_csv(files["volume table"], sep="\t", dtype={c: str for c in ID_COLUMNS},
+                          keep_default_na=False)
+    first = volumes.iloc[0]
+    entities = {c: str(first[c]) for c in volumes.columns[:list(volumes.columns).index("index")]}
+    session = entities.get("session_id") or None
+    session = None if session in ("n/a", "") else session
+    entities["session_id"] = session
+    age_weeks, age_source = _age(sidecar, lookup, subject,
+                                 session.removeprefix("ses-") if session else None)
+    participant = lookup.participant(subject) or {}
+    qc = (json.loads(files["QC sidecar"].read_text()).get("QC", {})
+          if files["QC sidecar"].is_file() else None)
+    return {**entities, "age_weeks": age_weeks, "age_source": age_source,
+            "sex": _sex(participant.get("sex")), "volumes": volumes, "qc": qc,
+            "model": sidecar.get("Model", {}),
+            "report": report.as_posix() if (out / report).is_file() else None}, missing
+
+
+def _age(sidecar: dict, lookup: AgeLookup, subject: str,
+         session: str | None) -> tuple[float | None, str | None]:
+    """The age the scan was segmented with; else the tables' (an age added since)."""
+    recorded = sidecar.get("Age")
+    if recorded:
+        return float(recorded["Weeks"]), recorded.get("Source")
+    source = next(iter(sidecar.get("Sources", [])), "")
+    rel_path = source.split(":", 2)[-1] if source.startswith("bids:") else ""
+    age = lookup.age(rel_path, subject, session) if rel_path else None
+    return (age.weeks, age.source) if age else (None, None)
+
+
+def wide_table(collected: Collected) -> pd.DataFrame:
+    """One row per scan (in ``collected.scans``' order, sorted by name): ids, entities, age,
+    sex, intracranial and brain volume, a column per label."""
+    labels = collected.labels
+    rows = []
+    for scan in collected.scans:
+        volumes = scan["volumes"].set_index("index")["volume_mm3"].astype(float)
+        row = {k: v for k, v in scan.items() if k not in ("volumes", "qc", "model", "report")}
+        if row["age_weeks"] is not None:
+            row["age_weeks"] = round(row["age_weeks"], 3)
+        row["age_months"] = (None if row["age_weeks"] is None else
+                             round(row["age_weeks"] / WEEKS_PER_MONTH, 3))
+        row["intracranial_volume_mm3"] = float(volumes.reindex(labels.brain_indices).sum())
+        row["brain_volume_mm3"] = float(volumes.reindex(tissue_indices(labels)).sum())
+        for lab in labels.labels:
+            if lab.index != 0:
+                row[f"{lab.abbreviation}_mm3"] = float(volumes.get(lab.index, float("nan")))
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    front = [c for c in table.columns if c not in ("age_weeks", "age_months", "age_source",
+                                                    "sex") and not c.endswith("_mm3")]
+    order = front + ["age_weeks", "age_months", "age_source", "sex"]
+    return table[order + [c for c in table.columns if c not in order]]
+
+
+def long_table(wide: pd.DataFrame, labels: LabelSet) -> pd.DataFrame:
+    """One row per scan and label: the wide table's label columns stacked."""
+    ids = [c for c in wide.columns if not c.endswith("_mm3")]
+    rows = []
+    for _, scan in wide.iterrows():
+        for lab in labels.labels:
+            column = f"{lab.abbreviation}_mm3"
+            if column in wide.columns:
+                rows.append({**scan[ids].to_dict(), "index": lab.index, "name": lab.name,
+                             "abbreviation": lab.abbreviation, "volume_mm3": scan[column]})
+    return pd.DataFrame(rows)
+
+
+def qc_table(collected: Collected, wide: pd.DataFrame) -> pd.DataFrame:
+    """One row per scan: age-dependent brain-volume check redone at the group's age, the
+    participant level's other checks, and whether anything was flagged."""
+    rows = []
+    for scan, (_, row) in zip(collected.scans, wide.iterrows(), strict=True):
+        qc = scan["qc"] or {}
+        age = None if pd.isna(row["age_weeks"]) else float(row["age_weeks"])
+        brain_ml = row["brain_volume_mm3"] / 1000
+        status, flags = volume_check(brain_ml, age)
+        flags |= {k: v for k, v in (qc.get("flags") or {}).items()
+                  if k not in ("brain_volume", "age")}
+        if scan["qc"] is None:
+            flags["qc"] = "no QC table from the participant level"
+        rows.append({**{c: row[c] for c in wide.columns if c in _id_columns(wide)},
+                     "age_weeks": age, "brain_volume_ml": brain_ml,
+                     "intracranial_volume_ml": row["intracranial_volume_mm3"] / 1000,
+                     "brain_volume_status": status,
+                     "view_dice_mean": qc.get("view_dice_mean"),
+                     "mc_samples": qc.get("mc_samples"),
+                     "mc_entropy_mean": qc.get("mc_entropy_mean"),
+                     "flagged": bool(flags), "flags": "; ".join(flags[k] for k in sorted(flags)),
+                     "report": scan["report"]})
+    return pd.DataFrame(rows)
+
+
+def _id_columns(wide: pd.DataFrame) -> list[str]:
+    return list(wide.columns[:list(wide.columns).index("age_weeks")])
+
+
+def _sidecar(labels: LabelSet, wide: bool) -> dict:
+    sidecar = {
+        "Description": ("Label volumes, one row per scan" if wide else
+                        "Label volumes, one row per scan and label")
+                       + f" ({labels.name}); from the participant level's volume tables.",
+        "participant_id": {"Description": "participant, as in participants.tsv"},
+        "session_id": {"Description": "session, as in sessions.tsv (n/a if none)"},
+        "age_weeks": {"Description": "postnatal age at the scan used for segmentation "
+                                     "(corrected for preterm birth when the age was given so)",
+                      "Units": "weeks"},
+        "age_months": {"Description": "age_weeks / 4.345", "Units": "months"},
+        "age_source": {"Description": "table and column the age was read from"},
+        "sex": {"Description": "sex from participants.tsv (M, F, O)"},
+    }
+    if wide:
+        sidecar["intracranial_volume_mm3"] = {
+            "Description": "sum of all brain labels, fluid included", "Units": "mm^3"}
+        sidecar["brain_volume_mm3"] = {
+            "Description": "sum of brain tissue labels (fluid and ventricles excluded)",
+            "Units": "mm^3"}
+        for lab in labels.labels:
+            if lab.index != 0:
+                sidecar[f"{lab.abbreviation}_mm3"] = {"Description": f"volume of {lab.name} "
+                                                      f"(index {lab.index})", "Units": "mm^3"}
+    else:
+        sidecar |= {"index": {"Description": f"label index (desc-{labels.name}_dseg.tsv)"},
+                    "name": {"Description": "label name"},
+                    "abbreviation": {"Description": "label abbreviation"},
+                    "volume_mm3": {"Description": "label volume", "Units": "mm^3"}}
+    return sidecar
+
+
+QC_SIDECAR = {
+    "Description": "Per-scan quality control; flagged scans deserve a look at their report.",
+    "age_weeks": {"Description": "age used for the brain-volume bounds", "Units": "weeks"},
+    "brain_volume_ml": {"Description": "brain tissue volume", "Units": "mL"},
+    "intracranial_volume_ml": {"Description": "all brain labels, fluid included", "Units": "mL"},
+    "brain_volume_status": {"Description": "brain volume against age-appropriate bounds",
+                            "Levels": {"ok": "inside", "below": "below the lower bound",
+                                       "above": "above the upper bound",
+                                       "no age": "no age known: not checked"},
+                            "Bounds": BOUNDS_SOURCE},
+    "view_dice_mean": {"Description": "mean Dice between the views' argmax, brain labels"},
+    "mc_samples": {"Description": "MC-dropout samples (0: uncertainty not measured)"},
+    "mc_entropy_mean": {"Description": "mean normalised MC entropy over brain labels (0-1)"},
+    "flagged": {"Description": "true when any check raised a flag"},
+    "flags": {"Description": "the flags' messages, separated by '; '"},
+    "report": {"Description": "the scan's HTML report, relative to the output folder"},
+}
+
+
+def write_group(out: Path, collected: Collected) -> list[Path]:
+    """Tables with sidecars, growth figures and the report under ``out/group``."""
+    name = collected.labels.name
+    folder = out / "group"
+    wide = wide_table(collected)
+    written = []
+    if not wide.empty:
+        qc = qc_table(collected, wide)
+        for stem, table, sidecar in (
+                (f"desc-{name}_volumes", wide, _sidecar(collected.labels, True)),
+                (f"desc-{name}_volumes_long", long_table(wide, collected.labels),
+                 _sidecar(collected.labels, False)),
+                (f"desc-{name}_qc", qc, QC_SIDECAR)):
+            written.append(atomic_write_tsv(folder / f"{stem}.tsv", table))
+            written.append(atomic_write_json(folder / f"{stem}.json", sidecar))
+    else:
+        qc = pd.DataFrame()
+    models = sorted({json.dumps(s["model"], sort_keys=True) for s in collected.scans})
+    page, figures = group_report(labels=collected.labels, wide=wide, qc=qc,
+                                 problems=collected.problems,
+                                 models=[json.loads(m) for m in models])
+    for filename, png in figures.items():
+        path = folder / "figures" / filename
+        path.parent.mkdir(parents=True, exist_ok=True)
+        written.append(_atomic_bytes(path, png))
+    written.append(atomic_write_text(folder / f"desc-{name}_report.html", page))
+    return written
+
+
+def _atomic_bytes(path: Path, data: bytes) -> Path:
+    """A figure under a temporary dot-name, then renamed (derivatives has no bytes writer)."""
+    temporary = path.with_name(f".{os.getpid()}.tmp-{path.name}")
+    temporary.write_bytes(data)
+    os.replace(temporary, path)
+    return path
