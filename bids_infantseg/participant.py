@@ -13,6 +13,7 @@ from pathlib import Path
 
 from nipype import config as nipype_config
 from nipype import logging as nipype_logging
+from nipype.pipeline import plugins as nipype_plugins
 
 from bids_infantseg import __version__
 from bids_infantseg.bids import DiscoveryError, FilterFileError, Scan, discover, load_filter_file
@@ -33,8 +34,13 @@ from bids_infantseg.workflow import SegmentSettings, init_participant_wf, scan_w
 
 LOGGER = logging.getLogger("bids_infantseg")
 
+
+class PluginError(ValueError):
+    """A --plugin that Nipype does not have."""
+
+
 UserError = (DiscoveryError, FilterFileError, OutputDirError, ModelError, DeviceError,
-             TemplateError)
+             TemplateError, PluginError)
 """Problems with the command line or its inputs: one line, exit status 2, nothing run."""
 
 
@@ -44,6 +50,7 @@ def run_participant(args: argparse.Namespace) -> int:
     output_dir = args.output_dir.resolve()
     work_dir = (args.work_dir or output_dir / ".work").resolve()
     check_output_dir(output_dir, bids_dir)
+    plugin = choose_plugin(args.plugin, args.plugin_args, args.nprocs)
     device = resolve_device(args.device)
     model = load_model(args.model)  # fails early on a bad model, before any work
     filters = load_filter_file(args.bids_filter_file) if args.bids_filter_file else None
@@ -72,7 +79,9 @@ def run_participant(args: argparse.Namespace) -> int:
                 concurrent, threads)
     if good:
         _quiet_nipype(args.verbose)
-        failed += _run_workflow(good, settings, work_dir, concurrent, pose_templates)
+        if plugin[0] == "MultiProc":
+            plugin[1].setdefault("n_procs", concurrent)
+        failed += _run_workflow(good, settings, work_dir, plugin, pose_templates)
     done = len(scans) - len(failed)
     LOGGER.info("%d of %d scan(s) segmented; outputs in %s", done, len(scans), output_dir)
     for line in failed:
@@ -113,8 +122,23 @@ def _quiet_nipype(verbosity: int) -> None:
     logging.getLogger("nipype").propagate = False
 
 
+def choose_plugin(name: str | None, plugin_args: dict | None,
+                  nprocs: int) -> tuple[str, dict]:
+    """Nipype plugin and its arguments: the user's, else Linear for one process, else MultiProc.
+
+    Linear for one process because it runs in this process: no pickling, plain tracebacks.
+    """
+    if name is None:
+        return ("MultiProc", {**(plugin_args or {})}) if nprocs > 1 else ("Linear", {})
+    if not hasattr(nipype_plugins, f"{name}Plugin"):
+        known = sorted(n[:-len("Plugin")] for n in dir(nipype_plugins)
+                       if n.endswith("Plugin") and n != "Plugin")
+        raise PluginError(f"--plugin {name}: not a Nipype plugin ({', '.join(known)})")
+    return name, {**(plugin_args or {})}
+
+
 def _run_workflow(scans: list[Scan], settings: SegmentSettings, work_dir: Path,
-                  nprocs: int, pose_templates: dict[str, Path] | None) -> list[str]:
+                  plugin: tuple[str, dict], pose_templates: dict[str, Path] | None) -> list[str]:
     """Run all scans' workflows; return one line per scan whose workflow failed."""
     crash_dir = work_dir / "crash"
     nipype_config.update_config({
@@ -126,7 +150,6 @@ def _run_workflow(scans: list[Scan], settings: SegmentSettings, work_dir: Path,
     nipype_config.enable_resource_monitor = False
     work_dir.mkdir(parents=True, exist_ok=True)
     wf = init_participant_wf(scans, settings, work_dir, pose_templates)
-    plugin = ("MultiProc", {"n_procs": nprocs}) if nprocs > 1 else ("Linear", {})
     started = {p.name for p in crash_dir.glob("crash-*")} if crash_dir.exists() else set()
     try:
         wf.run(plugin=plugin[0], plugin_args=plugin[1])

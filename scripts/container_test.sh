@@ -119,6 +119,16 @@ elif [ "$rc" = 2 ] && grep -q "is not downloaded" "$SCRATCH/pose.err" \
      && ! docker run --rm --entrypoint test "$IMAGE" -s \
           /opt/templateflow/tpl-MNIInfant/cohort-5/tpl-MNIInfant_cohort-5_res-1_T2w.nii.gz; then
   echo "--pose-normalize: refused in one line, as expected of an image built without templates"
+  # Still prove the pose path in the container: a synthetic TemplateFlow home, read-only.
+  mkdir -p "$SCRATCH/tf" "$SCRATCH/pose2"
+  [ "$(id -u)" = 0 ] && chown "$user" "$SCRATCH/tf" "$SCRATCH/pose2"
+  show "${dock[@]}" -v "$SCRATCH/tf:/tf" -v "$PWD/tests:/src/tests:ro" -e PYTHONPATH=/src \
+    --entrypoint python "$IMAGE" -c \
+    'from pathlib import Path; from tests.templateflow_home import build_templateflow_home as b; b(Path("/tf"), cohorts=(5,))'
+  show "${dock[@]}" "${inputs[@]}" -v "$SCRATCH/tf:/tf:ro" -e TEMPLATEFLOW_HOME=/tf \
+    -v "$SCRATCH/pose2:/out" "$IMAGE" /data/bids /out participant --participant-label 02 \
+    --pose-normalize --nprocs 1 "${model[@]}" || fail "--pose-normalize with a synthetic home"
+  echo "--pose-normalize: segmented with a synthetic read-only TemplateFlow home"
 else
   fail "--pose-normalize exited $rc"
 fi
