@@ -111,8 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.from_checkpoint:
         nets, state = nets_from_checkpoint(args.work, card)
         config = TrainConfig(**state["config"])
-        result = TrainResult(nets, state["epochs_done"], state["history"], stopped_early=True,
-                             seconds=sum(h["seconds"] for h in state["history"]))
+        result = TrainResult(nets, state["epochs_done"], state["history"], stopped_early=True)
     else:
         result = train(card, data, config, args.work)
     card.training = {
@@ -124,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
                    "device": "cpu"},
         "epochs_done": result.epochs_done,
         "stopped_early": result.stopped_early,
-        "training_seconds": round(result.seconds),
+        "training_seconds": round(sum(h["seconds"] for h in result.history)),
         "slices_per_second": round(result.slices_per_second, 2),
         "final_loss": result.history[-1]["loss"] if result.history else None,
     }
