@@ -203,7 +203,7 @@ def qc_table(collected: Collected, wide: pd.DataFrame) -> pd.DataFrame:
                   if k not in ("brain_volume", "age")}
         if scan["qc"] is None:
             flags["qc"] = "no QC table from the participant level"
-        rows.append({**{c: row[c] for c in wide.columns if c in _id_columns(wide)},
+        rows.append({**{c: row[c] for c in _id_columns(wide)},
                      "age_weeks": age, "brain_volume_ml": brain_ml,
                      "intracranial_volume_ml": row["intracranial_volume_mm3"] / 1000,
                      "brain_volume_status": status,
@@ -219,13 +219,21 @@ def _id_columns(wide: pd.DataFrame) -> list[str]:
     return list(wide.columns[:list(wide.columns).index("age_weeks")])
 
 
-def _sidecar(labels: LabelSet, wide: bool) -> dict:
+def _id_sidecar(ids: list[str]) -> dict:
+    """Descriptions of the id columns: participant, session and the source's entities."""
+    sidecar = {"participant_id": {"Description": "participant, as in participants.tsv"},
+               "session_id": {"Description": "session, as in sessions.tsv (n/a if none)"}}
+    for entity in ids:
+        sidecar.setdefault(entity, {"Description": f"{entity} entity of the source T2w"})
+    return sidecar
+
+
+def _sidecar(labels: LabelSet, ids: list[str], wide: bool) -> dict:
     sidecar = {
         "Description": ("Label volumes, one row per scan" if wide else
                         "Label volumes, one row per scan and label")
                        + f" ({labels.name}); from the participant level's volume tables.",
-        "participant_id": {"Description": "participant, as in participants.tsv"},
-        "session_id": {"Description": "session, as in sessions.tsv (n/a if none)"},
+        **_id_sidecar(ids),
         "age_weeks": {"Description": "postnatal age at the scan used for segmentation "
                                      "(corrected for preterm birth when the age was given so)",
                       "Units": "weeks"},
@@ -251,8 +259,12 @@ def _sidecar(labels: LabelSet, wide: bool) -> dict:
     return sidecar
 
 
-QC_SIDECAR = {
-    "Description": "Per-scan quality control; flagged scans deserve a look at their report.",
+def _qc_sidecar(ids: list[str]) -> dict:
+    return {"Description": "Per-scan quality control; flagged scans deserve a look at their "
+                           "report.", **_id_sidecar(ids), **QC_COLUMNS}
+
+
+QC_COLUMNS = {
     "age_weeks": {"Description": "age used for the brain-volume bounds", "Units": "weeks"},
     "brain_volume_ml": {"Description": "brain tissue volume", "Units": "mL"},
     "intracranial_volume_ml": {"Description": "all brain labels, fluid included", "Units": "mL"},
@@ -278,11 +290,12 @@ def write_group(out: Path, collected: Collected) -> list[Path]:
     written = []
     if not wide.empty:
         qc = qc_table(collected, wide)
+        ids = _id_columns(wide)
         for stem, table, sidecar in (
-                (f"desc-{name}_volumes", wide, _sidecar(collected.labels, True)),
+                (f"desc-{name}_volumes", wide, _sidecar(collected.labels, ids, True)),
                 (f"desc-{name}_volumes_long", long_table(wide, collected.labels),
-                 _sidecar(collected.labels, False)),
-                (f"desc-{name}_qc", qc, QC_SIDECAR)):
+                 _sidecar(collected.labels, ids, False)),
+                (f"desc-{name}_qc", qc, _qc_sidecar(ids))):
             written.append(atomic_write_tsv(folder / f"{stem}.tsv", table))
             written.append(atomic_write_json(folder / f"{stem}.json", sidecar))
     else:

@@ -62,7 +62,7 @@ def brain_volume_bounds(age_weeks: float | None) -> Bounds | None:
     weeks, lower, upper = (np.array(c) for c in zip(*BOUNDS_ML, strict=True))
     outside = age_weeks < weeks[0] - 2 or age_weeks > weeks[-1] + MARGIN_WEEKS
     return Bounds(float(np.interp(age_weeks, weeks, lower)),
-                  float(np.interp(age_weeks, weeks, upper)), outside)
+                  float(np.interp(age_weeks, weeks, upper)), bool(outside))
 
 
 def tissue_indices(labels: LabelSet) -> tuple[int, ...]:

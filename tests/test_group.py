@@ -1,0 +1,162 @@
+"""The group level on real participant outputs (tiny model): tables, QC, figures, report."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bids_infantseg.cli import main
+from tests.bids_factory import write_description, write_tsv
+from tests.conftest import t2w_path, write_head
+from tests.report.pages import (
+    CHROMIUM,
+    NO_CHROMIUM,
+    decoded_images,
+    external_references,
+    loaded_widths,
+    screenshot,
+)
+
+SCANS = ("sub-01_ses-01", "sub-01_ses-02", "sub-02_run-1", "sub-02_run-2")
+
+
+def participant(bids: Path, out: Path, model: Path, *extra: str) -> None:
+    assert main([str(bids), str(out), "participant", "--model", str(model), "--device", "cpu",
+                 "--omp-nthreads", "1", "--mc-samples", "2", "-w", str(out.parent / "work"
+                 / out.name), *extra]) == 0
+
+
+def group(bids: Path, out: Path) -> int:
+    return main([str(bids), str(out), "group"])
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory, tiny_model_dir) -> dict[str, Path]:
+    """Four scans of two infants segmented twice: in one parallel run, and one run per
+    participant; sub-03 is in participants.tsv but has no image."""
+    root = tmp_path_factory.mktemp("study")
+    bids = root / "bids"
+    write_description(bids)
+    write_tsv(bids / "participants.tsv", [{"participant_id": "sub-01", "sex": "F"},
+                                          {"participant_id": "sub-02", "sex": "M",
+                                           "age_months": "12"},
+                                          {"participant_id": "sub-03", "sex": "F"}])
+    write_tsv(bids / "sub-01" / "sub-01_sessions.tsv",
+              [{"session_id": "ses-01", "age_weeks": "2"},
+               {"session_id": "ses-02", "age_weeks": "26"}])
+    for seed, path in enumerate((t2w_path(bids, "01", "01"), t2w_path(bids, "01", "02"),
+                                 t2w_path(bids, "02", run="1"), t2w_path(bids, "02", run="2"))):
+        write_head(path, seed=seed + 1)
+    together, apart = root / "together", root / "apart"
+    participant(bids, together, tiny_model_dir, "--nprocs", "2")
+    for label in ("01", "02"):
+        participant(bids, apart, tiny_model_dir, "--nprocs", "1", "--participant-label", label)
+    assert group(bids, together) == 0 and group(bids, apart) == 0
+    return {"bids": bids, "together": together, "apart": apart, "root": root}
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_group_output_is_the_same_however_participants_were_run(study):
+    together, apart = _files(study["together"] / "group"), _files(study["apart"] / "group")
+    assert sorted(together) == sorted(apart)
+    different = [name for name in together if together[name] != apart[name]]
+    assert different == []
+
+
+def test_wide_long_and_qc_tables(study):
+    folder = study["together"] / "group"
+    wide = pd.read_csv(folder / "desc-drawem9_volumes.tsv", sep="\t")
+    assert len(wide) == 4
+    assert list(wide.columns[:3]) == ["participant_id", "session_id", "run"]
+    for column in ("age_weeks", "age_months", "sex", "intracranial_volume_mm3",
+                   "brain_volume_mm3", "CSF_mm3", "Hip_mm3"):
+        assert column in wide.columns
+    assert list(wide["age_weeks"]) == pytest.approx([2, 26, 52.14, 52.14])
+    assert list(wide["sex"]) == ["F", "F", "M", "M"]
+    label_columns = [c for c in wide.columns if c.endswith("_mm3") and "volume" not in c]
+    assert len(label_columns) == 9  # every label but "Unknown" (outside the head)
+    assert (wide["intracranial_volume_mm3"] >= wide["brain_volume_mm3"]).all()
+    for stem in ("desc-drawem9_volumes", "desc-drawem9_volumes_long", "desc-drawem9_qc"):
+        table = pd.read_csv(folder / f"{stem}.tsv", sep="\t")
+        sidecar = json.loads((folder / f"{stem}.json").read_text())
+        assert set(table.columns) <= set(sidecar), stem
+    long = pd.read_csv(folder / "desc-drawem9_volumes_long.tsv", sep="\t")
+    assert len(long) == 4 * 9
+    merged = long.pivot_table(index=["participant_id", "session_id", "run"], columns="name",
+                              values="volume_mm3", dropna=False)
+    assert merged.notna().any().all()
+    qc = pd.read_csv(folder / "desc-drawem9_qc.tsv", sep="\t")
+    assert set(qc["brain_volume_status"]) <= {"ok", "below", "above"}
+    assert (qc["flagged"] == (qc["brain_volume_status"] != "ok") | qc["flags"].notna()).all()
+    assert (qc["mc_samples"] == 2).all()
+    figures = sorted(p.name for p in (folder / "figures").glob("*.png"))
+    assert "desc-drawem9_label-brain_growth.png" in figures and len(figures) == 2 + 8
+
+
+def test_reports_are_self_contained(study):
+    out = study["together"]
+    pages = [out / "group" / "desc-drawem9_report.html"]
+    pages += [out / "sub-01" / "figures" / f"{s}_report.html" for s in SCANS[:2]]
+    pages += [out / "sub-02" / "figures" / f"{s}_report.html" for s in SCANS[2:]]
+    for page in pages:
+        text = page.read_text()
+        assert external_references(text) == [], page
+        images = decoded_images(text)
+        assert len(images) == (10 if "group" in page.parts else 3), page
+        assert all(min(i.size) > 20 for i in images)
+    assert "sub-03: no outputs" in pages[0].read_text()
+    scan_page = pages[2].read_text()  # sub-01_ses-02
+    for expected in ("26.0 weeks", "sessions.tsv:age_weeks", "tiny-test 0.0.1",
+                     "Dice between views", "MC entropy", "plausible at this age"):
+        assert expected in scan_page
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM)
+def test_reports_render_in_chromium_with_every_image_loaded(study, tmp_path):
+    out = study["together"]
+    for page in (out / "group" / "desc-drawem9_report.html",
+                 out / "sub-01" / "figures" / "sub-01_ses-02_report.html"):
+        count, widths = loaded_widths(page)
+        assert count == len(decoded_images(page.read_text())) and count > 0, page
+        assert len(widths) == count and min(widths) > 0, (page, widths)
+        shot = screenshot(page, tmp_path / f"{page.stem}.png")
+        assert shot.stat().st_size > 10_000
+
+
+def test_group_needs_only_the_tables_of_the_raw_dataset(study, tmp_path):
+    bids = tmp_path / "bids"
+    shutil.copytree(study["bids"], bids, ignore=shutil.ignore_patterns("*.nii.gz"))
+    out = tmp_path / "out"
+    shutil.copytree(study["together"], out, ignore=shutil.ignore_patterns("group"))
+    assert group(bids, out) == 0
+    assert _files(out / "group") == _files(study["together"] / "group")
+
+
+def test_missing_and_partial_outputs_are_listed_not_fatal(study, tmp_path, caplog):
+    out = tmp_path / "out"
+    shutil.copytree(study["together"], out, ignore=shutil.ignore_patterns("group"))
+    (out / "sub-01/ses-02/anat/sub-01_ses-02_space-T2w_desc-drawem9_dseg.nii.gz").unlink()
+    (out / "sub-02/figures/sub-02_run-1_report.html").unlink()
+    assert group(study["bids"], out) == 0
+    wide = pd.read_csv(out / "group" / "desc-drawem9_volumes.tsv", sep="\t")
+    assert len(wide) == 3  # the scan without its label map is incomplete: not counted
+    qc = pd.read_csv(out / "group" / "desc-drawem9_qc.tsv", sep="\t")
+    assert qc["report"].isna().sum() == 1
+    page = (out / "group" / "desc-drawem9_report.html").read_text()
+    assert "sub-01_ses-02: incomplete: label map" in page
+    assert "sub-02_run-1: partial: HTML report" in page
+    warnings = " ".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    assert "sub-03: no outputs" in warnings
+
+
+def test_group_without_participant_outputs_is_a_usage_error(study, tmp_path, capsys):
+    assert group(study["bids"], tmp_path / "empty") == 2
+    assert "run the participant level first" in capsys.readouterr().err
