@@ -131,6 +131,18 @@ def nets_from_checkpoint(work_dir: Path, card: ModelCard) -> tuple[dict[str, Qui
     return nets, state
 
 
+def _build(card: ModelCard, config: TrainConfig) -> tuple[dict[str, QuickNAT], dict]:
+    """Seeded networks and their Adam optimisers, per view (one of each when shared)."""
+    torch.manual_seed(config.seed)
+    if config.shared_views:
+        net = QuickNAT(card.architecture)
+        optimizer = torch.optim.Adam(net.parameters(), lr=config.learning_rate)
+        return dict.fromkeys(card.views, net), dict.fromkeys(card.views, optimizer)
+    nets = {view: QuickNAT(card.architecture) for view in card.views}
+    return nets, {view: torch.optim.Adam(net.parameters(), lr=config.learning_rate)
+                  for view, net in nets.items()}
+
+
 def train(card: ModelCard, data: SliceSampler, config: TrainConfig, work_dir: Path,
           out_dir: Path | None = None, *, progress: bool = True) -> TrainResult:
     """Train one network per view of ``card``; resume from ``work_dir``'s checkpoint if any.
@@ -140,16 +152,7 @@ def train(card: ModelCard, data: SliceSampler, config: TrainConfig, work_dir: Pa
     """
     start = time.monotonic()
     work_dir = Path(work_dir)
-    torch.manual_seed(config.seed)
-    if config.shared_views:
-        net = QuickNAT(card.architecture)
-        optimizer = torch.optim.Adam(net.parameters(), lr=config.learning_rate)
-        nets = dict.fromkeys(card.views, net)
-        optimizers = dict.fromkeys(card.views, optimizer)
-    else:
-        nets = {view: QuickNAT(card.architecture) for view in card.views}
-        optimizers = {view: torch.optim.Adam(net.parameters(), lr=config.learning_rate)
-                      for view, net in nets.items()}
+    nets, optimizers = _build(card, config)
     history: list[dict] = []
     first_epoch, counts = 0, None
     if (work_dir / CHECKPOINT_STATE).is_file():
@@ -164,7 +167,6 @@ def train(card: ModelCard, data: SliceSampler, config: TrainConfig, work_dir: Pa
 
     budget = config.time_budget_s
     slices_done, train_seconds, stopped = 0, 0.0, False
-    epoch = first_epoch
     for epoch in range(first_epoch, config.epochs):
         data.reseed(config.seed, epoch)
         torch.manual_seed(config.seed * 100_003 + epoch)
