@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"
 CIRCLECI = ROOT / ".circleci" / "config.yml"
 EXPECTED = ROOT / ".circleci" / "expected_outputs.txt"
+EXPECTED_GROUP = ROOT / ".circleci" / "expected_group_outputs.txt"
 SINGULARITY = ROOT / "Singularity.def"
 
 
@@ -53,17 +54,22 @@ def test_circleci_runs_both_levels_as_a_user_would_and_deploys_only_tags():
     config = yaml.safe_load(CIRCLECI.read_text())
     test_steps = yaml.safe_dump(config["jobs"]["test"]["steps"])
     for needed in ("--read-only", "--network none", "--user", "/data:ro", " participant ",
-                   " group ", "expected_outputs.txt", "--version"):
+                   " group ", "expected_outputs.txt", "expected_group_outputs.txt",
+                   "--version"):
         assert needed in test_steps, needed
     deploy = next(j["deploy"] for j in config["workflows"]["build-test-deploy"]["jobs"]
                   if isinstance(j, dict) and "deploy" in j)
     assert deploy["filters"]["branches"]["ignore"] == "/.*/"
 
 
-def test_expected_output_list_is_sorted_relative_and_has_every_scan():
+def test_expected_output_lists_are_sorted_relative_and_have_every_scan():
     names = EXPECTED.read_text().splitlines()
-    assert names == sorted(names) and len(set(names)) == len(names)
-    assert not any(n.startswith(("/", "./", ".work")) for n in names)
+    group = EXPECTED_GROUP.read_text().splitlines()
+    for listed in (names, group):
+        assert listed == sorted(listed) and len(set(listed)) == len(listed)
+        assert not any(n.startswith(("/", "./", ".work")) for n in listed)
+    assert all(n.startswith("group/") for n in group)
+    assert not any(n.startswith("group/") for n in names)
     for stem in ("sub-01_ses-01", "sub-01_ses-02", "sub-02_ses-01"):
         assert any(n.endswith(f"{stem}_space-T2w_desc-drawem9_dseg.nii.gz") for n in names)
 
