@@ -13,6 +13,7 @@
 #   TORCH            cpu (default: a CUDA torch is GBs) or cuda
 #   FETCH_TEMPLATES  1, 0 or auto (default: 1 when TemplateFlow's S3 answers, else 0)
 #   LOCAL_WHEELS     a folder of wheels (e.g. an offline CPU torch) served to the build
+#                    on 127.0.0.1:$LOCAL_WHEELS_PORT (default 8765)
 #   SKIP_BUILD=1     test an image that is already built
 #   SCRATCH          where the demo data and outputs go (default: a new temporary folder)
 set -euo pipefail
@@ -46,7 +47,8 @@ if [ "${SKIP_BUILD:-0}" != 1 ]; then
   args+=(--build-arg "FETCH_TEMPLATES=$FETCH_TEMPLATES")
   if [ -n "${LOCAL_WHEELS:-}" ]; then
     # Serve the folder over HTTP on the host network; the build sees it through --network host.
-    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    # A fixed port: build arguments are part of Docker's cache key.
+    port=${LOCAL_WHEELS_PORT:-8765}
     python3 -m http.server "$port" --bind 127.0.0.1 --directory "$LOCAL_WHEELS" >/dev/null 2>&1 &
     server=$!
     trap 'kill "$server" 2>/dev/null || true' EXIT
