@@ -149,7 +149,8 @@ def _mc_dropout(model: Model, image: torch.Tensor, batch_size: int, samples: int
     try:
         for s in range(samples):
             probs, _ = _aggregate(model, image, batch_size, view_labels=False)
-            counts[s] = torch.bincount(probs.argmax(dim=0).flatten(), minlength=classes).cpu()
+            counts[s] = torch.bincount(probs.argmax(dim=0).flatten(),
+                                       minlength=classes).cpu().numpy()
             mean += probs / samples
     finally:
         for module in dropouts:

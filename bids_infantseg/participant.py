@@ -81,6 +81,9 @@ def run_participant(args: argparse.Namespace) -> int:
         _quiet_nipype(args.verbose)
         if plugin[0] == "MultiProc":
             plugin[1].setdefault("n_procs", concurrent)
+            # Workers forked from a process whose torch threads have run deadlock in torch
+            # (seen in grid_sample); the fork server starts them from a clean process.
+            plugin[1].setdefault("mp_context", "forkserver")
         failed += _run_workflow(good, settings, work_dir, plugin, pose_templates)
     done = len(scans) - len(failed)
     LOGGER.info("%d of %d scan(s) segmented; outputs in %s", done, len(scans), output_dir)

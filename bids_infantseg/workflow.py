@@ -48,17 +48,18 @@ def scan_wf_name(scan: Scan) -> str:
     return "scan_" + re.sub(r"[^0-9a-zA-Z]", "_", scan.source_stem)
 
 
-def inference_mem_gb(card: ModelCard) -> float:
+def inference_mem_gb(card: ModelCard, mc_samples: int = 0) -> float:
     """Peak memory of the segment node, so MultiProc does not oversubscribe RAM.
 
     Input volume, class-first fp32 accumulator and its fp16 copy, a batch of activations
-    (dense blocks keep about 6 feature maps of ``num_filters`` per level), plus torch itself.
+    (dense blocks keep about 6 feature maps of ``num_filters`` per level), plus torch itself;
+    MC dropout adds two more class-first accumulators (the samples' mean and one sample).
     """
     voxels = 1
     for s in card.grid_shape:
         voxels *= s
     classes = len(card.labels)
-    volumes = voxels * 4 * (1 + classes * 1.5)
+    volumes = voxels * 4 * (1 + classes * (3.5 if mc_samples else 1.5))
     activations = 8 * 6 * card.architecture.num_filters * card.grid_shape[0] ** 2 * 4 * 2
     return round(0.5 + (volumes + activations) / 2**30, 2)
 
@@ -75,7 +76,8 @@ def init_scan_wf(scan: Scan, settings: SegmentSettings, *,
                 device=settings.device, batch_size=settings.batch_size,
                 num_threads=settings.num_threads,
                 use_gpu=settings.device.startswith("cuda"), mc_samples=settings.mc_samples),
-        name="segment", mem_gb=inference_mem_gb(settings.card), n_procs=settings.num_threads,
+        name="segment", mem_gb=inference_mem_gb(settings.card, settings.mc_samples),
+        n_procs=settings.num_threads,
     )
     restore = pe.Node(Restore(native=str(scan.path), model_card=card_file,
                               write_probseg=settings.write_probseg),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -25,9 +27,13 @@ SCANS = ("sub-01_ses-01", "sub-01_ses-02", "sub-02_run-1", "sub-02_run-2")
 
 
 def participant(bids: Path, out: Path, model: Path, *extra: str) -> None:
-    assert main([str(bids), str(out), "participant", "--model", str(model), "--device", "cpu",
-                 "--omp-nthreads", "1", "--mc-samples", "2", "-w", str(out.parent / "work"
-                 / out.name), *extra]) == 0
+    """In a fresh process, as a user runs it: MultiProc forks its workers, and a fork of a
+    process whose torch thread pool already ran (earlier tests) can deadlock."""
+    args = [str(bids), str(out), "participant", "--model", str(model), "--device", "cpu",
+            "--omp-nthreads", "1", "--mc-samples", "2", "-w", str(out.parent / "work" / out.name),
+            *extra]
+    subprocess.run([sys.executable, "-m", "bids_infantseg", *args], check=True,
+                   capture_output=True, timeout=600)
 
 
 def group(bids: Path, out: Path) -> int:

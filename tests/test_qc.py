@@ -14,7 +14,7 @@ from bids_infantseg.inference import predict, predict_with_qc
 from bids_infantseg.model.card import load_model, save_model
 from bids_infantseg.model.labels import DRAWEM9
 from bids_infantseg.model.quicknat import QuickNAT, QuickNATConfig
-from tests.model_factory import tiny_card
+from tests.model_factory import make_tiny_model, tiny_card
 
 
 def test_bounds_depend_on_age_and_accept_a_normal_neonate():
@@ -90,15 +90,22 @@ def _volume() -> np.ndarray:
 def test_mc_dropout_measures_uncertainty_without_changing_the_segmentation(dropout_model):
     volume = _volume()
     plain = predict(dropout_model, volume)
-    result = predict_with_qc(dropout_model, volume, mc_samples=3)
+    result = predict_with_qc(dropout_model, volume, mc_samples=2)
     np.testing.assert_array_equal(result.probs, plain)  # dropout off for the label map
     assert set(result.view_labels) == {"axial", "coronal", "sagittal"}
-    assert result.sample_counts.shape == (3, len(DRAWEM9))
+    assert result.sample_counts.shape == (2, len(DRAWEM9))
     assert (result.sample_counts.sum(axis=1) == volume.size).all()
     assert 0 < result.entropy.max() <= 1 and result.entropy[0, 0, 0] == 0  # empty: certain
-    again = predict_with_qc(dropout_model, volume, mc_samples=3)
+    again = predict_with_qc(dropout_model, volume, mc_samples=2)
     np.testing.assert_array_equal(again.entropy, result.entropy)  # seeded: reproducible
     assert not any(m.training for net in dropout_model.nets.values() for m in net.modules())
     per_label = qc.uncertainty(result.entropy, result.probs.argmax(0), result.sample_counts,
                                DRAWEM9)
     assert any(np.isfinite(e) and e > 0 for e, _ in per_label.values())
+
+
+def test_each_views_labels_are_that_views_argmax(tmp_path):
+    model = load_model(make_tiny_model(tmp_path / "axial", views={"axial": 1.0}))
+    result = predict_with_qc(model, _volume())
+    np.testing.assert_array_equal(result.view_labels["axial"], result.probs.argmax(axis=0))
+    assert result.entropy is None and result.sample_counts is None

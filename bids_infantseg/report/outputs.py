@@ -7,8 +7,9 @@ from pathlib import PurePosixPath
 
 from bids_infantseg.qc import VIEW_DICE_WARN
 
-IGNORED = ("*_qc.tsv", "*_qc.json")
-"""QC tables, which BIDS does not define (figures/ and *.html are already ignored)."""
+IGNORED = ("*_qc.tsv", "*_qc.json", "figures")
+"""QC tables and the reports' folder, which BIDS does not define. ``figures`` without the
+slash: bids-validator-deno 2.x does not apply a ``figures/`` pattern to the folder itself."""
 
 
 def report_path(subject: str, source_stem: str) -> PurePosixPath:
