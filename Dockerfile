@@ -1,7 +1,7 @@
 # bids_infantseg BIDS App: QuickNAT segmentation of first-year infant T2w MRI.
 #
 #   docker build -t infantseg .                                   # CUDA torch (--gpus all)
-#   docker build --build-arg TORCH=cpu -t infantseg:cpu .         # CPU-only torch, ~1.5 GB less
+#   docker build --build-arg TORCH=cpu -t infantseg:cpu .         # CPU-only torch, GBs smaller
 #   docker run --rm --gpus all -v /bids:/bids:ro -v /out:/out infantseg /bids /out participant
 #
 # Build arguments:
