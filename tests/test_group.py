@@ -166,3 +166,15 @@ def test_missing_and_partial_outputs_are_listed_not_fatal(study, tmp_path, caplo
 def test_group_without_participant_outputs_is_a_usage_error(study, tmp_path, capsys):
     assert group(study["bids"], tmp_path / "empty") == 2
     assert "run the participant level first" in capsys.readouterr().err
+
+
+def test_an_age_missing_at_segmentation_is_read_from_the_tables(study, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(study["together"], out, ignore=shutil.ignore_patterns("group"))
+    sidecar = out / "sub-01/ses-02/anat/sub-01_ses-02_space-T2w_desc-drawem9_dseg.json"
+    content = json.loads(sidecar.read_text())
+    sidecar.write_text(json.dumps({**content, "Age": None}))
+    assert group(study["bids"], out) == 0
+    wide = pd.read_csv(out / "group" / "desc-drawem9_volumes.tsv", sep="\t")
+    assert wide.loc[1, "age_weeks"] == pytest.approx(26)
+    assert wide.loc[1, "age_source"] == "sessions.tsv:age_weeks"

@@ -31,7 +31,7 @@ vertical-align:middle}
 .grid{display:flex;flex-wrap:wrap;gap:10px}
 .grid img{width:340px;border:1px solid #ddd}
 dl{display:grid;grid-template-columns:max-content auto;gap:2px 14px;font-size:.9em}
-dt{font-weight:600}dd{margin:0;word-break:break-all}
+dt{font-weight:600}dd{margin:0;overflow-wrap:anywhere}
 """
 
 
