@@ -162,11 +162,11 @@ def wide_table(collected: Collected) -> pd.DataFrame:
             row["age_weeks"] = round(row["age_weeks"], 3)
         row["age_months"] = (None if row["age_weeks"] is None else
                              round(row["age_weeks"] / WEEKS_PER_MONTH, 3))
-        row["intracranial_volume_mm3"] = float(volumes.reindex(labels.brain_indices).sum())
-        row["brain_volume_mm3"] = float(volumes.reindex(tissue_indices(labels)).sum())
+        row["intracranial_volume_mm3"] = round(volumes.reindex(labels.brain_indices).sum(), 3)
+        row["brain_volume_mm3"] = round(volumes.reindex(tissue_indices(labels)).sum(), 3)
         for lab in labels.labels:
             if lab.index != 0:
-                row[f"{lab.abbreviation}_mm3"] = float(volumes.get(lab.index, float("nan")))
+                row[f"{lab.abbreviation}_mm3"] = round(volumes.get(lab.index, float("nan")), 3)
         rows.append(row)
     table = pd.DataFrame(rows)
     if table.empty:
@@ -204,8 +204,8 @@ def qc_table(collected: Collected, wide: pd.DataFrame) -> pd.DataFrame:
         if scan["qc"] is None:
             flags["qc"] = "no QC table from the participant level"
         rows.append({**{c: row[c] for c in _id_columns(wide)},
-                     "age_weeks": age, "brain_volume_ml": brain_ml,
-                     "intracranial_volume_ml": row["intracranial_volume_mm3"] / 1000,
+                     "age_weeks": age, "brain_volume_ml": round(brain_ml, 3),
+                     "intracranial_volume_ml": round(row["intracranial_volume_mm3"] / 1000, 3),
                      "brain_volume_status": status,
                      "view_dice_mean": qc.get("view_dice_mean"),
                      "mc_samples": qc.get("mc_samples"),
