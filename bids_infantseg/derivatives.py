@@ -28,9 +28,11 @@ RAW = "raw"
 CONTAINER_ENV = {"Type": "BIDS_INFANTSEG_CONTAINER_TYPE", "Tag": "BIDS_INFANTSEG_CONTAINER_TAG"}
 """Set by the container images, so the outputs record which image made them."""
 
-BIDSIGNORE = ("*_volumes.tsv", "*_volumes.json", "figures/", "*.html", "logs/", "group/",
-              "models/")
-"""Outputs BIDS does not define; listed so the validator judges only what BIDS does."""
+BIDSIGNORE = ("*_volumes.tsv", "*_volumes.json", "*.html", "figures", "logs", "group", "models")
+"""Outputs BIDS does not define; listed so the validator judges only what BIDS does.
+
+Folders are named without a trailing slash: bids-validator-deno matches the folder's own
+entry (``/group/``) against the pattern, and ``group/`` does not match it."""
 
 
 class OutputDirError(Exception):

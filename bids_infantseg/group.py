@@ -20,7 +20,12 @@ from pathlib import Path
 import pandas as pd
 
 from bids_infantseg.ages import WEEKS_PER_MONTH, AgeLookup, read_tsv
-from bids_infantseg.derivatives import atomic_write_json, atomic_write_text, atomic_write_tsv
+from bids_infantseg.derivatives import (
+    atomic_write_json,
+    atomic_write_text,
+    atomic_write_tsv,
+    write_bidsignore,
+)
 from bids_infantseg.model.labels import BUILTIN, LabelSet, read_dseg_tsv
 from bids_infantseg.qc import BOUNDS_SOURCE, tissue_indices, volume_check
 from bids_infantseg.report.group import group_report
@@ -53,6 +58,7 @@ def run_group(args: argparse.Namespace) -> int:
     if not label_tables:
         raise GroupError(f"{out} holds no bids_infantseg outputs (no desc-*_dseg.tsv); "
                          "run the participant level first")
+    write_bidsignore(out)  # folders written by older versions may lack the group entry
     for table in label_tables:
         collected = collect(out, raw, _label_set(table))
         write_group(out, collected)

@@ -153,8 +153,8 @@ def test_dataset_files(tmp_path):
     lines = (tmp_path / ".bidsignore").read_text().splitlines()
     assert lines[0] == "extra/"
     assert len(lines) == len(set(lines))
-    assert {"*_volumes.tsv", "*_volumes.json", "figures/", "*.html", "logs/", "group/",
-            "models/"} <= set(lines)
+    assert {"*_volumes.tsv", "*_volumes.json", "figures", "*.html", "logs", "group",
+            "models"} <= set(lines)
     assert (tmp_path / "README.md").is_file()
 
 

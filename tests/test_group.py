@@ -22,6 +22,7 @@ from tests.report.pages import (
     loaded_widths,
     screenshot,
 )
+from tests.validator import ACCEPTED_WARNINGS, validate
 
 SCANS = ("sub-01_ses-01", "sub-01_ses-02", "sub-02_run-1", "sub-02_run-2")
 
@@ -75,6 +76,12 @@ def test_group_output_is_the_same_however_participants_were_run(study):
     assert sorted(together) == sorted(apart)
     different = [name for name in together if together[name] != apart[name]]
     assert different == []
+
+
+def test_the_validator_accepts_the_folder_with_group_outputs(study):
+    errors, warnings = validate(study["together"])
+    assert errors == [], errors
+    assert warnings <= ACCEPTED_WARNINGS, warnings
 
 
 def test_wide_long_and_qc_tables(study):

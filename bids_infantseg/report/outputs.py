@@ -7,7 +7,7 @@ from pathlib import PurePosixPath
 
 from bids_infantseg.qc import VIEW_DICE_WARN
 
-IGNORED = ("*_qc.tsv", "*_qc.json", "figures")
+IGNORED = ("*_qc.tsv", "*_qc.json")
 """QC tables and the reports' folder, which BIDS does not define. ``figures`` without the
 slash: bids-validator-deno 2.x does not apply a ``figures/`` pattern to the folder itself."""
 

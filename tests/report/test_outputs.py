@@ -12,4 +12,4 @@ def test_qc_sidecar_describes_every_column_and_keeps_the_summary():
                    "view_dice", "mc_entropy", "mc_volume_cv"):
         assert "Description" in sidecar[column]
     assert sidecar["QC"] == {"flags": {}}
-    assert {"*_qc.tsv", "*_qc.json", "figures"} == set(IGNORED)
+    assert {"*_qc.tsv", "*_qc.json"} == set(IGNORED)
