@@ -18,17 +18,23 @@ an extra-axial CSF shell, skull, fat and scalp, face, eyes and neck. Left and ri
 are jittered independently and the whole head is randomly deformed, so no head is symmetric.
 Brain volume grows with age (about 400 mL at birth, 900 mL at 12 months).
 
-(b) The CC0 fetal spina bifida atlases (``/work/shared/data/fetal-sb-atlas-cc0``, Fidon et al.
-2021), scaled up to the age's brain volume and randomly deformed. Their labels map onto
-DrawEM9 as: 1 WM -> 3 WM, 2 intra-axial CSF -> 5 ventricles, 3 cerebellum -> 6, 4 extra-axial
-CSF -> 1 CSF, 5 cortical GM -> 2, 6 deep GM -> 7, 7 brainstem -> 8, 8 corpus callosum -> 3 WM.
+(b) The CC0 fetal spina bifida atlases (Fidon et al. 2021; folder ``ATLAS_ROOT``: environment
+variable ``BIDS_INFANTSEG_ATLASES``, default ``/work/shared/data/fetal-sb-atlas-cc0``), scaled
+up to the age's brain volume and randomly deformed. Their labels map onto DrawEM9 as: 1 WM ->
+3 WM, 2 intra-axial CSF -> 5 ventricles, 3 cerebellum -> 6, 4 extra-axial CSF -> 1 CSF,
+5 cortical GM -> 2, 6 deep GM -> 7, 7 brainstem -> 8, 8 corpus callosum -> 3 WM.
 They have no hippocampus and no head: hippocampi are painted as in (a), placed relative to the
 cerebrum's bounding box (approximate, over GM/WM only), and the same skull/scalp/face/eyes/neck
 are added around the brain. Callers pass the atlas folders explicitly, so some can be held out.
+
+Training volumes are skull-stripped with some probability (everything outside the brain and
+its CSF, plus a random margin of a few mm, set to zero and labelled 0), because real atlases,
+templates and many users' scans are brain-only while synthetic heads have scalp and skull.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -41,11 +47,15 @@ from scipy import ndimage
 SKULL, EYE, FAT = 10, 11, 12
 GEN_TO_DRAWEM9 = np.array([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 4, 4, 4], dtype=np.int16)
 """Generation label -> DrawEM9 index."""
+GEN_INTRACRANIAL = np.isin(np.arange(len(GEN_TO_DRAWEM9)), (1, 2, 3, 5, 6, 7, 8, 9))
+"""Generation labels a skull-strip keeps: brain and CSF."""
 
 ATLAS_TO_GEN = np.array([0, 3, 5, 6, 1, 2, 7, 8, 3], dtype=np.uint8)
 """Fetal atlas parcellation label -> generation (DrawEM9) label; see the module docstring."""
 
-ATLAS_ROOT = Path("/work/shared/data/fetal-sb-atlas-cc0")
+ATLAS_ROOT = Path(os.environ.get("BIDS_INFANTSEG_ATLASES",
+                                  "/work/shared/data/fetal-sb-atlas-cc0"))
+"""Folder of the fetal atlas folders (environment variable ``BIDS_INFANTSEG_ATLASES``)."""
 ATLAS_HELD_OUT = ("fetal_SB_atlas_GA23_notoperated", "fetal_SB_atlas_GA27_operated",
                   "fetal_SB_atlas_GA31_operated")
 """Atlases the starter model never trains on, kept for honest evaluation."""
@@ -421,14 +431,32 @@ def phantom(age_months: float, seed: int, shape: tuple[int, int, int] = (128, 14
     return Phantom((1000.0 * image).astype(np.float32), GEN_TO_DRAWEM9[gen], affine)
 
 
+def skull_strip(image: np.ndarray, gen: np.ndarray, rng: np.random.Generator,
+                voxel_size: float, max_margin_mm: float = 4.0) -> tuple[np.ndarray, np.ndarray]:
+    """Zero the image and label (0) everything farther than a random margin from the brain
+    and its CSF, as a brain extraction tool would; the margin varies smoothly over the head,
+    so some skull or scalp may remain."""
+    outside = ndimage.distance_transform_edt(~GEN_INTRACRANIAL[gen], sampling=voxel_size)
+    spacing = np.full(3, voxel_size)
+    margin = rng.uniform(0.0, max_margin_mm) * (
+        1.0 + 0.5 * _separable_noise(rng, gen.shape, spacing, 60.0))
+    removed = outside > np.clip(margin, 0.0, max_margin_mm)
+    return np.where(removed, 0.0, image).astype(np.float32), np.where(removed, 0, gen)
+
+
 def training_volume(rng: np.random.Generator, age_months: float, grid_shape: tuple[int, int, int],
-                    voxel_size: float, *, atlas: Path | None = None,
-                    rotation_deg: float = 15.0) -> tuple[np.ndarray, np.ndarray]:
-    """(image float32 ~[0, 1], DrawEM9 labels int16) drawn directly on a canonical RAS grid."""
+                    voxel_size: float, *, atlas: Path | None = None, rotation_deg: float = 15.0,
+                    strip_probability: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """(image float32 ~[0, 1], DrawEM9 labels int16) drawn directly on a canonical RAS grid,
+    skull-stripped with probability ``strip_probability`` (drawn last, so the head itself
+    does not depend on it)."""
     affine = grid_affine(grid_shape, voxel_size)
     gen = label_map(age_months, rng, grid_shape, affine, atlas=atlas, rotation_deg=rotation_deg,
                     shift_mm=10.0, deform_mm=4.0)
-    return synthesize_image(gen, rng, age_months, voxel_size), GEN_TO_DRAWEM9[gen]
+    image = synthesize_image(gen, rng, age_months, voxel_size)
+    if strip_probability and rng.uniform() < strip_probability:
+        image, gen = skull_strip(image, gen, rng, voxel_size)
+    return image, GEN_TO_DRAWEM9[gen]
 
 
 def atlas_folders(root: Path = ATLAS_ROOT, exclude: tuple[str, ...] = ()) -> list[Path]:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -96,6 +100,30 @@ def test_training_volume_on_model_grid():
     assert image.dtype == np.float32 and labels.dtype == np.int16
     assert image.min() >= 0.0 and image.max() < 2.0
     assert labels.max() <= 9
+
+
+def test_skull_strip_keeps_brain_and_csf_and_zeroes_the_rest():
+    key, shape, voxel = 11, (48, 48, 48), 4.0
+    head = synth.training_volume(np.random.default_rng(key), 6.0, shape, voxel)
+    image, labels = synth.training_volume(np.random.default_rng(key), 6.0, shape, voxel,
+                                          strip_probability=1.0)
+    intracranial = ~np.isin(head[1], (0, 4))
+    np.testing.assert_array_equal(labels[intracranial], head[1][intracranial])  # same head
+    np.testing.assert_array_equal(image[intracranial], head[0][intracranial])
+    removed = (labels == 0) & (head[1] != 0)
+    assert removed.sum() > 0.5 * (head[1] == 4).sum()  # most scalp, skull and face gone
+    assert (image[labels == 0] == 0).all() and (image[labels != 0] > 0).all()
+    # what stays of the head is a thin rim within the margin around the brain and its CSF
+    outside_mm = ndimage.distance_transform_edt(~intracranial, sampling=voxel)
+    assert (outside_mm[labels == 4] <= 4.0).all()
+
+
+def test_atlas_root_from_environment(tmp_path):
+    code = "from bids_infantseg import synth; print(synth.ATLAS_ROOT)"
+    env = {**os.environ, "BIDS_INFANTSEG_ATLASES": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == str(tmp_path)
 
 
 @pytest.fixture(scope="module")

@@ -37,11 +37,12 @@ class SynthSource:
     atlases: tuple[Path, ...] = ()
     atlas_fraction: float = 0.4
     age_range: tuple[float, float] = (0.0, 12.0)
+    skull_strip: float = 0.0  # share of volumes skull-stripped (brain-only scans)
 
     def to_dict(self) -> dict:
         return {"procedural": True, "atlases": [Path(a).name for a in self.atlases],
                 "atlas_fraction": self.atlas_fraction if self.atlases else 0.0,
-                "age_range_months": list(self.age_range)}
+                "age_range_months": list(self.age_range), "skull_strip": self.skull_strip}
 
 
 def draw_volume(card: ModelCard, source: SynthSource, rng: np.random.Generator,
@@ -54,7 +55,8 @@ def draw_volume(card: ModelCard, source: SynthSource, rng: np.random.Generator,
         use_atlas = bool(source.atlases) and rng.uniform() < source.atlas_fraction
         atlas = source.atlases[rng.integers(len(source.atlases))] if use_atlas else None
     image, labels = synth.training_volume(rng, age_months, tuple(card.grid_shape),
-                                          card.voxel_size_mm, atlas=atlas)
+                                          card.voxel_size_mm, atlas=atlas,
+                                          strip_probability=source.skull_strip)
     return normalise_intensity(image, card.intensity), class_lookup(card)[labels]
 
 

@@ -28,9 +28,10 @@ def dice_per_label(predicted: np.ndarray, truth: np.ndarray, card: ModelCard) ->
 
 def evaluate_synthetic(model: Model, ages: tuple[float, ...] = (0.0, 6.0, 12.0),
                        procedural: int = 2, atlases: tuple[Path, ...] = (),
-                       batch_size: int = 8) -> dict:
+                       batch_size: int = 8, skull_strip: bool = False) -> dict:
     """Mean per-label Dice at each age over ``procedural`` procedural heads plus one head
-    from each of ``atlases``; also the mean over brain labels."""
+    from each of ``atlases`` (all skull-stripped with ``skull_strip``); also the mean over
+    brain labels."""
     card = model.card
     brain = [lab.abbreviation for lab in card.labels.labels
              if lab.index not in card.labels.non_brain]
@@ -40,7 +41,8 @@ def evaluate_synthetic(model: Model, ages: tuple[float, ...] = (0.0, 6.0, 12.0),
         scores = []
         for i, atlas in enumerate(cases):
             rng = np.random.default_rng([1, int(round(age * 10)), i])
-            image, truth = draw_volume(card, SynthSource(), rng, age_months=age, atlas=atlas)
+            image, truth = draw_volume(card, SynthSource(skull_strip=float(skull_strip)), rng,
+                                       age_months=age, atlas=atlas)
             probs = predict(model, image, batch_size=batch_size)
             scores.append(dice_per_label(probs.argmax(axis=0), truth, card))
         mean = {k: round(float(np.nanmean([s[k] for s in scores])), 3) for k in scores[0]}

@@ -2,6 +2,9 @@
 
     python -m bids_infantseg.train.starter --out bids_infantseg/data/models/drawem9-synth-starter \
         --minutes 60
+    # warm start: fine-tune the bundled model (fresh optimiser) as version 0.2.0
+    python -m bids_infantseg.train.starter --out /tmp/starter-ft --work /tmp/starter-ft-work \
+        --init drawem9-synth-starter --version 0.2.0 --lr 5e-4 --minutes 30
 
 Why a starter: the pipeline needs a model that runs end to end without any licensed data.
 It is trained only on synthetic phantoms (procedural heads and CC0 fetal atlases, some atlases
@@ -18,15 +21,17 @@ from pathlib import Path
 
 import torch
 
-from bids_infantseg.model.card import DEFAULT_MODEL, ModelCard, load_model, save_model
+from bids_infantseg.model.card import DEFAULT_MODEL, ModelCard, ModelError, load_model, save_model
 from bids_infantseg.model.labels import DRAWEM9
 from bids_infantseg.model.quicknat import QuickNATConfig
 from bids_infantseg.synth import ATLAS_HELD_OUT, ATLAS_ROOT, atlas_folders
 from bids_infantseg.train.data import SliceSampler, SynthSource
 from bids_infantseg.train.evaluate import evaluate_synthetic
 from bids_infantseg.train.loop import (
+    CHECKPOINT_STATE,
     TrainConfig,
     TrainResult,
+    _save_checkpoint,
     distinct_copies,
     nets_from_checkpoint,
     train,
@@ -40,27 +45,58 @@ DESCRIPTION = (
     "never on dHCP or any real infant scan. It lets the pipeline run end to end; expect "
     "rough segmentations of real data and fine-tune on real labels before relying on it. "
     "num_filters is {filters} to fit CPU training; 64 (as published) stays the architecture "
-    "default. {sharing} Metrics are Dice on held-out synthetic volumes, not on real infants."
+    "default. {sharing}{strip} Metrics are Dice on held-out synthetic volumes, not on real "
+    "infants."
 )
+STRIP = (" {percent:g}% of training volumes were skull-stripped (zero outside the brain and "
+         "its CSF), so brain-only scans are segmented as well as full heads.")
 SHARED = ("One network, trained on slices of all three orientations, serves every view (three "
           "times the updates of per-view networks on the same CPU budget).")
 SEPARATE = "One network per view, as in QuickNAT."
 
 
 def starter_card(filters: int, views: tuple[str, ...], grid: int, voxel_size: float,
-                 shared: bool) -> ModelCard:
+                 shared: bool, version: str = "0.1.0", skull_strip: float = 0.0) -> ModelCard:
+    strip = STRIP.format(percent=100 * skull_strip) if skull_strip else ""
     return ModelCard(
         name=DEFAULT_MODEL,
-        version="0.1.0",
+        version=version,
         architecture=QuickNATConfig(num_classes=len(DRAWEM9), num_filters=filters,
                                     kernel_size=5, dropout=0.1),
         labels=DRAWEM9,
         voxel_size_mm=voxel_size,
         grid_shape=(grid, grid, grid),
         views={view: 1.0 for view in views},
-        description=DESCRIPTION.format(filters=filters, sharing=SHARED if shared else SEPARATE),
+        description=DESCRIPTION.format(filters=filters, sharing=SHARED if shared else SEPARATE,
+                                       strip=strip),
         weights_dtype="float16",
     )
+
+
+def warm_start(work: Path, init: str, card: ModelCard, config: TrainConfig,
+               data: SliceSampler) -> dict:
+    """Seed ``work`` with a checkpoint of ``init``'s weights and a fresh optimiser, so
+    ``train`` starts from them; returns the provenance for the card. An existing checkpoint
+    in ``work`` is left alone (``train`` resumes from it)."""
+    model = load_model(init)
+    if model.card.architecture != card.architecture or model.card.labels != card.labels:
+        raise ModelError(f"{init}: architecture or label set differs from the new card's")
+    provenance = {**model.provenance(), "training": model.card.training}
+    if (Path(work) / CHECKPOINT_STATE).is_file():
+        return provenance
+    first = model.nets[next(iter(card.views))]
+    nets = (dict.fromkeys(card.views, first) if config.shared_views
+            else {view: model.nets[view] for view in card.views})
+    optimizers = {}
+    for view, net in nets.items():
+        shared = next((o for v, o in optimizers.items() if nets[v] is net), None)
+        optimizers[view] = shared or torch.optim.Adam(net.parameters(), lr=config.learning_rate)
+    _save_checkpoint(Path(work), nets, optimizers, {
+        "epochs_done": 0, "history": [], "class_counts": data.class_counts().tolist(),
+        "config": config.to_dict(),
+        "param_groups": {v: o.state_dict()["param_groups"] for v, o in optimizers.items()},
+    })
+    return provenance
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -81,6 +117,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--lr-decay", type=float, default=0.8)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skull-strip", type=float, default=0.5,
+                        help="share of training volumes skull-stripped")
+    parser.add_argument("--init", help="warm start from this model (name or folder)")
+    parser.add_argument("--version", default="0.1.0", help="version written to the card")
     parser.add_argument("--separate-views", action="store_true",
                         help="one network per view (default: one network shared by all views)")
     parser.add_argument("--from-checkpoint", action="store_true",
@@ -100,14 +140,17 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     start = time.monotonic()
     card = starter_card(args.filters, tuple(args.views), args.grid, args.voxel_size,
-                        shared=not args.separate_views)
-    source = SynthSource(atlases=tuple(atlas_folders(ATLAS_ROOT, exclude=ATLAS_HELD_OUT)))
+                        shared=not args.separate_views, version=args.version,
+                        skull_strip=args.skull_strip)
+    source = SynthSource(atlases=tuple(atlas_folders(ATLAS_ROOT, exclude=ATLAS_HELD_OUT)),
+                         skull_strip=args.skull_strip)
     config = TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
                          batch_size=args.batch_size, learning_rate=args.lr,
                          lr_decay=args.lr_decay, seed=args.seed,
                          shared_views=not args.separate_views,
                          time_budget_s=60.0 * (args.minutes - args.eval_minutes))
     data = SliceSampler(card, source, seed=args.seed)
+    init = warm_start(args.work, args.init, card, config, data) if args.init else None
     if args.from_checkpoint:
         nets, state = nets_from_checkpoint(args.work, card)
         config = TrainConfig(**state["config"])
@@ -127,11 +170,16 @@ def main(argv: list[str] | None = None) -> int:
         "slices_per_second": round(result.slices_per_second, 2),
         "final_loss": result.history[-1]["loss"] if result.history else None,
     }
+    if init:
+        card.training["warm_start"] = init
     save_model(args.out, card, distinct_copies(result.nets))
     shipped = load_model(args.out)  # score what ships (float16 weights), not the fp32 copy
     held_out = tuple(p for p in atlas_folders(ATLAS_ROOT)
                      if p.name in ATLAS_HELD_OUT)[:args.eval_atlases]
     card.metrics = evaluate_synthetic(shipped, procedural=args.eval_procedural, atlases=held_out)
+    stripped = evaluate_synthetic(shipped, procedural=args.eval_procedural, atlases=held_out,
+                                  skull_strip=True)
+    card.metrics["heldout_synthetic_dice_skull_stripped"] = stripped["heldout_synthetic_dice"]
     save_model(args.out, card, distinct_copies(result.nets))
     LOGGER.info("wrote %s in %.0f s; held-out Dice %s", args.out, time.monotonic() - start,
                 card.metrics["heldout_synthetic_dice"])
