@@ -173,8 +173,18 @@ def load_model(spec: str | Path, device: str | torch.device = "cpu") -> Model:
     return Model(card, nets, folder, sha256_file(weights_path))
 
 
+FILE_MODE = 0o644
+"""Model files are readable by everyone: a model folder is shared (a lab's models folder, a
+container image run as another user), whatever the writer's umask."""
+
+
 def save_model(folder: Path, card: ModelCard, nets: dict[str, QuickNAT]) -> Path:
-    """Write a model folder; weights in ``card.weights_dtype`` (float16 halves the file)."""
+    """Write a model folder; weights in ``card.weights_dtype`` (float16 halves the file).
+
+    One network may serve several views (``nets`` then maps those views to the same object):
+    each view gets its own copy of the tensors, since safetensors refuses tensors that share
+    memory. Files are replaced atomically and made readable by everyone (0644).
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     if set(nets) != set(card.views):
@@ -184,12 +194,15 @@ def save_model(folder: Path, card: ModelCard, nets: dict[str, QuickNAT]) -> Path
     for view, net in nets.items():
         for key, value in net.state_dict().items():
             value = value.detach().cpu()
-            tensors[f"{view}.{key}"] = (value.to(dtype) if value.is_floating_point()
-                                        else value).contiguous()
+            if value.is_floating_point():
+                value = value.to(dtype)
+            tensors[f"{view}.{key}"] = value.clone().contiguous()
     tmp_weights = folder / f".{WEIGHTS_FILE}.tmp"
     save_file(tensors, str(tmp_weights), metadata={"format": CARD_FORMAT, "name": card.name})
+    tmp_weights.chmod(FILE_MODE)
     tmp_weights.replace(folder / WEIGHTS_FILE)
     tmp_card = folder / f".{CARD_FILE}.tmp"
     tmp_card.write_text(json.dumps(card.to_dict(), indent=2) + "\n")
+    tmp_card.chmod(FILE_MODE)
     tmp_card.replace(folder / CARD_FILE)
     return folder

@@ -3,15 +3,13 @@
 Data is an endless stream of batches (``SliceSampler``), so an "epoch" is a fixed number of
 steps; each step trains every view's network on its own batch. With ``shared_views`` one
 network learns from all views' slices (three times the updates on a small compute budget).
-At each epoch's end the loop writes a checkpoint (weights and Adam moments in safetensors,
-counters in JSON; never pickle) and can stop early on a wall-clock budget, always leaving a
-usable model behind.
+At each epoch's end the loop writes a checkpoint (``checkpoint.py``: weights and Adam moments
+in safetensors, counters in JSON; never pickle) and can stop early on a wall-clock budget,
+always leaving a usable model behind.
 """
 
 from __future__ import annotations
 
-import copy
-import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -19,17 +17,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from bids_infantseg.model.card import ModelCard, save_model
 from bids_infantseg.model.quicknat import QuickNAT
+from bids_infantseg.train.checkpoint import (
+    CHECKPOINT_STATE,
+    load_checkpoint,
+    net_weights,
+    read_checkpoint,
+    save_checkpoint,
+)
 from bids_infantseg.train.data import SliceSampler
 from bids_infantseg.train.losses import median_frequency_weights, quicknat_loss
 
 LOGGER = logging.getLogger("bids_infantseg.train")
-CHECKPOINT_WEIGHTS = "checkpoint.safetensors"
-CHECKPOINT_STATE = "checkpoint.json"
 
 
 @dataclass
@@ -60,68 +62,13 @@ class TrainResult:
     slices_per_second: float = 0.0
 
 
-def _first_view_of_each_net(nets: dict[str, QuickNAT]) -> dict[str, QuickNAT]:
-    """Views with their own network (a network shared by views is stored once)."""
-    unique: dict[int, tuple[str, QuickNAT]] = {}
-    for view, net in nets.items():
-        unique.setdefault(id(net), (view, net))
-    return dict(unique.values())
-
-
-def distinct_copies(nets: dict[str, QuickNAT]) -> dict[str, QuickNAT]:
-    """One network object per view (a shared one is copied), as safetensors writers need."""
-    seen: set[int] = set()
-    out = {}
-    for view, net in nets.items():
-        out[view] = copy.deepcopy(net) if id(net) in seen else net
-        seen.add(id(net))
-    return out
-
-
-def _save_checkpoint(folder: Path, nets: dict, optimizers: dict, state: dict) -> None:
-    tensors = {}
-    for view, net in _first_view_of_each_net(nets).items():
-        for key, value in net.state_dict().items():
-            tensors[f"net.{view}.{key}"] = value.detach().cpu().contiguous()
-        for pid, moments in optimizers[view].state_dict()["state"].items():
-            for name, value in moments.items():
-                tensors[f"adam.{view}.{pid}.{name}"] = value.detach().cpu().contiguous()
-    folder.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(folder / f".{CHECKPOINT_WEIGHTS}.tmp"))
-    (folder / f".{CHECKPOINT_WEIGHTS}.tmp").replace(folder / CHECKPOINT_WEIGHTS)
-    (folder / f".{CHECKPOINT_STATE}.tmp").write_text(json.dumps(state, indent=2) + "\n")
-    (folder / f".{CHECKPOINT_STATE}.tmp").replace(folder / CHECKPOINT_STATE)
-
-
-def _load_checkpoint(folder: Path, nets: dict, optimizers: dict) -> dict:
-    tensors = load_file(str(folder / CHECKPOINT_WEIGHTS))
-    state = json.loads((folder / CHECKPOINT_STATE).read_text())
-    for view, net in _first_view_of_each_net(nets).items():
-        prefix = f"net.{view}."
-        net.load_state_dict({k[len(prefix):]: v for k, v in tensors.items()
-                             if k.startswith(prefix)})
-        opt_state = optimizers[view].state_dict()
-        moments: dict[int, dict] = {}
-        prefix = f"adam.{view}."
-        for key, value in tensors.items():
-            if key.startswith(prefix):
-                pid, name = key[len(prefix):].split(".", 1)
-                moments.setdefault(int(pid), {})[name] = value
-        opt_state["state"] = moments
-        opt_state["param_groups"] = state["param_groups"][view]
-        optimizers[view].load_state_dict(opt_state)
-    return state
-
-
 def nets_from_checkpoint(work_dir: Path, card: ModelCard) -> tuple[dict[str, QuickNAT], dict]:
     """The networks and state of the last checkpoint in ``work_dir`` (to ship a running or
     interrupted run)."""
-    tensors = load_file(str(Path(work_dir) / CHECKPOINT_WEIGHTS))
-    state = json.loads((Path(work_dir) / CHECKPOINT_STATE).read_text())
+    tensors, state = read_checkpoint(work_dir)
     nets: dict[str, QuickNAT] = {}
     for view in card.views:
-        prefix = f"net.{view}."
-        weights = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        weights = net_weights(tensors, view)
         if not weights and state["config"].get("shared_views"):
             nets[view] = next(iter(nets.values()))
             continue
@@ -156,7 +103,7 @@ def train(card: ModelCard, data: SliceSampler, config: TrainConfig, work_dir: Pa
     history: list[dict] = []
     first_epoch, counts = 0, None
     if (work_dir / CHECKPOINT_STATE).is_file():
-        state = _load_checkpoint(work_dir, nets, optimizers)
+        state = load_checkpoint(work_dir, nets, optimizers)
         first_epoch, history = state["epochs_done"], state["history"]
         counts = np.asarray(state["class_counts"])
         LOGGER.info("resuming from %s after epoch %d", work_dir, first_epoch)
@@ -205,10 +152,9 @@ def train(card: ModelCard, data: SliceSampler, config: TrainConfig, work_dir: Pa
         for opt in {id(o): o for o in optimizers.values()}.values():
             for group in opt.param_groups:
                 group["lr"] *= config.lr_decay
-        _save_checkpoint(work_dir, nets, optimizers, {
+        save_checkpoint(work_dir, nets, optimizers, {
             "epochs_done": epoch + 1, "history": history, "class_counts": counts.tolist(),
             "config": config.to_dict(),
-            "param_groups": {v: o.state_dict()["param_groups"] for v, o in optimizers.items()},
         })
         if stopped:
             LOGGER.info("time budget reached during epoch %d; stopping", epoch + 1)
@@ -218,5 +164,5 @@ def train(card: ModelCard, data: SliceSampler, config: TrainConfig, work_dir: Pa
     result = TrainResult(nets, len(history), history, stopped, time.monotonic() - start,
                          slices_done / train_seconds if train_seconds else 0.0)
     if out_dir is not None:
-        save_model(Path(out_dir), card, distinct_copies(nets))
+        save_model(Path(out_dir), card, nets)
     return result

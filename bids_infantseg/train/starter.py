@@ -25,17 +25,10 @@ from bids_infantseg.model.card import DEFAULT_MODEL, ModelCard, ModelError, load
 from bids_infantseg.model.labels import DRAWEM9
 from bids_infantseg.model.quicknat import QuickNATConfig
 from bids_infantseg.synth import ATLAS_HELD_OUT, ATLAS_ROOT, atlas_folders
+from bids_infantseg.train.checkpoint import CHECKPOINT_STATE, save_checkpoint
 from bids_infantseg.train.data import SliceSampler, SynthSource
 from bids_infantseg.train.evaluate import evaluate_synthetic
-from bids_infantseg.train.loop import (
-    CHECKPOINT_STATE,
-    TrainConfig,
-    TrainResult,
-    _save_checkpoint,
-    distinct_copies,
-    nets_from_checkpoint,
-    train,
-)
+from bids_infantseg.train.loop import TrainConfig, TrainResult, nets_from_checkpoint, train
 
 LOGGER = logging.getLogger("bids_infantseg.train")
 
@@ -91,10 +84,9 @@ def warm_start(work: Path, init: str, card: ModelCard, config: TrainConfig,
     for view, net in nets.items():
         shared = next((o for v, o in optimizers.items() if nets[v] is net), None)
         optimizers[view] = shared or torch.optim.Adam(net.parameters(), lr=config.learning_rate)
-    _save_checkpoint(Path(work), nets, optimizers, {
+    save_checkpoint(Path(work), nets, optimizers, {
         "epochs_done": 0, "history": [], "class_counts": data.class_counts().tolist(),
         "config": config.to_dict(),
-        "param_groups": {v: o.state_dict()["param_groups"] for v, o in optimizers.items()},
     })
     return provenance
 
@@ -172,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     if init:
         card.training["warm_start"] = init
-    save_model(args.out, card, distinct_copies(result.nets))
+    save_model(args.out, card, result.nets)
     shipped = load_model(args.out)  # score what ships (float16 weights), not the fp32 copy
     held_out = tuple(p for p in atlas_folders(ATLAS_ROOT)
                      if p.name in ATLAS_HELD_OUT)[:args.eval_atlases]
@@ -180,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     stripped = evaluate_synthetic(shipped, procedural=args.eval_procedural, atlases=held_out,
                                   skull_strip=True)
     card.metrics["heldout_synthetic_dice_skull_stripped"] = stripped["heldout_synthetic_dice"]
-    save_model(args.out, card, distinct_copies(result.nets))
+    save_model(args.out, card, result.nets)
     LOGGER.info("wrote %s in %.0f s; held-out Dice %s", args.out, time.monotonic() - start,
                 card.metrics["heldout_synthetic_dice"])
     return 0

@@ -1,4 +1,6 @@
 import json
+import os
+import stat
 
 import pytest
 import torch
@@ -54,3 +56,23 @@ def test_weights_are_safetensors_not_pickle(tmp_path):
     header = (folder / WEIGHTS_FILE).read_bytes()[:16]
     assert not header.startswith(b"\x80")  # pickle protocol marker
     assert not header.startswith(b"PK")  # torch.save zip archive
+
+
+def test_one_network_shared_by_views_is_saved_once_per_view(tmp_path):
+    card = tiny_card()
+    net = QuickNAT(card.architecture)
+    save_model(tmp_path, card, dict.fromkeys(card.views, net))  # safetensors refuses shared memory
+    model = load_model(tmp_path)
+    reference = net.state_dict()
+    for view in card.views:
+        assert all(torch.equal(model.nets[view].state_dict()[k], v) for k, v in reference.items())
+
+
+def test_model_files_are_readable_by_everyone(tmp_path):
+    old = os.umask(0o077)
+    try:
+        folder = make_tiny_model(tmp_path / "m")
+    finally:
+        os.umask(old)
+    for name in ("card.json", WEIGHTS_FILE):
+        assert stat.S_IMODE((folder / name).stat().st_mode) == 0o644
