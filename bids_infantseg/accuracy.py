@@ -40,7 +40,8 @@ def source_key(path: Path) -> str:
     return format_entities(entities)
 
 
-def _dseg_files(folder: Path, desc: str | None) -> dict[str, Path]:
+def dseg_files(folder: Path, desc: str | None) -> dict[str, Path]:
+    """``_dseg`` images under ``folder`` (optionally one ``desc``) by their source entities."""
     found: dict[str, Path] = {}
     for path in sorted(folder.rglob("sub-*_dseg.nii*")):
         if desc is not None and parse_entities(path.name).get("desc") != desc:
@@ -61,7 +62,23 @@ def output_label_set(output_dir: Path) -> LabelSet:
     return read_dseg_tsv(tables[0])
 
 
-def _load_labels(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def read_mapping(path: Path) -> dict[int, int]:
+    """A ``--map`` JSON file: ``{"manual index": model index}``."""
+    return {int(k): int(v) for k, v in json.loads(Path(path).read_text()).items()}
+
+
+def apply_mapping(labels: np.ndarray, mapping: dict[int, int] | None) -> np.ndarray:
+    """Manual indices translated to the model's; indices the mapping lacks stay as they are."""
+    if not mapping:
+        return labels
+    lookup = np.arange(max(int(labels.max()), *mapping) + 1)
+    for src, dst in mapping.items():
+        lookup[src] = dst
+    return lookup[labels]
+
+
+def load_labels(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """An integer label map and its affine (AccuracyError on non-integer values)."""
     img = nib.load(path)
     data = np.asanyarray(img.dataobj)
     if not np.allclose(data, np.round(data)):
@@ -73,8 +90,8 @@ def compare(output_dir: Path, labels_dir: Path, *, labels_desc: str | None = Non
             mapping: dict[int, int] | None = None) -> pd.DataFrame:
     """Per scan and label: Dice and accuracy of the outputs against the manual labels."""
     label_set = output_label_set(output_dir)
-    predicted = _dseg_files(output_dir, f"{label_set.name}")
-    manual = _dseg_files(labels_dir, labels_desc)
+    predicted = dseg_files(output_dir, f"{label_set.name}")
+    manual = dseg_files(labels_dir, labels_desc)
     if not manual:
         raise AccuracyError(f"{labels_dir}: no _dseg files"
                             + (f" with desc-{labels_desc}" if labels_desc else ""))
@@ -82,17 +99,12 @@ def compare(output_dir: Path, labels_dir: Path, *, labels_desc: str | None = Non
     for key, manual_path in manual.items():
         if key not in predicted:
             raise AccuracyError(f"{manual_path}: no segmentation of {key} in {output_dir}")
-        pred, pred_affine = _load_labels(predicted[key])
-        ref, ref_affine = _load_labels(manual_path)
+        pred, pred_affine = load_labels(predicted[key])
+        ref, ref_affine = load_labels(manual_path)
         if ref.shape != pred.shape or not np.allclose(ref_affine, pred_affine, atol=1e-3):
             raise AccuracyError(f"{manual_path}: not on the grid of {predicted[key].name} "
                                 f"(shape {ref.shape} vs {pred.shape})")
-        if mapping:
-            lookup = np.arange(max(int(ref.max()), *mapping) + 1)
-            for src, dst in mapping.items():
-                lookup[src] = dst
-            ref = lookup[ref]
-        table = overlap_table(pred, ref, label_set)
+        table = overlap_table(pred, apply_mapping(ref, mapping), label_set)
         table.insert(0, "scan", key)
         rows.append(table)
     return pd.concat(rows, ignore_index=True)
@@ -116,9 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tsv", type=Path, help="write the per-scan table here")
     args = parser.parse_args(argv)
     try:
-        mapping = None
-        if args.map:
-            mapping = {int(k): int(v) for k, v in json.loads(args.map.read_text()).items()}
+        mapping = read_mapping(args.map) if args.map else None
         per_scan = compare(args.output_dir, args.labels_dir, labels_desc=args.labels_desc,
                            mapping=mapping)
     except (AccuracyError, OSError, ValueError) as exc:
