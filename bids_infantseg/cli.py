@@ -76,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     run.add_argument("--batch-size", dest="batch_size", type=_positive_int, default=8,
                      help="2D slices per network call")
+    run.add_argument("--compile", choices=("auto", "always", "never"), default="auto",
+                     help="torch.compile the network on CPU (auto: when the work repays it)")
     run.add_argument("--plugin", metavar="NAME",
                      help="Nipype execution plugin (e.g. SLURM, SGE, MultiProc; default "
                           "Linear for --nprocs 1, else MultiProc)")
@@ -98,7 +100,61 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--pose-normalize", action="store_true",
                      help="rigidly align each scan to its age-matched MNIInfant template "
                           "before slicing (outputs stay on the native grid)")
+
+    trn = parser.add_argument_group(
+        "training (train level)",
+        "Fine-tune a model on manual labels, or train one from scratch, with subject-level "
+        "cross-validation; writes OUTPUT_DIR/models/<name>/ (see docs/training.md). Here "
+        "--nprocs counts the processes that cache volumes and load slices (per training "
+        "process), --batch-size is the slices per step of each training process, and under "
+        "torchrun every process trains on a share of each epoch (DDP).")
+    trn.add_argument("--labels", type=Path, metavar="DERIV_DIR",
+                     help="BIDS-Derivatives folder of _dseg label maps on the T2w grids, "
+                          "with their dseg.tsv lookup table")
+    trn.add_argument("--labels-desc", "--labels_desc", dest="labels_desc", metavar="D",
+                     help="use only label maps with desc-D (e.g. drawem9 in the dHCP release)")
+    trn.add_argument("--pretrained", metavar="NAME|PATH|none",
+                     help="model to fine-tune (default: the bundled model); none trains "
+                          "from scratch")
+    trn.add_argument("--views", metavar="V[,V...]",
+                     help="views to train (default axial,coronal,sagittal)")
+    trn.add_argument("--config", type=Path, metavar="FILE",
+                     help="JSON object of training settings (the flags' names); flags given "
+                          "on the command line win")
+    trn.add_argument("--cv", metavar="loso|kfold:K|none",
+                     help="cross-validation by subject (default loso)")
+    trn.add_argument("--epochs-classifier", dest="epochs_classifier", type=_non_negative_int,
+                     metavar="N", help="stage I epochs, the new classifier alone (default 15)")
+    trn.add_argument("--epochs-all", dest="epochs_all", type=_non_negative_int, metavar="N",
+                     help="stage II epochs, all layers (default 50)")
+    trn.add_argument("--lr", type=float, metavar="RATE", help="Adam learning rate (1e-3)")
+    trn.add_argument("--lr-grid", dest="lr_grid", metavar="paper|R,R,...",
+                     help="cross-validate several rates and keep the best by Dice; 'paper': "
+                          "nine rates 1e-5, 3e-5, ..., 1e-1")
+    trn.add_argument("--max-slices-per-epoch", dest="max_slices_per_epoch",
+                     type=_positive_int, metavar="N",
+                     help="draw N slices per epoch instead of all (short runs, large studies)")
+    trn.add_argument("--seed", type=_non_negative_int, metavar="N",
+                     help="seed of every random draw (default 0)")
+    trn.add_argument("--model-name", dest="model_name", metavar="NAME",
+                     help="folder name under OUTPUT_DIR/models (default <labels>-from-"
+                          "<pretrained> or <labels>-scratch)")
+    trn.add_argument("--shared-views", dest="shared_views", action="store_true", default=None,
+                     help="one network trained on and serving all views")
+    trn.add_argument("--no-augment", dest="augment", action="store_false", default=None,
+                     help="no intensity or spatial augmentation")
+    trn.add_argument("--no-final", dest="final", action="store_false", default=None,
+                     help="cross-validate only; do not train the model on all subjects")
     return parser
+
+
+def _given_options(argv: list[str] | None) -> set[str]:
+    """Destinations of the options written on the command line (defaults left out), so that
+    a train ``--config`` file can override defaults but not what the user typed."""
+    parser = build_parser()
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(parser.parse_args(argv)))
 
 
 def _setup_logging(verbosity: int) -> None:
@@ -120,10 +176,14 @@ def main(argv: list[str] | None = None) -> int:
         except GroupError as exc:
             print(f"bids_infantseg: error: {exc}", file=sys.stderr)
             return EXIT_USAGE
-    if args.analysis_level != "participant":
-        print(f"bids_infantseg: the {args.analysis_level} level is not yet implemented",
-              file=sys.stderr)
-        return EXIT_USAGE
+    if args.analysis_level == "train":
+        from bids_infantseg.train.site import TrainError, run_train
+
+        try:
+            return run_train(args, _given_options(argv))
+        except TrainError as exc:
+            print(f"bids_infantseg: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     from bids_infantseg.participant import UserError, run_participant
 
     try:

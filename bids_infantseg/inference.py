@@ -1,21 +1,47 @@
 """Slices -> batches -> device -> class probabilities, averaged across the model's views.
 
 Works on arrays, never files, so it is usable from Python and testable without BIDS.
+
+How the network runs is chosen per device, from measurements (``benchmarks/inference.py``):
+on a CPU, eager PyTorch or a ``torch.compile``-d network with frozen weights (compiled once
+per process, and only when the slices to run pay for the compile); on a GPU, bf16/fp16
+autocast, channels-last, pinned host memory, softmax, accumulation and argmax on the device,
+and on out-of-memory a halved batch, then probabilities on the host, then the CPU.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
+import time
+import weakref
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, TypeVar
 
 import numpy as np
 import torch
 from torch import nn
 
-from bids_infantseg.model.card import Model
+from bids_infantseg.model.card import Model, load_model, resolve_model_path, sha256_file
 from bids_infantseg.model.views import to_slices
 
 LOGGER = logging.getLogger("bids_infantseg")
+
+CompileMode = Literal["auto", "always", "never"]
+
+COMPILE_COST_S = 60.0
+"""Seconds a cold ``torch.compile`` (inductor, frozen weights) of the bundled QuickNAT took on
+this project's shared 2-core CPU (about 20 s with a warm on-disk inductor cache); used by
+``auto`` to decide whether compiling pays."""
+
+COMPILE_SAVING = 0.45
+"""Share of eager CPU network time that the compiled network saves (measured 1.8x and more,
+``benchmarks/inference.py``); ``auto`` compiles only where this saving covers the cost."""
+
+Runner = Callable[[torch.Tensor], torch.Tensor]
+T = TypeVar("T")
 
 
 class DeviceError(ValueError):
@@ -56,42 +82,88 @@ class Prediction:
     sample_counts: np.ndarray | None = None
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where the network runs and where the class-probability accumulator lives."""
+
+    net: torch.device
+    accumulator: torch.device
+
+
+def fallback_placements(device: torch.device) -> list[Placement]:
+    """Placements tried in turn on out-of-memory: all on the GPU, then probabilities on
+    the host (the largest tensor leaves the GPU), then everything on the CPU."""
+    cpu = torch.device("cpu")
+    if device.type == "cpu":
+        return [Placement(cpu, cpu)]
+    return [Placement(device, device), Placement(device, cpu), Placement(cpu, cpu)]
+
+
+class _Process:
+    """Per-process state, so several scans in one process load and compile the model once."""
+
+    models: dict[tuple[str, str, str], Model] = {}
+    compiled: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+    eager_seconds = 0.0
+    compile_broken = False
+
+
+def shared_model(spec: str | Path, device: torch.device | str = "cpu") -> Model:
+    """:func:`load_model`, once per process for each weights file (by checksum) and device.
+
+    Why: the segment step of every scan in a process then reuses one set of networks, and
+    with them the compiled code, instead of paying the load and the compile per scan.
+    """
+    folder = resolve_model_path(spec)
+    key = (str(folder), sha256_file(folder / "model.safetensors"), str(torch.device(device)))
+    if key not in _Process.models:
+        _Process.models[key] = load_model(folder, device=device)
+    return _Process.models[key]
+
+
 def predict(model: Model, volume: np.ndarray, *, device: torch.device | str = "cpu",
-            batch_size: int = 8) -> np.ndarray:
+            batch_size: int = 8, compile: CompileMode = "never",
+            dtype: torch.dtype = torch.float32) -> np.ndarray:
     """Softmax probabilities ``(C, X, Y, Z)`` for a conformed volume ``(X, Y, Z)``.
 
     Each view's network sees its slices in batches; its softmax, scaled by the card's view
-    weight, is added in place into one class-first accumulator (no per-view copies). Slices
-    that are entirely zero (outside the head) are not run through the network: they are
-    assigned to the class of label 0, which is what a trained network predicts there.
+    weight, is added in place into one class-first accumulator (no per-view copies; class-first
+    because restoring samples it channel-first). Slices that are entirely zero (outside the
+    head) are not run through the network: they are assigned to the class of label 0, which is
+    what a trained network predicts there. ``dtype`` is the returned array's (the accumulator
+    is float32). ``compile`` (CPU only): ``auto`` compiles when it pays, see
+    :func:`_worth_compiling`; the library default is ``never`` because training changes
+    weights in place, which a compiled network with frozen weights would not see.
     """
     _check_shape(model, volume)
-    device = torch.device(device)
-    image = torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32)).to(device)
-    with torch.inference_mode():
-        probs, _ = _aggregate(model, image, batch_size, view_labels=False)
-    return probs.cpu().numpy()
+    return _with_fallback(lambda place: _aggregate(
+        model, volume, place, batch_size, view_labels=False, compile=compile, dtype=dtype,
+    )[0], fallback_placements(torch.device(device)))
 
 
 def predict_with_qc(model: Model, volume: np.ndarray, *, device: torch.device | str = "cpu",
-                    batch_size: int = 8, mc_samples: int = 0, seed: int = 0) -> Prediction:
+                    batch_size: int = 8, mc_samples: int = 0, seed: int = 0,
+                    compile: CompileMode = "never",
+                    dtype: torch.dtype = torch.float32) -> Prediction:
     """:func:`predict` plus each view's argmax and, with ``mc_samples``, MC-dropout uncertainty.
 
     The segmentation always comes from the deterministic pass (dropout off), so asking for
     uncertainty never changes the label map. The MC passes (Gal and Ghahramani 2016, as in
-    Bayesian QuickNAT, Roy et al. 2019) switch only the dropout layers on; batch norm keeps
-    its running statistics. The generator is seeded, so a rerun gives the same numbers.
+    Bayesian QuickNAT, Roy et al. 2019) switch only the dropout layers on (always eager: a
+    compiled network has dropout frozen off); batch norm keeps its running statistics. The
+    generator is seeded, so a rerun gives the same numbers.
     """
     _check_shape(model, volume)
-    device = torch.device(device)
-    image = torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32)).to(device)
-    with torch.inference_mode():
-        probs, views = _aggregate(model, image, batch_size, view_labels=True)
-        result = Prediction(probs.cpu().numpy(), {v: t.cpu().numpy() for v, t in views.items()})
-        if mc_samples > 0:
-            del probs
-            result.entropy, result.sample_counts = _mc_dropout(model, image, batch_size,
-                                                               mc_samples, seed)
+    placements = fallback_placements(torch.device(device))
+    probs, views = _with_fallback(lambda place: _aggregate(
+        model, volume, place, batch_size, view_labels=True, compile=compile, dtype=dtype,
+    ), placements)
+    result = Prediction(probs, views)
+    if mc_samples > 0:
+        del probs
+        result.entropy, result.sample_counts = _with_fallback(
+            lambda place: _mc_dropout(model, volume, place, batch_size, mc_samples, seed),
+            placements)
     return result
 
 
@@ -101,39 +173,211 @@ def _check_shape(model: Model, volume: np.ndarray) -> None:
                          f"{model.card.grid_shape}")
 
 
-def _aggregate(model: Model, image: torch.Tensor, batch_size: int, *,
-               view_labels: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def _with_fallback(work: Callable[[Placement], T], placements: list[Placement]) -> T:
+    """``work`` at the first placement that does not run out of memory (at batch size 1)."""
+    for i, place in enumerate(placements):
+        try:
+            return work(place)
+        except torch.OutOfMemoryError:
+            if i + 1 == len(placements):
+                raise
+            following = placements[i + 1]
+            LOGGER.warning("out of memory at batch size 1 (network on %s, probabilities on %s):"
+                           " retrying with the network on %s, probabilities on %s", place.net,
+                           place.accumulator, following.net, following.accumulator)
+            if place.net.type == "cuda":
+                torch.cuda.empty_cache()
+    raise ValueError("no placement to run on")
+
+
+def _image(volume: np.ndarray, place: Placement) -> torch.Tensor:
+    """The volume where its slices are cut: pinned host memory copied without blocking when
+    the network runs on a GPU (one transfer, not one per slice)."""
+    image = torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32))
+    if place.accumulator.type == "cuda":
+        return image.pin_memory().to(place.accumulator, non_blocking=True)
+    if place.net.type == "cuda":
+        return image.pin_memory()
+    return image
+
+
+def _to_host(tensor: torch.Tensor, dtype: torch.dtype) -> np.ndarray:
+    """Converted on its device first, so a float16 result crosses the bus at half size."""
+    return tensor.to(dtype).cpu().numpy()
+
+
+@torch.inference_mode()
+def _aggregate(model: Model, volume: np.ndarray, place: Placement, batch_size: int, *,
+               view_labels: bool, compile: CompileMode, dtype: torch.dtype,
+               ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """View-weighted softmax ``(C, X, Y, Z)``; with ``view_labels`` also each view's argmax."""
     card = model.card
+    image = _image(volume, place)
     weights = {v: w / sum(card.views.values()) for v, w in card.views.items()}
     outside = np.flatnonzero(card.labels.indices == 0)
     probs = torch.zeros((len(card.labels), *image.shape), dtype=torch.float32,
-                        device=image.device)
+                        device=place.accumulator)
     labels: dict[str, torch.Tensor] = {}
+    todo = {view: _occupied(image, view, bool(outside.size)) for view in model.nets}
+    policy = _CompilePolicy(compile, place, sum(i.numel() for i in todo.values()))
     for view, net in model.nets.items():
         slices = to_slices(image, view)  # (N, H, W)
         acc = to_slices(probs, view)  # (N, C, H, W), a view into probs
+        index = todo[view]
         if view_labels:
-            labels[view] = torch.zeros(image.shape, dtype=torch.uint8, device=image.device)
-        occupied = slices.flatten(1).abs().amax(dim=1) > 0
+            labels[view] = torch.zeros(image.shape, dtype=torch.uint8, device=place.accumulator)
         if outside.size:
-            acc[~occupied, int(outside[0])] += weights[view]
+            empty = torch.ones(slices.shape[0], dtype=torch.bool, device=image.device)
+            empty[index] = False
+            acc[empty, int(outside[0])] += weights[view]
             if view_labels:
-                to_slices(labels[view], view)[~occupied] = int(outside[0])
-        else:
-            occupied[:] = True
-        index = torch.nonzero(occupied).flatten()
-        for start in range(0, index.numel(), batch_size):
-            batch_index = index[start:start + batch_size]
-            soft = torch.softmax(net(slices[batch_index].unsqueeze(1)).float(), dim=1)
+                to_slices(labels[view], view)[empty] = int(outside[0])
+        for batch_index, soft in _batches(net, slices, index, batch_size, place, policy):
             acc[batch_index] += weights[view] * soft
             if view_labels:
                 to_slices(labels[view], view)[batch_index] = soft.argmax(dim=1).to(torch.uint8)
-    return probs, labels
+    return _to_host(probs, dtype), {v: t.cpu().numpy() for v, t in labels.items()}
 
 
-def _mc_dropout(model: Model, image: torch.Tensor, batch_size: int, samples: int,
-                seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _occupied(image: torch.Tensor, view: str, skip_empty: bool) -> torch.Tensor:
+    """Indices of the view's slices that hold signal (all of them without a label 0)."""
+    slices = to_slices(image, view)
+    if not skip_empty:
+        return torch.arange(slices.shape[0], device=image.device)
+    return torch.nonzero(slices.flatten(1).abs().amax(dim=1) > 0).flatten()
+
+
+def _batches(net: nn.Module, slices: torch.Tensor, index: torch.Tensor, batch_size: int,
+             place: Placement, policy: _CompilePolicy,
+             ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``(slice indices, float32 softmax on the accumulator's device)`` per batch.
+
+    On out-of-memory the batch size is halved and the batch retried; at batch size 1 the
+    error goes up to :func:`_with_fallback`.
+    """
+    start = 0
+    while start < index.numel():
+        batch_index = index[start:start + batch_size]
+        run = policy.runner(net, place, batch_size, tuple(slices.shape[1:]))
+        began = time.perf_counter()
+        try:
+            x = slices[batch_index].unsqueeze(1).to(place.net, non_blocking=True)
+            soft = torch.softmax(run(x).float(), dim=1).to(place.accumulator)
+        except torch.OutOfMemoryError:
+            if batch_size == 1:
+                raise
+            batch_size //= 2
+            LOGGER.warning("out of memory on %s: batch size halved to %d", place.net,
+                           batch_size)
+            if place.net.type == "cuda":
+                torch.cuda.empty_cache()
+            continue
+        policy.ran(batch_index.numel(), time.perf_counter() - began)
+        yield batch_index, soft
+        start += batch_index.numel()
+
+
+class _CompilePolicy:
+    """Runs eager or compiled networks, choosing as ``mode`` says.
+
+    ``auto`` (CPU only) times the eager network on the call's first batch and compiles when
+    the call's remaining slices alone repay :data:`COMPILE_COST_S`, or when this process has
+    already spent that long in eager networks (ski rental: an unknown number of further scans
+    then costs at most twice the best choice made in hindsight). Once compiled, a network
+    stays compiled for the process.
+    """
+
+    def __init__(self, mode: CompileMode, place: Placement, slices: int) -> None:
+        self.mode = mode if place.net.type == "cpu" else ("always" if mode == "always"
+                                                          else "never")
+        self.remaining = slices
+        self.per_slice: float | None = None
+        self.compiling = self.mode == "always"
+        self.eager: dict[nn.Module, Runner] = {}
+
+    def runner(self, net: nn.Module, place: Placement, batch_size: int,
+               shape: tuple[int, int]) -> Runner:
+        if self.mode == "auto" and not self.compiling and self.per_slice is not None:
+            self.compiling = _worth_compiling(self.per_slice * self.remaining,
+                                              _Process.eager_seconds)
+            if self.compiling:
+                LOGGER.info("compiling the network: %.0f s of eager work ahead, %.0f s "
+                            "spent in this process", self.per_slice * self.remaining,
+                            _Process.eager_seconds)
+        if self.mode != "never":
+            cached = _Process.compiled.get(net, {}).get((place.net, batch_size, shape))
+            if cached is not None:
+                return cached
+            if self.compiling and not _Process.compile_broken:
+                return _compiled(net, place, batch_size, shape)
+        if net not in self.eager:
+            self.eager[net] = _eager(net, place)
+        return self.eager[net]
+
+    def ran(self, slices: int, seconds: float) -> None:
+        self.remaining -= slices
+        if self.mode == "auto" and not self.compiling:
+            self.per_slice = self.per_slice or seconds / slices
+            _Process.eager_seconds += seconds
+
+
+def _worth_compiling(eager_ahead_s: float, eager_spent_s: float) -> bool:
+    """Compile when the work ahead repays it, or when the process has already spent its cost
+    in eager networks (it is then likely to keep running scans)."""
+    return eager_ahead_s * COMPILE_SAVING >= COMPILE_COST_S or eager_spent_s >= COMPILE_COST_S
+
+
+def _eager(net: nn.Module, place: Placement) -> Runner:
+    """The network as it is, or on a GPU in channels-last under bf16 (or fp16) autocast."""
+    net = _on(net, place.net)
+    if place.net.type != "cuda":
+        return net
+    net.to(memory_format=torch.channels_last)
+    half = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cuda", dtype=half):
+            return net(x.contiguous(memory_format=torch.channels_last))
+    return run
+
+
+def _on(net: nn.Module, device: torch.device) -> nn.Module:
+    """The network on ``device``; a copy when that is not where it lives (the CPU fallback of
+    a GPU model), so the process's shared model stays on its GPU for the next scan."""
+    if next(net.parameters()).device == device:
+        return net
+    return copy.deepcopy(net).to(device)
+
+
+def _compiled(net: nn.Module, place: Placement, batch_size: int,
+              shape: tuple[int, int]) -> Runner:
+    """``torch.compile`` with frozen weights (batch norm folded into the convolutions) for one
+    batch shape: short batches are zero-padded, so the process compiles once per shape. If
+    compiling fails (no C++ compiler), the process stays eager."""
+    eager = _eager(net, place)
+    compiled = torch.compile(eager, dynamic=False, options={"freezing": True})
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        short = batch_size - x.shape[0]
+        padded = torch.cat((x, x.new_zeros((short, *x.shape[1:])))) if short else x
+        # one memory layout too: the compiled code is specialised on strides
+        return compiled(padded.contiguous())[:x.shape[0]]
+
+    began = time.perf_counter()
+    try:
+        with torch.no_grad():
+            run(torch.zeros((batch_size, 1, *shape), device=place.net))
+    except Exception as exc:  # inductor raises many kinds; any of them means "stay eager"
+        LOGGER.warning("torch.compile failed, running eager: %s", str(exc).splitlines()[0])
+        _Process.compile_broken = True
+        return eager
+    LOGGER.info("network compiled in %.1f s", time.perf_counter() - began)
+    _Process.compiled.setdefault(net, {})[(place.net, batch_size, shape)] = run
+    return run
+
+
+def _mc_dropout(model: Model, volume: np.ndarray, place: Placement, batch_size: int,
+                samples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Normalised predictive entropy ``(X, Y, Z)`` and per-sample class counts ``(S, C)``."""
     dropouts = [m for net in model.nets.values() for m in net.modules()
                 if isinstance(m, nn.Dropout | nn.Dropout2d)]
@@ -141,19 +385,20 @@ def _mc_dropout(model: Model, image: torch.Tensor, batch_size: int, samples: int
         LOGGER.warning("model %s has no dropout layers: MC samples are all alike",
                        model.card.name)
     classes = len(model.card.labels)
-    mean = torch.zeros((classes, *image.shape), dtype=torch.float32, device=image.device)
+    mean = torch.zeros((classes, *volume.shape), dtype=torch.float32)
     counts = np.zeros((samples, classes), dtype=np.int64)
     torch.manual_seed(seed)
     for module in dropouts:
         module.train()
     try:
         for s in range(samples):
-            probs, _ = _aggregate(model, image, batch_size, view_labels=False)
-            counts[s] = torch.bincount(probs.argmax(dim=0).flatten(),
-                                       minlength=classes).cpu().numpy()
+            probs = torch.from_numpy(_aggregate(model, volume, place, batch_size,
+                                                view_labels=False, compile="never",
+                                                dtype=torch.float32)[0])
+            counts[s] = np.bincount(probs.argmax(dim=0).flatten().numpy(), minlength=classes)
             mean += probs / samples
     finally:
         for module in dropouts:
             module.eval()
     entropy = -(mean * torch.log(mean.clamp_min(1e-12))).sum(dim=0) / float(np.log(classes))
-    return entropy.clamp(0, 1).cpu().numpy().astype(np.float32), counts
+    return entropy.clamp(0, 1).numpy().astype(np.float32), counts

@@ -128,6 +128,8 @@ class _SegmentInputSpec(BaseInterfaceInputSpec):
     use_gpu = traits.Bool(False, usedefault=True, nohash=True,
                           desc="tells MultiProc to count this node against n_gpu_procs")
     mc_samples = traits.Int(0, usedefault=True, desc="MC-dropout passes for uncertainty")
+    compile = traits.Enum("auto", "always", "never", usedefault=True, nohash=True,
+                          desc="torch.compile on CPU: auto compiles when it pays")
 
 
 class _SegmentOutputSpec(TraitedSpec):
@@ -136,7 +138,11 @@ class _SegmentOutputSpec(TraitedSpec):
 
 
 class Segment(SimpleInterface):
-    """QuickNAT on every view's slices; softmax averaged across views."""
+    """QuickNAT on every view's slices; softmax averaged across views.
+
+    The model comes from the process's cache (:func:`~bids_infantseg.inference.shared_model`),
+    so scans run in one process load, and compile, the network once.
+    """
 
     input_spec = _SegmentInputSpec
     output_spec = _SegmentOutputSpec
@@ -144,20 +150,23 @@ class Segment(SimpleInterface):
     def _run_interface(self, runtime):
         import torch
 
-        from bids_infantseg.inference import predict_with_qc
-        from bids_infantseg.model.card import load_model
+        from bids_infantseg.inference import predict_with_qc, shared_model
 
         torch.set_num_threads(self.inputs.num_threads)
-        model = load_model(Path(self.inputs.model_card).parent, device=self.inputs.device)
+        model = shared_model(Path(self.inputs.model_card).parent, device=self.inputs.device)
         if model.sha256 != self.inputs.model_sha256:
             raise RuntimeError(f"{model.path}: weights changed while running "
                                f"(sha256 {model.sha256[:12]} != {self.inputs.model_sha256[:12]})")
         volume = np.asanyarray(nib.load(self.inputs.in_file).dataobj, dtype=np.float32)
+        # on a GPU, float16 halves the copy to the host; on a CPU the float32 accumulator is
+        # handed over as it is and converted to the file's float16 one class at a time
+        on_gpu = torch.device(self.inputs.device).type == "cuda"
         result = predict_with_qc(model, volume, device=self.inputs.device,
                                  batch_size=self.inputs.batch_size,
-                                 mc_samples=self.inputs.mc_samples)
+                                 mc_samples=self.inputs.mc_samples, compile=self.inputs.compile,
+                                 dtype=torch.float16 if on_gpu else torch.float32)
         out = os.path.abspath("probabilities.npy")
-        np.save(out, result.probs.astype(np.float16))
+        _save_float16(out, result.probs)
         self._results["out_probs"] = out
         qc = {"views": np.array(list(result.view_labels)),
               "view_labels": np.stack(list(result.view_labels.values()))}
@@ -167,6 +176,15 @@ class Segment(SimpleInterface):
         self._results["out_qc"] = os.path.abspath("qc_arrays.npz")
         np.savez_compressed(self._results["out_qc"], **qc)
         return runtime
+
+
+def _save_float16(path: str, probs: np.ndarray) -> None:
+    """``probs`` as a float16 ``.npy``, written a class at a time (no whole float16 copy)."""
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=probs.shape)
+    for k in range(probs.shape[0]):
+        out[k] = probs[k]
+    out.flush()
+    del out
 
 
 class _RestoreInputSpec(BaseInterfaceInputSpec):

@@ -72,7 +72,7 @@ def run_participant(args: argparse.Namespace) -> int:
         model_card=model.path / "card.json", model_sha256=model.sha256, card=model.card,
         output_dir=output_dir, bids_dir=bids_dir, write_probseg=args.write_probseg,
         device=str(device), batch_size=args.batch_size, num_threads=threads,
-        mc_samples=args.mc_samples,
+        mc_samples=args.mc_samples, compile=args.compile,
     )
     LOGGER.info("model %s %s (sha256 %s) on %s, %d scan(s), %d in parallel, %d thread(s) each",
                 model.card.name, model.card.version, model.sha256[:12], device, len(good),

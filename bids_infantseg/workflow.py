@@ -41,6 +41,7 @@ class SegmentSettings:
     batch_size: int
     num_threads: int
     mc_samples: int = 0
+    compile: str = "auto"
 
 
 def scan_wf_name(scan: Scan) -> str:
@@ -75,7 +76,8 @@ def init_scan_wf(scan: Scan, settings: SegmentSettings, *,
         Segment(model_card=card_file, model_sha256=settings.model_sha256,
                 device=settings.device, batch_size=settings.batch_size,
                 num_threads=settings.num_threads,
-                use_gpu=settings.device.startswith("cuda"), mc_samples=settings.mc_samples),
+                use_gpu=settings.device.startswith("cuda"), mc_samples=settings.mc_samples,
+                compile=settings.compile),
         name="segment", mem_gb=inference_mem_gb(settings.card, settings.mc_samples),
         n_procs=settings.num_threads,
     )
