@@ -1,16 +1,20 @@
 """Seconds per scan and peak memory of the participant level, configurations side by side.
 
     python benchmarks/participant.py [--bids DIR] [--model NAME|PATH] [--config "--nprocs 1" ...]
-                                     [--atropos]
+                                     [--repeat N] [--atropos] [--atropos-python PYTHON]
 
 Each configuration runs the real command line (``bids_infantseg ... participant``) in a fresh
 process with fresh output and work folders. Figures printed per configuration: wall seconds,
 seconds per scan, peak resident memory of the largest process, and the share of the summed
-node time spent in each workflow step (from Nipype's own runtime records). The first
-configuration is the baseline the others' ratios refer to. Without ``--bids`` the demo
+node time spent in each workflow step (from Nipype's own runtime records), and the share
+of the wall time spent outside the segment step (the network with its slicing and view
+averaging): start-up, discovery, conform, restore, measure, QC, report and writing. The first
+configuration is the baseline the others' ratios refer to; with ``--repeat`` the
+configurations run in turn N times and medians are printed. Without ``--bids`` the demo
 dataset is written to a temporary folder. ``--atropos`` adds the classical baseline on the
 same scans: ANTs Atropos 3-class k-means/EM tissue segmentation (antspyx, not a dependency
-of the package: ``pip install antspyx``), timed the same way in a fresh process.
+of the package: ``pip install antspyx``, which pins older numpy and scipy, so best in its own
+environment given by ``--atropos-python``), timed the same way in a fresh process.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -50,9 +55,9 @@ print(json.dumps({"wall": wall, "peak_mib": peak_kib / 1024, "scans": len(sys.ar
 """
 
 
-def run_atropos(bids: Path) -> dict:
+def run_atropos(bids: Path, python: str) -> dict:
     scans = sorted(str(p) for p in bids.glob("sub-*/**/anat/*_T2w.nii*"))
-    child = subprocess.run([sys.executable, "-c", ATROPOS, *scans], capture_output=True,
+    child = subprocess.run([python, "-c", ATROPOS, *scans], capture_output=True,
                            text=True, check=True)
     return json.loads(child.stdout)
 
@@ -83,6 +88,16 @@ def run_config(bids: Path, model: str, extra: list[str], scratch: Path) -> dict:
     return record
 
 
+def median_record(records: list[dict]) -> dict:
+    """The median of repeated runs of one configuration: wall, peak memory, step seconds."""
+    steps = {s for r in records for s in r["steps"]}
+    return {"scans": records[0]["scans"],
+            "wall": statistics.median(r["wall"] for r in records),
+            "peak_mib": statistics.median(r["peak_mib"] for r in records),
+            "steps": {s: statistics.median(r["steps"].get(s, 0.0) for r in records)
+                      for s in steps}}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bids", type=Path, help="a BIDS dataset (default: the demo)")
@@ -90,8 +105,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", action="append", metavar="ARGS",
                         help='extra participant options, e.g. "--nprocs 1" (repeatable; '
                              'the first is the baseline)')
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run the configurations in turn this many times; print medians")
     parser.add_argument("--atropos", action="store_true",
                         help="also time ANTs Atropos 3-class segmentation on the same scans")
+    parser.add_argument("--atropos-python", default=sys.executable,
+                        help="a Python with antspyx installed (default: this one)")
     args = parser.parse_args(argv)
     configs = args.config or ["--nprocs 1", "--nprocs 2"]
 
@@ -101,33 +120,40 @@ def main(argv: list[str] | None = None) -> int:
             from bids_infantseg.demo import write_demo_dataset
 
             bids = write_demo_dataset(Path(tmp) / "demo")
-        results = []
-        for i, config in enumerate(configs):
-            started = time.strftime("%H:%M:%S")
-            print(f"[{i + 1}/{len(configs)}] {started} running: {config}", flush=True)
-            results.append(run_config(bids, args.model, shlex.split(config),
-                                      Path(tmp) / f"run{i}"))
-        atropos = run_atropos(bids) if args.atropos else None
+        runs: list[list[dict]] = [[] for _ in configs]
+        for r in range(args.repeat):
+            for i, config in enumerate(configs):
+                started = time.strftime("%H:%M:%S")
+                print(f"[{r + 1}.{i + 1}/{args.repeat}.{len(configs)}] {started} running: "
+                      f"{config}", flush=True)
+                runs[i].append(run_config(bids, args.model, shlex.split(config),
+                                          Path(tmp) / f"run{r}-{i}"))
+        results = [median_record(r) for r in runs]
+        atropos = run_atropos(bids, args.atropos_python) if args.atropos else None
 
     base = results[0]
     print(f"\nparticipant level on {bids} with model {args.model}")
-    print(f"{'configuration':<28}{'scans':>6}{'wall s':>9}{'s/scan':>9}{'peak MiB':>10}"
-          f"{'x baseline':>12}")
+    print(f"{'configuration':<36}{'scans':>6}{'wall s':>9}{'s/scan':>9}{'segment':>9}"
+          f"{'outside':>9}{'peak MiB':>10}{'x baseline':>12}")
     for config, r in zip(configs, results, strict=True):
         per_scan = r["wall"] / max(r["scans"], 1)
+        segment = r["steps"].get("segment", 0.0)
         ratio = base["wall"] / r["wall"]
-        print(f"{config:<28}{r['scans']:>6}{r['wall']:>9.1f}{per_scan:>9.1f}"
+        print(f"{config:<36}{r['scans']:>6}{r['wall']:>9.1f}{per_scan:>9.1f}"
+              f"{segment / max(r['scans'], 1):>9.1f}{100 * (1 - segment / r['wall']):>8.0f}%"
               f"{r['peak_mib']:>10.0f}{ratio:>11.2f}x")
     if atropos:
-        print(f"{'ANTs Atropos, 3 classes':<28}{atropos['scans']:>6}{atropos['wall']:>9.1f}"
-              f"{atropos['wall'] / atropos['scans']:>9.1f}{atropos['peak_mib']:>10.0f}"
-              f"{base['wall'] / atropos['wall']:>11.2f}x")
+        print(f"{'ANTs Atropos, 3 classes':<36}{atropos['scans']:>6}{atropos['wall']:>9.1f}"
+              f"{atropos['wall'] / atropos['scans']:>9.1f}{'-':>9}{'-':>9}"
+              f"{atropos['peak_mib']:>10.0f}{base['wall'] / atropos['wall']:>11.2f}x")
+    print("segment: seconds per scan in the segment step; outside: share of the wall time "
+          "spent elsewhere")
     print("\nshare of summed node time per step")
     steps = sorted({s for r in results for s in r["steps"]})
-    print(f"{'configuration':<28}" + "".join(f"{s:>10}" for s in steps))
+    print(f"{'configuration':<36}" + "".join(f"{s:>10}" for s in steps))
     for config, r in zip(configs, results, strict=True):
         total = sum(r["steps"].values()) or 1.0
-        print(f"{config:<28}" + "".join(
+        print(f"{config:<36}" + "".join(
             f"{100 * r['steps'].get(s, 0.0) / total:>9.0f}%" for s in steps))
     return 0
 

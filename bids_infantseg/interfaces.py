@@ -166,7 +166,7 @@ class Segment(SimpleInterface):
                                  mc_samples=self.inputs.mc_samples, compile=self.inputs.compile,
                                  dtype=torch.float16 if on_gpu else torch.float32)
         out = os.path.abspath("probabilities.npy")
-        _save_float16(out, result.probs)
+        save_probabilities(out, result.probs)
         self._results["out_probs"] = out
         qc = {"views": np.array(list(result.view_labels)),
               "view_labels": np.stack(list(result.view_labels.values()))}
@@ -178,7 +178,7 @@ class Segment(SimpleInterface):
         return runtime
 
 
-def _save_float16(path: str, probs: np.ndarray) -> None:
+def save_probabilities(path: str, probs: np.ndarray) -> None:
     """``probs`` as a float16 ``.npy``, written a class at a time (no whole float16 copy)."""
     out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=probs.shape)
     for k in range(probs.shape[0]):
