@@ -74,24 +74,30 @@ def brain_mean_dice(per_scan: pd.DataFrame, label_set: LabelSet) -> pd.Series:
 def _outlines(ax: plt.Axes, plane: np.ndarray, label_set: LabelSet) -> None:
     for lab in label_set.labels:
         if lab.index in label_set.brain_indices and (plane == lab.index).any():
-            ax.contour(plane == lab.index, levels=[0.5], colors=[lab.color], linewidths=0.7)
+            ax.contour(plane == lab.index, levels=[0.5], colors=[lab.color], linewidths=1.0)
 
 
 def overlay_figure(t2w: nib.Nifti1Image, manual: np.ndarray, predicted: np.ndarray,
                    label_set: LabelSet, title: str) -> plt.Figure:
     """T2w with manual (top) and predicted (bottom) outlines, three views through the brain
-    centre. Label maps are on the T2w grid; everything is shown in RAS, superior/anterior up."""
+    centre, cropped to the labelled part. Label maps are on the T2w grid; everything is shown
+    in RAS, superior/anterior up."""
     canonical = nib.as_closest_canonical(t2w)
     flip = nib.orientations.ornt_transform(nib.io_orientation(t2w.affine),
                                            nib.io_orientation(canonical.affine))
     image = np.asanyarray(canonical.dataobj, dtype=np.float32)
     maps = [nib.orientations.apply_orientation(m, flip) for m in (manual, predicted)]
+    labelled = np.argwhere((maps[0] > 0) | (maps[1] > 0))
+    if labelled.size:
+        lo = np.maximum(labelled.min(axis=0) - 8, 0)
+        crop = tuple(slice(a, b + 9) for a, b in zip(lo, labelled.max(axis=0), strict=True))
+        image, maps = image[crop], [m[crop] for m in maps]
     zooms = canonical.header.get_zooms()[:3]
     brain = np.isin(maps[0], label_set.brain_indices)
     centre = np.argwhere(brain).mean(axis=0).round().astype(int) if brain.any() \
         else np.array(image.shape) // 2
     low, high = np.percentile(image[image > 0], (1, 99)) if (image > 0).any() else (0, 1)
-    fig, axes = plt.subplots(2, 3, figsize=(10, 7))
+    fig, axes = plt.subplots(2, 3, figsize=(13, 9))
     fig.patch.set_facecolor("black")
     for column, (view, axis) in enumerate(VIEWS.items()):
         across, up = (a for a in range(3) if a != axis)
