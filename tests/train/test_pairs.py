@@ -1,0 +1,113 @@
+"""Finding training pairs: labels matched to T2w scans by entities, grids checked, tables read."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from bids_infantseg.model.labels import DRAWEM9
+from bids_infantseg.train.pairs import TrainDataError, find_training_data
+from tests.train.factory import labelled_dataset
+
+
+def find(root, labels, **kwargs):
+    return find_training_data(root, labels, work_dir=root.parent / "work", **kwargs)
+
+
+def test_scans_and_labels_pair_by_entities_and_the_table_gives_the_label_set(tmp_path):
+    root, labels = labelled_dataset(tmp_path / "bids", ("01", "02"), sessions=("a", "b"))
+    data = find(root, labels)
+    assert [p.key for p in data.pairs] == ["sub-01_ses-a", "sub-01_ses-b", "sub-02_ses-a",
+                                           "sub-02_ses-b"]
+    assert all(p.labels.name == f"{p.key}_desc-manual_dseg.nii.gz" for p in data.pairs)
+    assert data.label_set.name == "manual"
+    assert [lab.name for lab in data.label_set.labels] == ["Outside", "Shell", "Core", "Blob"]
+    assert data.skipped == []
+
+
+def test_dhcp_layout_labels_name_fewer_entities_and_only_the_scan_on_their_grid_pairs(tmp_path):
+    """dHCP: sub-X_ses-Y_desc-drawem9_dseg (no run-, no dseg.tsv) beside raw runs; only the
+    run on the label grid pairs; drawem9 comes from the built-in table."""
+    root, labels = labelled_dataset(tmp_path / "bids", ("01",), sessions=("1",),
+                                    table=None, desc="drawem9")
+    anat = root / "sub-01" / "ses-1" / "anat"
+    (anat / "sub-01_ses-1_T2w.nii.gz").rename(anat / "sub-01_ses-1_run-1_T2w.nii.gz")
+    img = nib.load(anat / "sub-01_ses-1_run-1_T2w.nii.gz")
+    nib.save(nib.Nifti1Image(np.asanyarray(img.dataobj)[:-2], img.affine),
+             anat / "sub-01_ses-1_run-2_T2w.nii.gz")  # another grid
+    data = find(root, labels, desc="drawem9")
+    assert [p.key for p in data.pairs] == ["sub-01_ses-1_run-1"]
+    assert data.label_set == DRAWEM9 and data.table is None
+    assert [(s.item.split("/")[-1], "not on the grid" in s.reason) for s in data.skipped] == \
+        [("sub-01_ses-1_run-2_T2w.nii.gz", True)]
+
+
+def test_scan_without_labels_is_left_out_and_logged(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="bids_infantseg")
+    root, labels = labelled_dataset(tmp_path / "bids", ("01", "02", "03"))
+    shutil.rmtree(labels / "sub-02")
+    data = find(root, labels)
+    assert [p.subject for p in data.pairs] == ["01", "03"]
+    assert [(s.item, s.reason) for s in data.skipped] == \
+        [("sub-02/anat/sub-02_T2w.nii.gz", "no label map")]
+    assert "left out sub-02/anat/sub-02_T2w.nii.gz: no label map" in caplog.text
+
+
+def test_two_label_maps_for_one_scan_need_labels_desc(tmp_path):
+    root, labels = labelled_dataset(tmp_path / "bids", ("01",))
+    anat = labels / "sub-01" / "anat"
+    shutil.copy(anat / "sub-01_desc-manual_dseg.nii.gz", anat / "sub-01_desc-other_dseg.nii.gz")
+    with pytest.raises(TrainDataError, match="--labels-desc"):
+        find(root, labels)
+    assert len(find(root, labels, desc="manual").pairs) == 1
+
+
+def test_missing_lookup_table_is_a_clear_error(tmp_path):
+    root, labels = labelled_dataset(tmp_path / "bids", ("01",), table=None)
+    with pytest.raises(TrainDataError, match="no lookup table.*desc-manual_dseg.tsv"):
+        find(root, labels)
+
+
+def test_table_beside_the_file_wins_and_background_is_added(tmp_path):
+    root, labels = labelled_dataset(tmp_path / "bids", ("01",))
+    (labels / "sub-01" / "anat" / "sub-01_desc-manual_dseg.tsv").write_text(
+        "index\tname\n1\tShell\n2\tCore\n3\tBlob\n")
+    data = find(root, labels)
+    assert data.table.parent.name == "anat"
+    assert data.label_set.indices.tolist() == [0, 1, 2, 3]
+
+
+def test_no_label_maps_is_a_clear_error(tmp_path):
+    root, labels = labelled_dataset(tmp_path / "bids", ("01",))
+    with pytest.raises(TrainDataError, match="no sub-\\*_dseg.*desc-nope"):
+        find(root, labels, desc="nope")
+    with pytest.raises(TrainDataError, match="no such folder"):
+        find(root, tmp_path / "missing")
+
+
+def test_labels_on_no_scan_grid_is_a_clear_error(tmp_path):
+    root, labels = labelled_dataset(tmp_path / "bids", ("01",))
+    path = labels / "sub-01" / "anat" / "sub-01_desc-manual_dseg.nii.gz"
+    img = nib.load(path)
+    nib.save(nib.Nifti1Image(np.asanyarray(img.dataobj), img.affine * 2), path)
+    with pytest.raises(TrainDataError, match="no T2w scan .* has a label map .* on its grid"):
+        find(root, labels)
+
+
+def test_a_dhcp_derivative_folder_can_be_both_the_scans_and_the_labels(tmp_path):
+    """dhcp_anat_pipeline holds sub-X_ses-Y_T2w (on the label grid) beside the labels; the
+    bias-corrected desc-restore_T2w is not a raw T2w and is not picked up."""
+    raw, labels = labelled_dataset(tmp_path / "bids", ("01", "02"), sessions=("1",),
+                                   table=None, desc="drawem9")
+    for t2w in raw.rglob("*_T2w.nii.gz"):
+        rel = t2w.relative_to(raw)
+        shutil.copy(t2w, labels / rel)
+        shutil.copy(t2w, labels / rel.parent / rel.name.replace("_T2w", "_desc-restore_T2w"))
+    data = find(labels, labels, desc="drawem9")
+    assert [p.scan.path.name for p in data.pairs] == ["sub-01_ses-1_T2w.nii.gz",
+                                                      "sub-02_ses-1_T2w.nii.gz"]
+    assert all(p.scan.path.parent == p.labels.parent for p in data.pairs)
