@@ -11,7 +11,8 @@ and its wall time is measured. The comparison itself is ``bids_infantseg.accurac
 users run on their own manual labels), so the benchmark and users share one definition.
 
 Writes to ``RESULTS``: ``per_scan.tsv`` (Dice and accuracy per scan and label),
-``summary.tsv`` (mean and SD over scans), ``timing.json`` and ``overlays/<scan>.png``:
+``summary.tsv`` (mean and SD over scans), ``dice.md`` (Dice per label and scan, a Markdown
+table for reports), ``timing.json`` and ``overlays/<scan>.png``:
 the T2w with the manual (top row) and predicted (bottom row) label outlines, in the model's
 label colours, through the centre of the manual brain in three views. Prints the summary,
 with the mean Dice over the brain labels present in the manual labels.
@@ -44,9 +45,17 @@ from bids_infantseg.accuracy import (  # noqa: E402
     read_mapping,
     summary,
 )
-from bids_infantseg.model.labels import LabelSet  # noqa: E402
+from bids_infantseg.model.labels import DRAWEM9, LabelSet  # noqa: E402
 
 VIEWS = {"axial": 2, "coronal": 1, "sagittal": 0}
+
+
+def model_label_set(output_dir: Path) -> LabelSet:
+    """The outputs' label set; DrawEM9's own definition when it is that one, because a
+    dseg.tsv does not say which labels are non-brain (DrawEM9's 4, "Background")."""
+    found = output_label_set(output_dir)
+    same = found.name == DRAWEM9.name and found.indices.tolist() == DRAWEM9.indices.tolist()
+    return DRAWEM9 if same else found
 
 
 def run_participant(bids_dir: Path, output_dir: Path, model: str, extra: list[str]) -> dict:
@@ -66,14 +75,45 @@ def run_participant(bids_dir: Path, output_dir: Path, model: str, extra: list[st
 
 def brain_mean_dice(per_scan: pd.DataFrame, label_set: LabelSet) -> pd.Series:
     """Per scan: mean Dice over the brain labels its manual labels hold."""
+    # (labels absent from the manual map are left out: their Dice is 0 wherever predicted)
     brain = per_scan[per_scan["index"].isin(label_set.brain_indices)
                      & (per_scan["reference_voxels"] > 0)]
     return brain.groupby("scan")["dice"].mean()
 
 
+def dice_markdown(per_scan: pd.DataFrame, label_set: LabelSet) -> str:
+    """Dice per brain label the manual maps hold (rows) and scan (columns), with the mean
+    over scans and, last, each scan's mean over the brain labels its manual map holds; then
+    the labels predicted that no manual map holds, with their share of predicted voxels."""
+    labelled = per_scan[per_scan["index"] != 0]
+    in_manual = labelled.groupby("name")["reference_voxels"].sum() > 0
+    extra = labelled[labelled["name"].isin(in_manual.index[~in_manual])]
+    brain = labelled[labelled["index"].isin(label_set.brain_indices)
+                     & labelled["name"].isin(in_manual.index[in_manual])]
+    wide = brain.pivot(index="name", columns="scan", values="dice")
+    wide = wide.loc[[lab.name for lab in label_set.labels if lab.name in wide.index]]
+    wide["mean"] = wide.mean(axis=1)
+    means = brain_mean_dice(per_scan, label_set)
+    wide.loc["brain mean (labels in the manual map)"] = [*means.reindex(wide.columns[:-1]),
+                                                         means.mean()]
+    lines = ["| label | " + " | ".join(wide.columns) + " |",
+             "|---|" + "---:|" * len(wide.columns)]
+    lines += [f"| {name} | " + " | ".join("n/a" if np.isnan(v) else f"{v:.3f}" for v in row)
+              + " |" for name, row in wide.iterrows()]
+    share = (extra.groupby("name")["predicted_voxels"].sum()
+             / labelled["predicted_voxels"].sum())
+    share = share[share > 0]
+    if len(share):
+        lines.append("\nPredicted, but in no manual map (share of the voxels predicted "
+                     "other than 0): " + ", ".join(f"{name} {100 * value:.1f}%"
+                                                   for name, value in share.items()))
+    return "\n".join(lines) + "\n"
+
+
 def _outlines(ax: plt.Axes, plane: np.ndarray, label_set: LabelSet) -> None:
+    """Every label but 0 (non-brain tissue too: where a model puts it is worth seeing)."""
     for lab in label_set.labels:
-        if lab.index in label_set.brain_indices and (plane == lab.index).any():
+        if lab.index != 0 and (plane == lab.index).any():
             ax.contour(plane == lab.index, levels=[0.5], colors=[lab.color], linewidths=1.0)
 
 
@@ -118,7 +158,7 @@ def write_overlays(bids_dir: Path, output_dir: Path, labels_dir: Path, per_scan:
                    folder: Path, *, labels_desc: str | None,
                    mapping: dict[int, int] | None) -> list[Path]:
     """One overlay PNG per compared scan."""
-    label_set = output_label_set(output_dir)
+    label_set = model_label_set(output_dir)
     predicted = dseg_files(output_dir, label_set.name)
     manual = dseg_files(labels_dir, labels_desc)
     means = brain_mean_dice(per_scan, label_set)
@@ -181,8 +221,10 @@ def main(argv: list[str] | None = None) -> int:
     per_scan.to_csv(args.results / "per_scan.tsv", sep="\t", index=False, na_rep="n/a")
     table = summary(per_scan)
     table.to_csv(args.results / "summary.tsv", sep="\t", index=False, na_rep="n/a")
+    label_set = model_label_set(output)
+    (args.results / "dice.md").write_text(dice_markdown(per_scan, label_set))
     print(table.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
-    means = brain_mean_dice(per_scan, output_label_set(output))
+    means = brain_mean_dice(per_scan, label_set)
     print(means.to_string(float_format=lambda x: f"{x:.3f}"))
     print(f"mean brain Dice over scans: {means.mean():.3f}; "
           f"overlays: {len(overlays)} in {args.results / 'overlays'}")

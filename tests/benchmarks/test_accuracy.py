@@ -115,3 +115,22 @@ def test_overlay_shows_manual_on_top_and_prediction_below(tmp_path):
     ventricles, deep_gm = DRAWEM9.by_index(5).color, DRAWEM9.by_index(7).color
     assert _has_colour(top, ventricles) and not _has_colour(top, deep_gm)
     assert _has_colour(bottom, deep_gm) and not _has_colour(bottom, ventricles)
+
+
+def test_dice_table_rows_are_the_manual_labels_and_extras_are_named():
+    from bids_infantseg.metrics import overlap_table
+
+    reference = np.zeros((4, 4, 4), int)
+    reference[:2] = 3
+    predicted = reference.copy()
+    predicted[0, 0] = 4  # non-brain tissue where the manual map says WM
+    predicted[3, 3] = 9  # a label no manual map holds
+    table = overlap_table(predicted, reference, DRAWEM9)
+    table.insert(0, "scan", "sub-01")
+    text = accuracy.dice_markdown(table, DRAWEM9)
+    rows = [line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| ")]
+    assert rows == ["label", "White matter", "brain mean (labels in the manual map)"]
+    wm = 2 * (32 - 4) / (32 + 28)
+    assert f"| White matter | {wm:.3f} | {wm:.3f} |" in text
+    # 4 + 4 voxels of 36 labelled other than 0
+    assert "Background 11.1%, Hippocampus and amygdala 11.1%" in text
