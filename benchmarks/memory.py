@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+
+def peak_mib() -> float:
+    """This process's peak resident memory. Not ``ru_maxrss``: a child started by fork and
+    exec inherits its parent's maximum, so it would report the parent's size."""
+    status = Path("/proc/self/status").read_text()
+    return int(status.split("VmHWM:")[1].split()[0]) / 1024
 
 
 def head(side: int) -> np.ndarray:
@@ -59,7 +65,7 @@ def child(step: str, args: argparse.Namespace, side: int, folder: Path) -> dict:
         probs = np.load(probs_file, mmap_mode="r")
         restore_labels(probs, grid, (args.native,) * 3, native, model.card.labels.indices)
     return {"seconds": time.perf_counter() - began,
-            "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "peak_mib": peak_mib()}
 
 
 def run_child(step: str, args: argparse.Namespace, side: int, folder: Path) -> dict:
@@ -87,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
 
         import bids_infantseg.interfaces  # noqa: F401
         print(json.dumps({"seconds": 0.0,
-                          "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                          "peak_mib": peak_mib()}))
         return 0
     if args.child:
         print(json.dumps(child(args.child, args, args.grids[0], args.folder)))
