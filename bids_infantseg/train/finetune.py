@@ -113,6 +113,13 @@ class Progress:
         """Epochs already done by an earlier (killed) run: counted, not timed."""
         self.done += epochs
 
+    def eta(self) -> str:
+        """Time left for the whole run, from the epochs timed so far ('?' before the first)."""
+        if not self.timed_epochs:
+            return "?"
+        left = max(self.total - self.done, 0) * self.timed_seconds / self.timed_epochs
+        return _duration(left)
+
     def tick(self, seconds: float) -> str:
         self.done += 1
         self.timed_epochs += 1
@@ -303,6 +310,7 @@ def train_unit(unit: Unit, card: ModelCard, net: QuickNAT, train: Sequence[Volum
         bar = tqdm(loader, desc=f"{unit.name} stage {label} epoch {epoch + 1}/{len(schedule)}",
                    disable=None if runtime.progress and place.main else True,
                    unit="batch", leave=False, mininterval=5.0)  # None: off unless a terminal
+        run_eta = tracker.eta() if tracker else "?"
         for images, targets in bar:
             images = images.to(device, non_blocking=True)
             targets = targets.to(device, non_blocking=True)
@@ -315,7 +323,7 @@ def train_unit(unit: Unit, card: ModelCard, net: QuickNAT, train: Sequence[Volum
             scaler.update()
             total += float(loss.detach())
             steps += 1
-            bar.set_postfix(loss=f"{total / steps:.4f}")
+            bar.set_postfix(loss=f"{total / steps:.4f}", run_eta=run_eta)
         bar.close()
         seconds = time.monotonic() - started
         cpu_seconds = time.process_time() - cpu_started  # this process (and its threads)

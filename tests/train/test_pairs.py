@@ -11,6 +11,7 @@ import pytest
 
 from bids_infantseg.model.labels import DRAWEM9
 from bids_infantseg.train.pairs import TrainDataError, find_training_data
+from tests.bids_factory import write_tsv
 from tests.train.factory import labelled_dataset
 
 
@@ -107,7 +108,11 @@ def test_a_dhcp_derivative_folder_can_be_both_the_scans_and_the_labels(tmp_path)
         rel = t2w.relative_to(raw)
         shutil.copy(t2w, labels / rel)
         shutil.copy(t2w, labels / rel.parent / rel.name.replace("_T2w", "_desc-restore_T2w"))
+    for subject, weeks in (("01", "41.5"), ("02", "44")):  # dHCP: post-menstrual scan_age
+        write_tsv(labels / f"sub-{subject}" / f"sub-{subject}_sessions.tsv",
+                  [{"session_id": "ses-1", "scan_age": weeks}])
     data = find(labels, labels, desc="drawem9")
     assert [p.scan.path.name for p in data.pairs] == ["sub-01_ses-1_T2w.nii.gz",
                                                       "sub-02_ses-1_T2w.nii.gz"]
     assert all(p.scan.path.parent == p.labels.parent for p in data.pairs)
+    assert [p.scan.age.weeks for p in data.pairs] == [1.5, 4.0]  # postnatal, from term

@@ -43,3 +43,16 @@ def test_checks():
     with pytest.raises(SettingsError, match="needs cross-validation"):
         build({}, {"labels": "L", "cv": "none", "lr_grid": "paper"})
     assert build({}, {"labels": "L", "cv": "kfold:5"}).cv_scheme == ("kfold", 5)
+
+
+def test_a_config_file_overrides_parser_defaults_but_not_typed_flags(tmp_path):
+    from bids_infantseg.cli import _given_options, build_parser
+    from bids_infantseg.train.site import settings_from_args
+
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"batch_size": 2, "epochs_all": 3}))
+    base = ["bids", "out", "train", "--labels", "L", "--config", str(config)]
+    for extra, batch in (([], 2), (["--batch-size", "8"], 8)):
+        argv = base + extra
+        settings = settings_from_args(build_parser().parse_args(argv), _given_options(argv))
+        assert settings.batch_size == batch and settings.epochs_all == 3

@@ -169,3 +169,20 @@ def test_loader_processes_do_not_change_what_is_learnt(tmp_path, dataset):
         assert main(args) == 0
         weights.append(load_file(out / "models" / "manual-from-tiny-test" / "model.safetensors"))
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_learning_rate_grid_picks_the_best_rate_by_cross_validated_dice(tmp_path):
+    root, labels = labelled_dataset(tmp_path / "bids", ("01", "02"))
+    pretrained = make_tiny_model(tmp_path / "tiny")
+    out = tmp_path / "out"
+    assert main(argv(root, labels, out, "--pretrained", str(pretrained), "--views", "axial",
+                     "--epochs-classifier", "1", "--epochs-all", "0", "--lr-grid",
+                     "1e-4,3e-2", "--no-final")) == 0
+    cv = out / "models" / "manual-from-tiny-test" / "cv"
+    grid = pd.read_csv(cv / "lr_grid.tsv", sep="\t")
+    assert grid["lr"].tolist() == [1e-4, 3e-2] and grid["chosen"].sum() == 1
+    best = grid.loc[grid["brain_dice_mean"].idxmax(), "lr"]
+    assert grid.loc[grid["chosen"], "lr"].item() == best
+    assert set(pd.read_csv(cv / "metrics.tsv", sep="\t")["lr"]) == {1e-4, 3e-2}
+    assert (cv / "lr_grid.png").is_file()
+    assert not (out / "models" / "manual-from-tiny-test" / "card.json").exists()  # --no-final
