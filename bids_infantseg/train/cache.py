@@ -153,9 +153,13 @@ def preprocess(pair: Pair, card: ModelCard) -> tuple[np.ndarray, np.ndarray, dic
         raise LabelDataError(f"{pair.labels}: label value(s) {unknown} are not in the lookup "
                              f"table (its indices: {indices.tolist()})")
     data = np.asanyarray(img.dataobj)
-    volume, grid = conform(data, img.affine, card.voxel_size_mm, card.grid_shape,
-                           intensity=card.intensity,
-                           center_world=intensity_center(data, img.affine))
+    try:
+        volume, grid = conform(data, img.affine, card.voxel_size_mm, card.grid_shape,
+                               intensity=card.intensity,
+                               center_world=intensity_center(data, img.affine))
+    except ValueError as exc:  # e.g. an empty image: nothing to centre on or normalise
+        raise LabelDataError(f"{pair.scan.path}: cannot be put on the model grid ({exc})") \
+            from exc
     classes = class_lookup(indices, int(present.max()))[nearest_labels(labels, img.affine, grid)]
     classes = classes.astype(np.uint8 if len(indices) <= 255 else np.int16)
     slices = {}

@@ -101,3 +101,14 @@ def test_slices_are_read_lazily_and_augmented_reproducibly(tmp_path):
     vol, axis, index = items[0]
     assert torch.equal(plain[1], torch.from_numpy(
         np.take(result.volumes[vol].arrays()[1], index, axis=axis).astype(np.int64)))
+
+
+def test_an_empty_image_leaves_the_scan_out(tmp_path):
+    root, labels = labelled_dataset(tmp_path / "bids", ("01", "02"))
+    path = root / "sub-01" / "anat" / "sub-01_T2w.nii.gz"
+    img = nib.load(path)
+    nib.save(nib.Nifti1Image(np.zeros(img.shape, np.float32), img.affine), path)
+    data = find_training_data(root, labels, work_dir=tmp_path / "work")
+    result = prepare(data.pairs, card_for(data.label_set), tmp_path / "cache")
+    assert [v.key for v in result.volumes] == ["sub-02"]
+    assert "sub-01_T2w.nii.gz" in result.skipped[0].item
