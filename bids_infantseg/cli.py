@@ -105,9 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
         "training (train level)",
         "Fine-tune a model on manual labels, or train one from scratch, with subject-level "
         "cross-validation; writes OUTPUT_DIR/models/<name>/ (see docs/training.md). Here "
-        "--nprocs counts the processes that cache volumes and load slices (per training "
-        "process), --batch-size is the slices per step of each training process, and under "
-        "torchrun every process trains on a share of each epoch (DDP).")
+        "--nprocs counts the processes that cache volumes and load slices (divided among "
+        "torchrun's processes), --batch-size is the slices per step of each training "
+        "process, and under torchrun every process trains on a share of each epoch (DDP).")
     trn.add_argument("--labels", type=Path, metavar="DERIV_DIR",
                      help="BIDS-Derivatives folder of _dseg label maps on the T2w grids, "
                           "with their dseg.tsv lookup table")
