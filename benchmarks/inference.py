@@ -16,10 +16,11 @@ where the app uses them):
     compiled       torch.compile, inductor, frozen weights (the app's fast path; inductor
                    picks its own memory layouts)
 
-Printed per path: slices/s, seconds per view and per volume (all slices of a cubic grid;
-the app skips empty slices, so real scans run faster), compile seconds (first call, in this
-process: a warm on-disk inductor cache makes it shorter) and peak RSS of a fresh process that
-builds the path and runs one batch.
+Printed per path: slices/s (wall), the ratio to eager in wall time and in CPU time (the
+latter less sensitive to other load on the machine), seconds per view and per volume (all
+slices of a cubic grid; the app skips empty slices, so real scans run faster), compile
+seconds (first call, in this process: a warm on-disk inductor cache makes it shorter) and
+peak RSS of a fresh process that builds the path and runs one batch.
 """
 
 from __future__ import annotations
@@ -118,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
 
     net, side, description = network(args.model, args.paper)
     print(f"{description}; torch {torch.__version__}; {args.rounds} interleaved rounds")
-    print(f"{'threads':>7}{'batch':>6} {'path':<15}{'slices/s':>9}{'x eager':>8}{'s/view':>8}"
+    print(f"{'threads':>7}{'batch':>6} {'path':<15}{'slices/s':>9}{'x eager':>8}{'x cpu':>8}"
+          f"{'s/view':>8}"
           f"{'s/volume':>9}{'compile s':>10}{'peak MiB':>9}")
     for threads in args.threads:
         torch.set_num_threads(threads)
@@ -131,19 +133,24 @@ def main(argv: list[str] | None = None) -> int:
                 runners[path](x)  # warm-up (eager) or compile (compiled)
                 compile_s[path] = time.perf_counter() - began
             seconds: dict[str, list[float]] = {p: [] for p in args.paths}
+            cpu: dict[str, list[float]] = {p: [] for p in args.paths}
             for _ in range(args.rounds):
                 for path, run in runners.items():
-                    began = time.perf_counter()
+                    began, began_cpu = time.perf_counter(), time.process_time()
                     run(x)
                     seconds[path].append(time.perf_counter() - began)
+                    cpu[path].append(time.process_time() - began_cpu)
             eager_rate = batch / statistics.median(seconds[args.paths[0]])
+            eager_cpu = statistics.median(cpu[args.paths[0]])
             for path in args.paths:
                 rate = batch / statistics.median(seconds[path])
+                cpu_ratio = eager_cpu / statistics.median(cpu[path])
                 compiled = f"{compile_s[path]:>10.1f}" if path == "compiled" else f"{'-':>10}"
                 peak = (f"{peak_rss(args, path, batch, threads):>9.0f}" if args.memory
                         else f"{'-':>9}")
                 print(f"{threads:>7}{batch:>6} {path:<15}{rate:>9.2f}{rate / eager_rate:>7.2f}x"
-                      f"{side / rate:>8.1f}{3 * side / rate:>9.1f}{compiled}{peak}", flush=True)
+                      f"{cpu_ratio:>7.2f}x{side / rate:>8.1f}{3 * side / rate:>9.1f}{compiled}"
+                      f"{peak}", flush=True)
     return 0
 
 
