@@ -31,13 +31,13 @@ LOGGER = logging.getLogger("bids_infantseg")
 
 CompileMode = Literal["auto", "always", "never"]
 
-COMPILE_COST_S = 60.0
-"""Seconds a cold ``torch.compile`` (inductor, frozen weights) of the bundled QuickNAT took on
-this project's shared 2-core CPU (about 20 s with a warm on-disk inductor cache); used by
-``auto`` to decide whether compiling pays."""
+COMPILE_COST_S = 90.0
+"""Seconds a cold ``torch.compile`` (inductor, frozen weights) of QuickNAT took on this
+project's shared 2-core CPU (64-102 s for the bundled 16-filter and the published 64-filter
+networks; about 20 s with a warm on-disk inductor cache); used by ``auto``."""
 
-COMPILE_SAVING = 0.45
-"""Share of eager CPU network time that the compiled network saves (measured 1.8x and more,
+COMPILE_SAVING = 0.3
+"""Share of eager CPU network time the compiled network saves (1.4-1.46x at batch 8-16,
 ``benchmarks/inference.py``); ``auto`` compiles only where this saving covers the cost."""
 
 Runner = Callable[[torch.Tensor], torch.Tensor]
@@ -281,10 +281,10 @@ class _CompilePolicy:
     """Runs eager or compiled networks, choosing as ``mode`` says.
 
     ``auto`` (CPU only) times the eager network on the call's first batch and compiles when
-    the call's remaining slices alone repay :data:`COMPILE_COST_S`, or when this process has
-    already spent that long in eager networks (ski rental: an unknown number of further scans
-    then costs at most twice the best choice made in hindsight). Once compiled, a network
-    stays compiled for the process.
+    the call's remaining slices alone repay :data:`COMPILE_COST_S`, or when the saving this
+    process has already forgone by staying eager reaches that cost (ski rental: whatever the
+    number of scans still to come, at most twice the cost of the best choice made in
+    hindsight). Once compiled, a network stays compiled for the process.
     """
 
     def __init__(self, mode: CompileMode, place: Placement, slices: int) -> None:
@@ -322,9 +322,9 @@ class _CompilePolicy:
 
 
 def _worth_compiling(eager_ahead_s: float, eager_spent_s: float) -> bool:
-    """Compile when the work ahead repays it, or when the process has already spent its cost
-    in eager networks (it is then likely to keep running scans)."""
-    return eager_ahead_s * COMPILE_SAVING >= COMPILE_COST_S or eager_spent_s >= COMPILE_COST_S
+    """Compile when the work ahead repays it, or when staying eager has already cost as much
+    as compiling would (the process is then likely to keep running scans)."""
+    return max(eager_ahead_s, eager_spent_s) * COMPILE_SAVING >= COMPILE_COST_S
 
 
 def _eager(net: nn.Module, place: Placement) -> Runner:

@@ -155,13 +155,14 @@ def test_float16_result_is_the_rounded_float32_result(tiny_model):
 @pytest.mark.parametrize(("ahead", "spent", "expected"), [
     (1.0, 0.0, False),  # one small scan: the compile would cost more than it saves
     (COMPILE_COST_S / COMPILE_SAVING, 0.0, True),  # this scan alone repays it
-    (1.0, COMPILE_COST_S, True),  # the process has already spent the compile cost
+    (1.0, 0.99 * COMPILE_COST_S / COMPILE_SAVING, False),  # not yet forgone the cost
+    (1.0, COMPILE_COST_S / COMPILE_SAVING, True),  # staying eager has cost as much as compiling
 ])
 def test_compiling_is_worth_it_only_when_it_pays(ahead, spent, expected):
     assert _worth_compiling(ahead, spent) is expected
 
 
-def test_auto_compiles_once_the_process_has_spent_the_compile_cost(oom_model, monkeypatch):
+def test_auto_compiles_once_staying_eager_has_cost_a_compile(oom_model, monkeypatch):
     compiled: list[tuple] = []
 
     def fake_compiled(net, place, batch_size, shape):
@@ -174,7 +175,7 @@ def test_auto_compiles_once_the_process_has_spent_the_compile_cost(oom_model, mo
     predict(oom_model, _head(), batch_size=4, compile="auto")
     assert compiled == []
     assert inference._Process.eager_seconds > 0
-    monkeypatch.setattr(inference._Process, "eager_seconds", 1e9)
+    monkeypatch.setattr(inference._Process, "eager_seconds", 1e9 / inference.COMPILE_SAVING)
     predict(oom_model, _head(), batch_size=4, compile="auto")
     assert compiled and compiled[0] == (4, (32, 32))
 
