@@ -228,6 +228,7 @@ def _describe(card: ModelCard, settings: Settings, data: TrainingData, volumes: 
               place: ddp.Dist, device: torch.device, skipped: list) -> None:
     """Fill the card's description, training and metrics."""
     subjects = sorted({v.subject for v in volumes})
+    cpu = sum(h.get("cpu_seconds", 0.0) for history in curves.values() for h in history)
     ages = sorted(v.age_weeks for v in volumes if v.age_weeks is not None)
     origin = ("trained from scratch" if pretrained is None else
               f"fine-tuned from {pretrained.card.name} {pretrained.card.version} ("
@@ -269,6 +270,9 @@ def _describe(card: ModelCard, settings: Settings, data: TrainingData, volumes: 
                         "final_loss": outputs.mean_final_loss(curves),
                         "training_seconds": round(seconds, 1),
                         "slices_per_second": round(slices / seconds, 2) if seconds else None,
+                        # CPU time is this process's: a rate only for one process
+                        "slices_per_cpu_second": round(slices / cpu, 2)
+                        if cpu and place.world == 1 else None,
                         "device": str(device), "processes": place.world},
         "software": f"bids_infantseg {__version__}, torch {torch.__version__}",
     }
