@@ -280,7 +280,7 @@ def _batches(net: nn.Module, slices: torch.Tensor, index: torch.Tensor, batch_si
 class _CompilePolicy:
     """Runs eager or compiled networks, choosing as ``mode`` says.
 
-    ``auto`` (CPU only) times the eager network on the call's first batch and compiles when
+    ``auto`` (CPU only) times the eager network on the call's batches and compiles when
     the call's remaining slices alone repay :data:`COMPILE_COST_S`, or when the saving this
     process has already forgone by staying eager reaches that cost (ski rental: whatever the
     number of scans still to come, at most twice the cost of the best choice made in
@@ -291,19 +291,19 @@ class _CompilePolicy:
         self.mode = mode if place.net.type == "cpu" else ("always" if mode == "always"
                                                           else "never")
         self.remaining = slices
-        self.per_slice: float | None = None
+        self.timed: list[float] = []  # eager seconds per slice of each batch so far
         self.compiling = self.mode == "always"
         self.eager: dict[nn.Module, Runner] = {}
 
     def runner(self, net: nn.Module, place: Placement, batch_size: int,
                shape: tuple[int, int]) -> Runner:
-        if self.mode == "auto" and not self.compiling and self.per_slice is not None:
-            self.compiling = _worth_compiling(self.per_slice * self.remaining,
-                                              _Process.eager_seconds)
+        # two batches at least: a process's first batch carries one-time set-up costs
+        if self.mode == "auto" and not self.compiling and len(self.timed) >= 2:
+            ahead = min(self.timed) * self.remaining
+            self.compiling = _worth_compiling(ahead, _Process.eager_seconds)
             if self.compiling:
                 LOGGER.info("compiling the network: %.0f s of eager work ahead, %.0f s "
-                            "spent in this process", self.per_slice * self.remaining,
-                            _Process.eager_seconds)
+                            "spent in this process", ahead, _Process.eager_seconds)
         if self.mode != "never":
             cached = _Process.compiled.get(net, {}).get((place.net, batch_size, shape))
             if cached is not None:
@@ -317,7 +317,7 @@ class _CompilePolicy:
     def ran(self, slices: int, seconds: float) -> None:
         self.remaining -= slices
         if self.mode == "auto" and not self.compiling:
-            self.per_slice = self.per_slice or seconds / slices
+            self.timed.append(seconds / slices)
             _Process.eager_seconds += seconds
 
 
