@@ -14,14 +14,6 @@ from bids_infantseg.train.evaluate import dice_per_label, evaluate_synthetic
 from bids_infantseg.train.loop import TrainConfig, nets_from_checkpoint, train
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_card(views=("axial", "coronal")) -> ModelCard:
     return ModelCard("tiny-train", "0.0.1", QuickNATConfig(len(DRAWEM9), num_filters=6,
                                                            dropout=0.0),

@@ -20,14 +20,6 @@ from tests.train.factory import labelled_dataset
 TINY_SCRATCH = {"num_filters": 4, "voxel_size_mm": 6.0, "grid_size": 32}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def dataset(tmp_path):
     return labelled_dataset(tmp_path / "bids", ("01", "02", "03"))

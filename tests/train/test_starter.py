@@ -15,14 +15,6 @@ from bids_infantseg.train.starter import warm_start
 from tests.model_factory import make_tiny_model, tiny_card
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("shared", [True, False])
 def test_training_starts_from_the_init_weights(tmp_path, shared):
     init = make_tiny_model(tmp_path / "init", seed=3)
