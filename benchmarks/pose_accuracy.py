@@ -51,7 +51,8 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from bids_infantseg.accuracy import compare, dseg_files, output_label_set, read_mapping, source_key
+from bids_infantseg.accuracy import compare, dseg_files, output_label_set, read_mapping
+from bids_infantseg.bids import source_key
 from bids_infantseg.pose import rotation_angle_deg
 from bids_infantseg.synth import ATLAS_HELD_OUT, ATLAS_ROOT
 
@@ -208,7 +209,7 @@ def pose_records(out: Path) -> pd.DataFrame:
     seconds = {}
     for result_file in (out / ".work").rglob("pose/result_pose.pklz"):
         result = loadpkl(result_file)
-        seconds[source_key(Path(result.inputs["in_file"]))] = result.runtime.duration
+        seconds[source_key(Path(result.inputs["in_file"]).name)] = result.runtime.duration
     rows = []
     for key, dseg in dseg_files(out, output_label_set(out).name).items():
         sidecar = json.loads(Path(str(dseg).replace(".nii.gz", ".json")).read_text())

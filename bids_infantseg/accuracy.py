@@ -22,22 +22,13 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from bids_infantseg.bids import format_entities, parse_entities
+from bids_infantseg.bids import parse_entities, source_key
 from bids_infantseg.metrics import overlap_table
 from bids_infantseg.model.labels import LabelSet, read_dseg_tsv
-
-DERIVED_ENTITIES = ("space", "desc", "label", "res", "den", "segmentation")
 
 
 class AccuracyError(ValueError):
     """Inputs that cannot be compared; the message names the file."""
-
-
-def source_key(path: Path) -> str:
-    """The source entities of a derivative file name (derived entities dropped)."""
-    entities = {k: v for k, v in parse_entities(path.name).items()
-                if k not in DERIVED_ENTITIES}
-    return format_entities(entities)
 
 
 def dseg_files(folder: Path, desc: str | None) -> dict[str, Path]:
@@ -46,7 +37,7 @@ def dseg_files(folder: Path, desc: str | None) -> dict[str, Path]:
     for path in sorted(folder.rglob("sub-*_dseg.nii*")):
         if desc is not None and parse_entities(path.name).get("desc") != desc:
             continue
-        key = source_key(path)
+        key = source_key(path.name)
         if key in found:
             raise AccuracyError(f"{path}: a second dseg for {key} ({found[key].name}); "
                                 "choose one with --labels-desc")

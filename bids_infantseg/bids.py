@@ -127,6 +127,20 @@ def parse_entities(filename: str) -> dict[str, str]:
     return entities
 
 
+DERIVED_ENTITIES = ("space", "desc", "label", "res", "den", "segmentation", "atlas")
+"""Entities a derivative adds to its source's name; dropped when matching it to its source."""
+
+
+def source_entities(filename: str) -> dict[str, str]:
+    """The source entities of a derivative file name (derived entities dropped)."""
+    return {k: v for k, v in parse_entities(filename).items() if k not in DERIVED_ENTITIES}
+
+
+def source_key(filename: str) -> str:
+    """A derivative's source entities as one ``key-value_...`` string, to match it to others."""
+    return format_entities(source_entities(filename))
+
+
 def derivative_name(scan: Scan, *, suffix: str, extension: str, **entities: str) -> str:
     """Output file name: the scan's entities plus ``entities``, in BIDS order.
 

@@ -29,13 +29,10 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from bids_infantseg.bids import Scan, discover, format_entities, parse_entities
+from bids_infantseg.bids import Scan, discover, parse_entities, source_entities, source_key
 from bids_infantseg.model.labels import BUILTIN, LabelSet, read_dseg_tsv
 
 LOGGER = logging.getLogger("bids_infantseg.train")
-
-DERIVED_ENTITIES = ("space", "desc", "label", "res", "den", "segmentation", "atlas")
-"""Entities a derivative adds to its source's name; dropped when matching labels to scans."""
 
 GRID_TOLERANCE_MM = 1e-3
 """Affines that differ by less than this (any element) describe the same grid."""
@@ -77,17 +74,12 @@ class TrainingData:
     skipped: list[Skipped]
 
 
-def source_entities(path: Path) -> dict[str, str]:
-    """The source entities of a derivative file name (derived entities dropped)."""
-    return {k: v for k, v in parse_entities(path.name).items() if k not in DERIVED_ENTITIES}
-
-
 def label_files(labels_dir: Path, desc: str | None) -> dict[str, Path]:
     """Every ``sub-*_dseg.nii[.gz]`` (with ``desc-<desc>`` when given), keyed by its source
     entities. Two files for one key are an error that names both (choose with ``desc``)."""
     found: dict[str, Path] = {}
     for path in sorted(Path(labels_dir).rglob("sub-*_dseg.nii*")):
-        if not path.name.endswith((".nii", ".nii.gz")) or path.name.startswith("."):
+        if not path.name.endswith((".nii", ".nii.gz")):
             continue
         try:
             entities = parse_entities(path.name)
@@ -96,7 +88,7 @@ def label_files(labels_dir: Path, desc: str | None) -> dict[str, Path]:
             continue
         if desc is not None and entities.get("desc") != desc:
             continue
-        key = format_entities(source_entities(path))
+        key = source_key(path.name)
         if key in found:
             descs = sorted({parse_entities(p.name).get("desc") or "none"
                             for p in (found[key], path)})
@@ -218,7 +210,7 @@ def match_pairs(scans: list[Scan], labels: dict[str, Path]) -> tuple[list[Pair],
     """Pair each scan with the most specific label file whose entities it has, on its grid."""
     by_label: dict[Path, list[Scan]] = {}
     skipped: list[Skipped] = []
-    entities = {path: source_entities(path) for path in labels.values()}
+    entities = {path: source_entities(path.name) for path in labels.values()}
     for scan in scans:
         matches = [p for p in labels.values() if _subset(entities[p], scan.entities)]
         if not matches:
@@ -273,7 +265,7 @@ def find_training_data(bids_dir: Path, labels_dir: Path, *, desc: str | None = N
     used = {p.labels for p in pairs}
     subjects = {s.subject for s in scans}
     for path in files.values():
-        if (path not in used and source_entities(path).get("subject") in subjects
+        if (path not in used and source_entities(path.name).get("subject") in subjects
                 and not any(s.item == str(path) for s in skipped)):
             skipped.append(Skipped(str(path), "no T2w scan on its grid"))
     for item in skipped:
