@@ -18,11 +18,11 @@ import json
 import sys
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 
 from bids_infantseg.bids import parse_entities, source_key
+from bids_infantseg.images import BadImageError, load_label_map
 from bids_infantseg.metrics import overlap_table
 from bids_infantseg.model.labels import LabelSet, read_dseg_tsv
 
@@ -69,12 +69,11 @@ def apply_mapping(labels: np.ndarray, mapping: dict[int, int] | None) -> np.ndar
 
 
 def load_labels(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """An integer label map and its affine (AccuracyError on non-integer values)."""
-    img = nib.load(path)
-    data = np.asanyarray(img.dataobj)
-    if not np.allclose(data, np.round(data)):
-        raise AccuracyError(f"{path}: label map holds non-integer values")
-    return data.astype(np.int64), img.affine
+    """An integer label map and its affine (AccuracyError when it is not one)."""
+    try:
+        return load_label_map(path)
+    except BadImageError as exc:
+        raise AccuracyError(str(exc)) from exc
 
 
 def compare(output_dir: Path, labels_dir: Path, *, labels_desc: str | None = None,

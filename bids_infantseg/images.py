@@ -138,3 +138,28 @@ def _float_header(img: nib.Nifti1Image) -> nib.Nifti1Header:
     header = nib.Nifti1Header.from_header(img.header)
     header.set_slope_inter(None, None)
     return header
+
+
+def load_label_map(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Integer label array (int64, 3D) and affine of a ``_dseg`` image.
+
+    Why strict: a float label map that is not exactly integral (resampled with interpolation)
+    or holds negative values would be silently truncated into wrong labels. A 4D image with
+    one volume is squeezed to 3D. Raises :class:`BadImageError`.
+    """
+    path = Path(path)
+    try:
+        img = nib.load(path)
+        data = np.asanyarray(img.dataobj)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is one clear message
+        raise _bad(path, f"label map cannot be read ({exc})") from exc
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise _bad(path, f"label map is not 3D (shape {data.shape})")
+    if data.dtype.kind == "f" and (not np.all(np.isfinite(data))
+                                   or not np.array_equal(data, np.round(data))):
+        raise _bad(path, "label map holds non-integer values")
+    if data.min() < 0:
+        raise _bad(path, "label map holds negative values")
+    return data.astype(np.int64), img.affine

@@ -5,7 +5,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from bids_infantseg.images import BadImageError, load_t2w
+from bids_infantseg.images import BadImageError, load_label_map, load_t2w
 
 AFFINE = np.diag([1.0, 1.0, 2.0, 1.0])
 SHAPE = (80, 80, 40)  # 80 x 80 x 80 mm
@@ -175,3 +175,28 @@ def test_other_formats_are_refused(tmp_path):
     path = tmp_path / "head.mgz"
     nib.save(nib.MGHImage(_head().astype(np.float32), AFFINE), path)
     _fails(path, "not a NIfTI image")
+
+
+def test_label_map_is_int64_and_a_single_volume_is_squeezed(tmp_path):
+    labels = np.zeros((8, 9, 10, 1), dtype=np.float32)
+    labels[2:5, 2:5, 2:5] = 3
+    path = tmp_path / "sub-01_desc-x_dseg.nii.gz"
+    nib.save(nib.Nifti1Image(labels, AFFINE), path)
+    data, affine = load_label_map(path)
+    assert data.dtype == np.int64 and data.shape == (8, 9, 10)
+    assert set(np.unique(data)) == {0, 3}
+    np.testing.assert_allclose(affine, AFFINE)
+
+
+@pytest.mark.parametrize(("values", "problem"), [
+    (np.full((4, 4, 4), 1.5, dtype=np.float32), "non-integer"),
+    (np.full((4, 4, 4), np.nan, dtype=np.float32), "non-integer"),
+    (np.full((4, 4, 4), -1, dtype=np.int16), "negative"),
+    (np.zeros((4, 4, 4, 2), dtype=np.int16), "not 3D"),
+])
+def test_unusable_label_maps_are_one_line_naming_the_file(tmp_path, values, problem):
+    path = tmp_path / "sub-01_desc-x_dseg.nii.gz"
+    nib.save(nib.Nifti1Image(values, AFFINE), path)
+    with pytest.raises(BadImageError, match=problem) as error:
+        load_label_map(path)
+    assert str(error.value).startswith(str(path)) and "\n" not in str(error.value)

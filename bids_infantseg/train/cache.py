@@ -30,13 +30,12 @@ from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from bids_infantseg.conform import Grid, conform, intensity_center
-from bids_infantseg.images import BadImageError, load_t2w
+from bids_infantseg.images import BadImageError, load_label_map, load_t2w
 from bids_infantseg.model.card import ModelCard
 from bids_infantseg.model.views import VIEW_AXIS
 from bids_infantseg.train.augment import augment_slice
@@ -107,25 +106,6 @@ def nearest_labels(labels: np.ndarray, affine: np.ndarray, grid: Grid) -> np.nda
     return out
 
 
-def read_label_map(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Integer label array and affine of a ``_dseg`` image; LabelDataError if unusable."""
-    try:
-        img = nib.load(path)
-        data = np.asanyarray(img.dataobj)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is one clear message
-        raise LabelDataError(f"{path}: label map cannot be read ({exc})") from exc
-    if data.ndim == 4 and data.shape[3] == 1:
-        data = data[..., 0]
-    if data.ndim != 3:
-        raise LabelDataError(f"{path}: label map is not 3D (shape {data.shape})")
-    if data.dtype.kind == "f" and (not np.all(np.isfinite(data))
-                                   or not np.array_equal(data, np.round(data))):
-        raise LabelDataError(f"{path}: label map holds non-integer values")
-    if data.min() < 0:
-        raise LabelDataError(f"{path}: label map holds negative values")
-    return data.astype(np.int64), img.affine
-
-
 def _cache_key(pair: Pair, card: ModelCard) -> str:
     def stat(path: Path) -> list:
         info = Path(path).stat()
@@ -140,9 +120,9 @@ def preprocess(pair: Pair, card: ModelCard) -> tuple[np.ndarray, np.ndarray, dic
     """The pair on the model grid: normalised image, class map, and what the cache records."""
     try:
         img = load_t2w(pair.scan.path)
+        labels, label_affine = load_label_map(pair.labels)
     except BadImageError as exc:
         raise LabelDataError(str(exc)) from exc
-    labels, label_affine = read_label_map(pair.labels)
     if labels.shape != img.shape[:3] or not np.allclose(label_affine, img.affine, atol=1e-3):
         raise LabelDataError(f"{pair.labels}: not on the grid of {pair.scan.path.name} "
                              f"(shape {labels.shape} vs {img.shape[:3]})")

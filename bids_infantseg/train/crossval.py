@@ -29,13 +29,14 @@ import numpy as np
 import torch
 
 from bids_infantseg.conform import restore_labels
+from bids_infantseg.images import load_label_map
 from bids_infantseg.inference import predict
 from bids_infantseg.metrics import confusion_matrix
 from bids_infantseg.model.card import Model, ModelCard
 from bids_infantseg.model.quicknat import QuickNAT
 from bids_infantseg.model.views import VIEW_AXIS
 from bids_infantseg.train import ddp
-from bids_infantseg.train.cache import Volume, read_label_map
+from bids_infantseg.train.cache import Volume
 from bids_infantseg.train.finetune import (
     Recipe,
     Runtime,
@@ -192,7 +193,7 @@ class Trainer:
                 continue
             probs = predict(model, np.load(volume.image_file), device=self.runtime.device,
                             batch_size=self.runtime.eval_batch_size)
-            reference, affine = read_label_map(volume.labels_path)
+            reference, affine = load_label_map(volume.labels_path)
             labels = restore_labels(probs, volume.grid(self.card.grid_shape), reference.shape,
                                     affine, indices)
             counts[i] = torch.from_numpy(confusion_matrix(labels, reference, indices))
