@@ -38,18 +38,25 @@ def overlap_table(predicted: np.ndarray, reference: np.ndarray,
     Dice is NaN where a label is in neither map; accuracy is NaN where the reference lacks it.
     """
     counts = confusion_matrix(predicted, reference, label_set.indices)
-    both = np.diag(counts).astype(float)
-    in_reference = counts.sum(axis=1).astype(float)
-    in_predicted = counts.sum(axis=0).astype(float)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        dice = np.where(in_reference + in_predicted > 0,
-                        2 * both / (in_reference + in_predicted), np.nan)
-        accuracy = np.where(in_reference > 0, both / in_reference, np.nan)
+    overlap = scores(counts)
     return pd.DataFrame({
         "index": label_set.indices.astype(int),
         "name": [lab.name for lab in label_set.labels],
-        "dice": dice,
-        "accuracy": accuracy,
-        "predicted_voxels": in_predicted.astype(np.int64),
-        "reference_voxels": in_reference.astype(np.int64),
+        "dice": overlap["dice"],
+        "accuracy": overlap["accuracy"],
+        "predicted_voxels": counts.sum(axis=0).astype(np.int64),
+        "reference_voxels": counts.sum(axis=1).astype(np.int64),
     })
+
+
+def scores(counts: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-label ``dice`` and ``accuracy`` from confusions ``(..., K, K)`` (rows reference,
+    columns predicted): Dice NaN where a label is in neither map, accuracy NaN where the
+    reference lacks it. Works on a stack of confusions, e.g. one per held-out scan."""
+    both = np.diagonal(counts, axis1=-2, axis2=-1).astype(float)
+    reference = counts.sum(axis=-1).astype(float)
+    predicted = counts.sum(axis=-2).astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {"accuracy": np.where(reference > 0, both / reference, np.nan),
+                "dice": np.where(reference + predicted > 0,
+                                 2 * both / (reference + predicted), np.nan)}

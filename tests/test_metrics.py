@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from bids_infantseg.metrics import confusion_matrix, overlap_table
+from bids_infantseg.metrics import confusion_matrix, overlap_table, scores
 from bids_infantseg.model.labels import Label, LabelSet
 
 SET = LabelSet("t", (Label(0, "bg", "BG", "#000000"), Label(3, "a", "A", "#ff0000"),
@@ -36,3 +36,13 @@ def test_confusion_matrix_rows_are_reference():
 def test_indices_outside_the_set_are_refused():
     with pytest.raises(ValueError, match=r"\[5\]"):
         overlap_table(np.array([0, 5]), np.array([0, 0]), SET)
+
+
+def test_scores_of_a_stack_of_confusions_match_each_scans_table():
+    rng = np.random.default_rng(0)
+    maps = [(rng.choice(SET.indices, 50), rng.choice(SET.indices, 50)) for _ in range(3)]
+    stacked = scores(np.stack([confusion_matrix(p, r, SET.indices) for p, r in maps]))
+    for i, (predicted, reference) in enumerate(maps):
+        table = overlap_table(predicted, reference, SET)
+        np.testing.assert_allclose(stacked["dice"][i], table["dice"])
+        np.testing.assert_allclose(stacked["accuracy"][i], table["accuracy"])

@@ -31,7 +31,7 @@ import torch
 from bids_infantseg.conform import restore_labels
 from bids_infantseg.images import load_label_map
 from bids_infantseg.inference import predict
-from bids_infantseg.metrics import confusion_matrix
+from bids_infantseg.metrics import confusion_matrix, scores
 from bids_infantseg.model.card import Model, ModelCard
 from bids_infantseg.model.quicknat import QuickNAT
 from bids_infantseg.model.views import VIEW_AXIS
@@ -43,7 +43,6 @@ from bids_infantseg.train.finetune import (
     Unit,
     UnitResult,
     class_weights,
-    scores,
     seed_of,
     train_unit,
 )

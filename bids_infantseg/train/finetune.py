@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
 from bids_infantseg.inference import predict
-from bids_infantseg.metrics import confusion_matrix
+from bids_infantseg.metrics import confusion_matrix, scores
 from bids_infantseg.model.card import Model, ModelCard
 from bids_infantseg.model.quicknat import QuickNAT
 from bids_infantseg.train import ddp
@@ -184,18 +184,6 @@ def confusions(card: ModelCard, nets: dict[str, QuickNAT], volumes: Sequence[Vol
         counts[i] = torch.from_numpy(
             confusion_matrix(probs.argmax(axis=0), np.asarray(classes), np.arange(k)))
     return ddp.all_reduce_sum(counts).numpy()
-
-
-def scores(counts: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-label accuracy ``|A∩B|/|B|`` and Dice from confusions ``(..., K, K)`` (NaN where
-    undefined), as :func:`bids_infantseg.metrics.overlap_table` defines them."""
-    both = np.diagonal(counts, axis1=-2, axis2=-1).astype(float)
-    reference = counts.sum(axis=-1).astype(float)
-    predicted = counts.sum(axis=-2).astype(float)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return {"accuracy": np.where(reference > 0, both / reference, np.nan),
-                "dice": np.where(reference + predicted > 0,
-                                 2 * both / (reference + predicted), np.nan)}
 
 
 def nanmean(values: np.ndarray, axis: int = 0) -> np.ndarray:

@@ -24,11 +24,12 @@ import numpy as np
 import pandas as pd
 
 from bids_infantseg.derivatives import atomic_write_tsv
+from bids_infantseg.metrics import scores
 from bids_infantseg.model.labels import LabelSet
 from bids_infantseg.train import figures
 from bids_infantseg.train.cache import Volume
 from bids_infantseg.train.crossval import Fold, FoldResult
-from bids_infantseg.train.finetune import nanmean, scores
+from bids_infantseg.train.finetune import nanmean
 from bids_infantseg.train.pairs import Skipped
 
 
