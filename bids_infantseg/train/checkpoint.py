@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from bids_infantseg.derivatives import atomic_write_json
+
 CHECKPOINT_WEIGHTS = "checkpoint.safetensors"
 CHECKPOINT_STATE = "checkpoint.json"
 
@@ -48,8 +50,7 @@ def save_checkpoint(folder: Path, nets: dict[str, torch.nn.Module],
     folder.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(folder / f".{CHECKPOINT_WEIGHTS}.tmp"))
     (folder / f".{CHECKPOINT_WEIGHTS}.tmp").replace(folder / CHECKPOINT_WEIGHTS)
-    (folder / f".{CHECKPOINT_STATE}.tmp").write_text(json.dumps(state, indent=2) + "\n")
-    (folder / f".{CHECKPOINT_STATE}.tmp").replace(folder / CHECKPOINT_STATE)
+    atomic_write_json(folder / CHECKPOINT_STATE, state)
 
 
 def read_checkpoint(folder: Path) -> tuple[dict[str, torch.Tensor], dict]:

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from bids_infantseg.conform import restore_labels
+from bids_infantseg.derivatives import atomic_write_json
 from bids_infantseg.images import load_label_map
 from bids_infantseg.inference import predict
 from bids_infantseg.metrics import confusion_matrix, scores
@@ -217,10 +218,7 @@ class Trainer:
         LOGGER.info("fold %d (lr %g): held-out Dice over brain labels %s", fold.number, lr,
                     ", ".join(f"{np.nanmean(d[brain]):.3f}" for d in dice))
         if self.runtime.place.main:
-            folder.mkdir(parents=True, exist_ok=True)
-            tmp = folder / f".{RESULT_FILE}.tmp"
-            tmp.write_text(json.dumps(result.to_json()) + "\n")
-            tmp.replace(saved)
+            atomic_write_json(saved, result.to_json())
         ddp.barrier()
         return result
 

@@ -36,6 +36,7 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
+from bids_infantseg.derivatives import atomic_write_json
 from bids_infantseg.inference import predict
 from bids_infantseg.metrics import confusion_matrix, scores
 from bids_infantseg.model.card import Model, ModelCard
@@ -351,9 +352,8 @@ def train_unit(unit: Unit, card: ModelCard, net: QuickNAT, train: Sequence[Volum
     if place.main:
         save_file(state, str(unit.folder / f".{WEIGHTS_FILE}.tmp"))
         (unit.folder / f".{WEIGHTS_FILE}.tmp").replace(unit.folder / WEIGHTS_FILE)
-        (unit.folder / DONE_FILE).write_text(json.dumps(
-            {"unit": unit.name, "history": history, "train_seconds": seconds,
-             "slices": result.slices, "processes": place.world, "rank_spread": spread},
-            indent=1) + "\n")
+        atomic_write_json(unit.folder / DONE_FILE, {
+            "unit": unit.name, "history": history, "train_seconds": seconds,
+            "slices": result.slices, "processes": place.world, "rank_spread": spread})
     ddp.barrier()
     return result
