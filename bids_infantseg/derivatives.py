@@ -62,6 +62,10 @@ def atomic_write_text(path: Path, text: str) -> Path:
     return _atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
+def atomic_write_bytes(path: Path, data: bytes) -> Path:
+    return _atomic(path, lambda tmp: tmp.write_bytes(data))
+
+
 def atomic_write_json(path: Path, content: Any) -> Path:
     return atomic_write_text(path, json.dumps(content, indent=2) + "\n")
 

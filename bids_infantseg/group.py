@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ import pandas as pd
 
 from bids_infantseg.ages import WEEKS_PER_MONTH, AgeLookup, read_tsv
 from bids_infantseg.derivatives import (
+    atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
     atomic_write_tsv,
@@ -311,16 +311,7 @@ def write_group(out: Path, collected: Collected) -> list[Path]:
                                  problems=collected.problems,
                                  models=[json.loads(m) for m in models])
     for filename, png in figures.items():
-        path = folder / "figures" / filename
-        path.parent.mkdir(parents=True, exist_ok=True)
-        written.append(_atomic_bytes(path, png))
+        written.append(atomic_write_bytes(folder / "figures" / filename, png))
     written.append(atomic_write_text(folder / f"desc-{name}_report.html", page))
     return written
 
-
-def _atomic_bytes(path: Path, data: bytes) -> Path:
-    """A figure under a temporary dot-name, then renamed (derivatives has no bytes writer)."""
-    temporary = path.with_name(f".{os.getpid()}.tmp-{path.name}")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
-    return path
