@@ -100,6 +100,11 @@ def _read_description(folder: Path) -> dict[str, Any] | None:
     return content if isinstance(content, dict) else {}
 
 
+def dataset_name(folder: Path) -> str:
+    """The dataset's ``Name`` from its dataset_description.json, else the folder's name."""
+    return (_read_description(Path(folder)) or {}).get("Name") or Path(folder).name
+
+
 def check_output_dir(out_dir: Path, bids_dir: Path) -> None:
     """Refuse an output folder whose files are not ours to add to.
 
@@ -146,7 +151,7 @@ def write_dataset_description(out_dir: Path, *, bids_dir: Path, version: str,
                               container: Mapping[str, str] | None = None) -> Path:
     """The derivative's dataset_description.json (container read from the environment)."""
     raw = Path(bids_dir).resolve()
-    raw_name = (_read_description(raw) or {}).get("Name") or raw.name
+    raw_name = dataset_name(raw)
     generated_by: dict[str, Any] = {"Name": NAME, "Version": version, "CodeURL": CODE_URL}
     found = _container(container)
     if found:

@@ -29,6 +29,7 @@ from bids_infantseg.derivatives import (
     OutputDirError,
     atomic_write_tsv,
     check_output_dir,
+    dataset_name,
     write_bidsignore,
     write_dataset_description,
 )
@@ -147,14 +148,6 @@ def _recipe_for(settings: Settings):
     return recipe
 
 
-def _dataset_name(bids_dir: Path) -> str:
-    try:
-        return json.loads((bids_dir / "dataset_description.json").read_text()).get("Name") or \
-            bids_dir.name
-    except (OSError, json.JSONDecodeError, AttributeError):
-        return bids_dir.name
-
-
 def _train(settings: Settings, args: argparse.Namespace, place: ddp.Dist,
            device: torch.device, runtime_hook) -> int:
     start = time.monotonic()
@@ -236,7 +229,7 @@ def _describe(card: ModelCard, settings: Settings, data: TrainingData, volumes: 
                  else "same label set, classifier kept") + ")")
     card.description = (
         f"QuickNAT {origin} on {len(volumes)} scan(s) of {len(subjects)} subject(s) of "
-        f"{_dataset_name(bids_dir)}, labels desc-{settings.labels_desc or card.labels.name} "
+        f"{dataset_name(bids_dir)}, labels desc-{settings.labels_desc or card.labels.name} "
         f"from {Path(settings.labels).name}. "
         + (f"Cross-validated ({settings.cv}): mean Dice over brain labels "
            f"{cv_summary['brain_dice_mean']:.3f} on held-out subjects. " if cv_summary else "")
@@ -258,7 +251,7 @@ def _describe(card: ModelCard, settings: Settings, data: TrainingData, volumes: 
             else "kept"},
         "recipe": recipe,
         "data": {
-            "dataset": _dataset_name(bids_dir), "labels_dir": str(settings.labels),
+            "dataset": dataset_name(bids_dir), "labels_dir": str(settings.labels),
             "labels_desc": settings.labels_desc,
             "lookup_table": str(data.table) if data.table else "built-in",
             "scans": len(volumes), "subjects": len(subjects), "subject_ids": subjects,
