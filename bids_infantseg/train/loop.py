@@ -78,16 +78,23 @@ def nets_from_checkpoint(work_dir: Path, card: ModelCard) -> tuple[dict[str, Qui
     return nets, state
 
 
+def adam_per_network(nets: dict[str, QuickNAT], lr: float) -> dict[str, torch.optim.Adam]:
+    """One Adam optimiser per distinct network, shared by the views that network serves."""
+    by_net: dict[int, torch.optim.Adam] = {}
+    for net in nets.values():
+        if id(net) not in by_net:
+            by_net[id(net)] = torch.optim.Adam(net.parameters(), lr=lr)
+    return {view: by_net[id(net)] for view, net in nets.items()}
+
+
 def _build(card: ModelCard, config: TrainConfig) -> tuple[dict[str, QuickNAT], dict]:
     """Seeded networks and their Adam optimisers, per view (one of each when shared)."""
     torch.manual_seed(config.seed)
     if config.shared_views:
-        net = QuickNAT(card.architecture)
-        optimizer = torch.optim.Adam(net.parameters(), lr=config.learning_rate)
-        return dict.fromkeys(card.views, net), dict.fromkeys(card.views, optimizer)
-    nets = {view: QuickNAT(card.architecture) for view in card.views}
-    return nets, {view: torch.optim.Adam(net.parameters(), lr=config.learning_rate)
-                  for view, net in nets.items()}
+        nets = dict.fromkeys(card.views, QuickNAT(card.architecture))
+    else:
+        nets = {view: QuickNAT(card.architecture) for view in card.views}
+    return nets, adam_per_network(nets, config.learning_rate)
 
 
 def train(card: ModelCard, data: SliceSampler, config: TrainConfig, work_dir: Path,

@@ -28,7 +28,13 @@ from bids_infantseg.synth import ATLAS_HELD_OUT, ATLAS_ROOT, atlas_folders
 from bids_infantseg.train.checkpoint import CHECKPOINT_STATE, save_checkpoint
 from bids_infantseg.train.data import SliceSampler, SynthSource
 from bids_infantseg.train.evaluate import evaluate_synthetic
-from bids_infantseg.train.loop import TrainConfig, TrainResult, nets_from_checkpoint, train
+from bids_infantseg.train.loop import (
+    TrainConfig,
+    TrainResult,
+    adam_per_network,
+    nets_from_checkpoint,
+    train,
+)
 
 LOGGER = logging.getLogger("bids_infantseg.train")
 
@@ -80,11 +86,7 @@ def warm_start(work: Path, init: str, card: ModelCard, config: TrainConfig,
     first = model.nets[next(iter(card.views))]
     nets = (dict.fromkeys(card.views, first) if config.shared_views
             else {view: model.nets[view] for view in card.views})
-    optimizers = {}
-    for view, net in nets.items():
-        shared = next((o for v, o in optimizers.items() if nets[v] is net), None)
-        optimizers[view] = shared or torch.optim.Adam(net.parameters(), lr=config.learning_rate)
-    save_checkpoint(Path(work), nets, optimizers, {
+    save_checkpoint(Path(work), nets, adam_per_network(nets, config.learning_rate), {
         "epochs_done": 0, "history": [], "class_counts": data.class_counts().tolist(),
         "config": config.to_dict(),
     })
