@@ -170,7 +170,7 @@ def _paint_head(gen: np.ndarray, p: np.ndarray, d_brain: np.ndarray, frame: _Fra
     """Neck, face, eyes and the CSF/skull/fat/scalp shells around a brain (in place)."""
     a, b, c = frame.radii
     shell_noise = _separable_noise(rng, gen.shape, voxel_size, 30.0)
-    csf = rng.uniform(1.5, 4.5) + 0.6 * shell_noise
+    csf = rng.uniform(1.0, 6.5) + 0.6 * shell_noise
     skull = csf + rng.uniform(1.0, 2.5) + 0.3 * age_months / 12.0
     fat = skull + rng.uniform(1.0, 3.0)
     scalp = fat + rng.uniform(2.0, 5.0) + 0.8 * shell_noise
@@ -199,6 +199,18 @@ def _paint_hippocampi(gen: np.ndarray, p: np.ndarray, frame: _Frame, rng: np.ran
                  0.1 * c * rng.uniform(0.85, 1.15))
         inside = _ellipsoid(p, center, radii, tilt_deg=rng.uniform(15, 30)) < 0
         gen[inside & np.isin(gen, allowed)] = 9
+
+
+def _cortical_ribbon(gen: np.ndarray, mantle: np.ndarray, thickness_mm: float,
+                     voxel_size: np.ndarray) -> None:
+    """Label the ``mantle`` (cerebral tissue) cortex within ``thickness_mm`` of CSF or the
+    cerebrum's surface, white matter deeper (in place): a ribbon of even thickness that
+    lines every sulcus. Depth is to the voxel's centre, so the outermost voxel is always
+    cortex."""
+    inside = mantle | np.isin(gen, (5, 7))
+    depth = ndimage.distance_transform_edt(inside, sampling=voxel_size)
+    step = float(np.min(voxel_size))
+    gen[mantle] = np.where(depth[mantle] <= max(thickness_mm + 0.5 * step, step), 2, 3)
 
 
 def _procedural_labels(p: np.ndarray, rng: np.random.Generator, voxel_size: np.ndarray,
@@ -234,8 +246,8 @@ def _procedural_labels(p: np.ndarray, rng: np.random.Generator, voxel_size: np.n
     depth = np.minimum(np.minimum(depth, fissure), d_cbm - 1.5)
     thickness = (2.2 + 0.6 * t) * rng.uniform(0.85, 1.15)
     in_cerebrum = d_cer < 0
-    gen[in_cerebrum] = np.where(depth[in_cerebrum] < 0, 1,
-                                np.where(depth[in_cerebrum] < thickness, 2, 3))
+    gen[in_cerebrum] = np.where(depth[in_cerebrum] < 0, 1, 3)
+    _cortical_ribbon(gen, in_cerebrum & (gen == 3), thickness, voxel_size)
 
     folia = d_cbm + 1.5 * np.exp(-(folds / 0.3) ** 2)
     gen[(d_cbm < 0) & (d_cer < 0)] = 1
@@ -269,10 +281,12 @@ def _procedural_labels(p: np.ndarray, rng: np.random.Generator, voxel_size: np.n
 
 @dataclass(frozen=True)
 class _Atlas:
-    """One fetal atlas, padded, in generation labels, with its distance-to-brain map."""
+    """One fetal atlas, padded, in generation labels, with distance maps (half resolution)."""
 
     labels: np.ndarray  # uint8 generation labels
-    distance: np.ndarray  # float32 mm outside the brain (0 inside), half resolution
+    distance: np.ndarray  # float32 mm outside the brain (0 inside)
+    cerebral_depth: np.ndarray  # float32 mm inside cortex+WM from their outer surface
+    ventricle_depth: np.ndarray  # float32 mm inside the ventricles from their wall
     world_to_voxel: np.ndarray  # 4x4
     center: np.ndarray  # cerebrum bounding-box centre, atlas mm
     radii: np.ndarray  # cerebrum bounding-box half-extent, atlas mm
@@ -292,12 +306,37 @@ def _load_atlas(folder: str) -> _Atlas:
     affine = image.affine @ shift
     zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
     brain = labels > 0
-    half = ndimage.distance_transform_edt(~brain[::2, ::2, ::2], sampling=2 * zooms)
+    half = labels[::2, ::2, ::2]
+
+    def depth(inside: np.ndarray) -> np.ndarray:
+        return ndimage.distance_transform_edt(inside, sampling=2 * zooms).astype(np.float32)
+
     cerebrum = np.argwhere(np.isin(labels, (1, 2, 3, 5, 7)))
     lo, hi = cerebrum.min(axis=0), cerebrum.max(axis=0)
     center = (affine @ np.append((lo + hi) / 2.0, 1.0))[:3]
-    return _Atlas(labels, half.astype(np.float32), np.linalg.inv(affine), center,
-                  (hi - lo) / 2.0 * zooms, float(brain.sum() * zooms.prod() / 1000.0))
+    return _Atlas(labels, depth(half == 0), depth(np.isin(half, (2, 3, 5, 7))), depth(half == 5),
+                  np.linalg.inv(affine), center, (hi - lo) / 2.0 * zooms,
+                  float(brain.sum() * zooms.prod() / 1000.0))
+
+
+def _fold_cortex(gen: np.ndarray, depth_mm: np.ndarray, rng: np.random.Generator,
+                 voxel_size: np.ndarray, age_months: float) -> None:
+    """Repaint an atlas's cortex and white matter as a folded ribbon (in place).
+
+    Why: the fetal atlases, scaled to infant size, are far smoother than any infant brain;
+    sulci are carved from their cerebral surface as in the procedural heads (zero sheets of a
+    smooth random field), and the cortex becomes a ribbon of infant thickness along the outer
+    surface and the sulci. Ventricles, deep grey matter, cerebellum and brainstem stay.
+    """
+    t = float(np.clip(age_months, 0.0, 24.0)) / 12.0
+    folds = _smooth_noise(rng, gen.shape, voxel_size, rng.uniform(6.0, 10.0))
+    sulcal_depth = (rng.uniform(6.0, 12.0) + 4.0 * t) * (
+        0.7 + 0.3 * _separable_noise(rng, gen.shape, voxel_size, 50.0))
+    depth = depth_mm - sulcal_depth * np.exp(-(folds / rng.uniform(0.25, 0.4)) ** 2)
+    mantle = np.isin(gen, (2, 3))
+    gen[mantle & (depth < 0)] = 1
+    _cortical_ribbon(gen, np.isin(gen, (2, 3)), (2.2 + 0.6 * t) * rng.uniform(0.9, 1.3),
+                     voxel_size)
 
 
 def _atlas_labels(p: np.ndarray, rng: np.random.Generator, voxel_size: np.ndarray,
@@ -310,8 +349,17 @@ def _atlas_labels(p: np.ndarray, rng: np.random.Generator, voxel_size: np.ndarra
     vox = np.stack([m[i, 0] * q[0] + m[i, 1] * q[1] + m[i, 2] * q[2] + m[i, 3]
                     for i in range(3)])
     gen = ndimage.map_coordinates(atlas.labels, vox, order=0, mode="constant", cval=0)
-    d_brain = ndimage.map_coordinates(atlas.distance, vox / 2.0, order=1, mode="nearest")
-    d_brain = d_brain * np.float32(scale) - np.float32(0.5)
+
+    def half_res(field: np.ndarray) -> np.ndarray:  # mm at the infant's size
+        return ndimage.map_coordinates(field, vox / 2.0, order=1, mode="nearest") * np.float32(
+            scale)
+
+    d_brain = half_res(atlas.distance) - np.float32(0.5)
+    if rng.uniform() < 0.75:  # the spina bifida atlases' ventricles are enlarged
+        shrink = rng.uniform(0.2, 0.8) * float(atlas.ventricle_depth.max()) * scale
+        gen[(gen == 5) & (half_res(atlas.ventricle_depth) < shrink)] = 3
+    if rng.uniform() < 0.8:
+        _fold_cortex(gen, half_res(atlas.cerebral_depth), rng, voxel_size, age_months)
     frame = _Frame(atlas.radii * scale)
     head = np.zeros_like(gen)
     _paint_head(head, p, np.where(gen > 0, -1.0, np.maximum(d_brain, 0.0)), frame, rng,
@@ -432,15 +480,27 @@ def phantom(age_months: float, seed: int, shape: tuple[int, int, int] = (128, 14
 
 
 def skull_strip(image: np.ndarray, gen: np.ndarray, rng: np.random.Generator,
-                voxel_size: float, max_margin_mm: float = 4.0) -> tuple[np.ndarray, np.ndarray]:
-    """Zero the image and label (0) everything farther than a random margin from the brain
-    and its CSF, as a brain extraction tool would; the margin varies smoothly over the head,
-    so some skull or scalp may remain."""
-    outside = ndimage.distance_transform_edt(~GEN_INTRACRANIAL[gen], sampling=voxel_size)
+                voxel_size: float, max_margin_mm: float = 4.0,
+                max_cut_mm: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
+    """Zero the image and label (0) what a brain extraction tool would remove.
+
+    The mask's edge lies at a signed distance from the surface of the brain and its CSF that
+    varies smoothly over the head, from ``max_cut_mm`` inside the CSF (tight masks cut into
+    it; brain tissue itself is never removed) to ``max_margin_mm`` outside (some skull or
+    scalp remains); in half the volumes it hugs the surface.
+    """
+    intracranial = GEN_INTRACRANIAL[gen]
+    # signed distance (mm) from the voxel's centre to the surface half a voxel out
+    signed = (ndimage.distance_transform_edt(~intracranial, sampling=voxel_size)
+              - ndimage.distance_transform_edt(intracranial, sampling=voxel_size))
+    signed -= np.where(intracranial, -0.5, 0.5) * voxel_size
     spacing = np.full(3, voxel_size)
-    margin = rng.uniform(0.0, max_margin_mm) * (
-        1.0 + 0.5 * _separable_noise(rng, gen.shape, spacing, 60.0))
-    removed = outside > np.clip(margin, 0.0, max_margin_mm)
+    edge = (rng.uniform(-max_cut_mm, max_margin_mm) if rng.uniform() < 0.5
+            else rng.uniform(-0.5, 0.5) * voxel_size)
+    margin = edge + 0.5 * max(abs(edge), voxel_size) * _separable_noise(rng, gen.shape,
+                                                                         spacing, 60.0)
+    removed = (signed > np.clip(margin, -max_cut_mm, max_margin_mm)) & ~np.isin(
+        gen, (2, 3, 5, 6, 7, 8, 9))
     return np.where(removed, 0.0, image).astype(np.float32), np.where(removed, 0, gen)
 
 

@@ -102,20 +102,38 @@ def test_training_volume_on_model_grid():
     assert labels.max() <= 9
 
 
-def test_skull_strip_keeps_brain_and_csf_and_zeroes_the_rest():
-    key, shape, voxel = 11, (48, 48, 48), 4.0
+@pytest.mark.parametrize("key", [11, 12, 13, 14])
+def test_skull_strip_keeps_brain_and_zeroes_the_rest(key):
+    shape, voxel = (48, 48, 48), 4.0
     head = synth.training_volume(np.random.default_rng(key), 6.0, shape, voxel)
     image, labels = synth.training_volume(np.random.default_rng(key), 6.0, shape, voxel,
                                           strip_probability=1.0)
-    intracranial = ~np.isin(head[1], (0, 4))
-    np.testing.assert_array_equal(labels[intracranial], head[1][intracranial])  # same head
-    np.testing.assert_array_equal(image[intracranial], head[0][intracranial])
+    tissue = np.isin(head[1], (2, 3, 5, 6, 7, 8, 9))
+    np.testing.assert_array_equal(labels[tissue], head[1][tissue])  # same head, brain kept
+    np.testing.assert_array_equal(image[tissue], head[0][tissue])
     removed = (labels == 0) & (head[1] != 0)
     assert removed.sum() > 0.5 * (head[1] == 4).sum()  # most scalp, skull and face gone
-    assert (image[labels == 0] == 0).all() and (image[labels != 0] > 0).all()
-    # what stays of the head is a thin rim within the margin around the brain and its CSF
+    assert (image[removed] == 0).all() and (image[labels != 0] > 0).all()
+    # what stays of the head is a thin rim within the margin around the brain and its CSF;
+    # CSF is cut only near its outer surface (tight masks), never deep inside
+    intracranial = ~np.isin(head[1], (0, 4))
     outside_mm = ndimage.distance_transform_edt(~intracranial, sampling=voxel)
-    assert (outside_mm[labels == 4] <= 4.0).all()
+    inside_mm = ndimage.distance_transform_edt(intracranial, sampling=voxel)
+    assert (outside_mm[labels == 4] <= 4.0 + voxel / 2).all()
+    cut_csf = (head[1] == 1) & (labels == 0)
+    assert (inside_mm[cut_csf] <= 2.0 + voxel / 2).all()
+    assert (labels[head[1] == 1] == 1).mean() > 0.5
+
+
+def test_skull_strip_sometimes_cuts_into_the_csf():
+    shape, voxel = (64, 64, 64), 3.0
+    cut = []
+    for key in range(12):
+        head = synth.training_volume(np.random.default_rng(key), 6.0, shape, voxel)
+        _, labels = synth.training_volume(np.random.default_rng(key), 6.0, shape, voxel,
+                                          strip_probability=1.0)
+        cut.append(((head[1] == 1) & (labels == 0)).any())
+    assert 0 < sum(cut) < len(cut)
 
 
 def test_atlas_root_from_environment(tmp_path):
@@ -144,3 +162,36 @@ def test_atlas_source_holds_out_and_maps_labels(atlases):
     assert set(np.unique(small)) == set(range(10))  # head shell and hippocampi added
     assert brain_ml(large, 3.0) > 1.6 * brain_ml(small, 3.0)
     assert 250 < brain_ml(small, 3.0) < 550
+
+
+def _cortex_share_and_sulci(labels: np.ndarray) -> tuple[float, int]:
+    """Cortex share of cortex+WM, and how many CSF islands lie inside the cerebrum."""
+    mantle = np.isin(labels, (2, 3))
+    filled = ndimage.binary_fill_holes(mantle | np.isin(labels, (5, 7)))
+    inner_csf = (labels == 1) & ndimage.binary_erosion(filled, iterations=2)
+    return float((labels == 2).sum() / mantle.sum()), int(ndimage.label(inner_csf)[1])
+
+
+def test_atlas_heads_are_folded_with_an_even_ribbon(atlases, monkeypatch):
+    """Scaled-up fetal atlases are smooth; the synthesis carves sulci lined with cortex of
+    infant thickness (more cortex, CSF inside the cerebrum), unless the fold step is off."""
+    atlas = [p for p in atlases if "GA21" in p.name][0]
+    folded = synth.training_volume(np.random.default_rng(3), 12.0, (96, 96, 96), 2.0,
+                                   atlas=atlas)[1]
+    monkeypatch.setattr(synth, "_fold_cortex", lambda *args: None)
+    smooth = synth.training_volume(np.random.default_rng(3), 12.0, (96, 96, 96), 2.0,
+                                   atlas=atlas)[1]
+    share_folded, sulci_folded = _cortex_share_and_sulci(folded)
+    share_smooth, sulci_smooth = _cortex_share_and_sulci(smooth)
+    assert share_folded > share_smooth + 0.05
+    assert sulci_folded > sulci_smooth
+    # the ribbon: every cortex voxel lies within its thickness (+ a voxel) of CSF or surface
+    depth = ndimage.distance_transform_edt(np.isin(folded, (2, 3, 5, 7)), sampling=2.0)
+    assert depth[folded == 2].max() <= 2.8 * 1.3 + 2.0
+
+
+def test_atlas_ventricles_are_shrunk_sometimes(atlases):
+    atlas = [p for p in atlases if "GA21" in p.name][0]
+    volumes = [(synth.training_volume(np.random.default_rng(k), 0.0, (64, 64, 64), 3.0,
+                                      atlas=atlas)[1] == 5).sum() for k in range(8)]
+    assert max(volumes) > 1.5 * min(volumes)
