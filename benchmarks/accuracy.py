@@ -51,8 +51,8 @@ VIEWS = {"axial": 2, "coronal": 1, "sagittal": 0}
 
 
 def model_label_set(output_dir: Path) -> LabelSet:
-    """The outputs' label set; DrawEM9's own definition when it is that one, because a
-    dseg.tsv does not say which labels are non-brain (DrawEM9's 4, "Background")."""
+    """The outputs' label set; DrawEM9's own definition when it is that one, because
+    tables written before the ``brain`` column do not say which labels are non-brain."""
     found = output_label_set(output_dir)
     same = found.name == DRAWEM9.name and found.indices.tolist() == DRAWEM9.indices.tolist()
     return DRAWEM9 if same else found

@@ -17,7 +17,7 @@ import nibabel as nib
 import pandas as pd
 
 from bids_infantseg.ages import Age
-from bids_infantseg.model.labels import LabelSet
+from bids_infantseg.model.labels import DSEG_COLUMNS, LabelSet
 
 NAME = "bids_infantseg"
 CODE_URL = "https://github.com/bids-infantseg/bids_infantseg"
@@ -168,7 +168,9 @@ def write_dataset_description(out_dir: Path, *, bids_dir: Path, version: str,
 
 
 def write_label_table(out_dir: Path, label_set: LabelSet) -> Path:
-    """Top-level ``desc-<labels>_dseg.tsv``, which every ``desc-<labels>_dseg`` inherits."""
+    """Top-level ``desc-<labels>_dseg.tsv``, which every ``desc-<labels>_dseg`` inherits, and
+    its sidecar defining the ``brain`` column."""
+    atomic_write_json(Path(out_dir) / f"desc-{label_set.name}_dseg.json", DSEG_COLUMNS)
     return atomic_write_text(Path(out_dir) / f"desc-{label_set.name}_dseg.tsv",
                              label_set.dseg_tsv())
 
@@ -187,7 +189,8 @@ def write_readme(out_dir: Path, label_set: LabelSet) -> Path:
 
 Segmentations of infant T2w images by {NAME} ({CODE_URL}), on each image's own grid.
 
-- `desc-{label_set.name}_dseg.tsv`: the label table (index, name, abbreviation, color).
+- `desc-{label_set.name}_dseg.tsv`: the label table (index, name, abbreviation, color, and
+  `brain`: yes where the label counts as brain or CSF; defined in its `.json`).
 - `sub-*/[ses-*/]anat/*_space-T2w_desc-{label_set.name}_dseg.nii.gz`: label maps.
 - `*_space-T2w_desc-brain_mask.nii.gz`: brain masks; `*_label-*_probseg.nii.gz`: class
   probabilities (when requested).

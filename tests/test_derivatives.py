@@ -149,6 +149,9 @@ def test_dataset_files(tmp_path):
     write_dataset_files(tmp_path, DRAWEM9)
     table = read_dseg_tsv(tmp_path / "desc-drawem9_dseg.tsv")
     assert table.labels == DRAWEM9.labels
+    assert table.non_brain == DRAWEM9.non_brain  # the brain column says which are not brain
+    sidecar = json.loads((tmp_path / "desc-drawem9_dseg.json").read_text())
+    assert set(sidecar["brain"]["Levels"]) == {"yes", "no"}
     write_bidsignore(tmp_path)
     lines = (tmp_path / ".bidsignore").read_text().splitlines()
     assert lines[0] == "extra/"
@@ -222,3 +225,15 @@ def test_outputs_pass_the_bids_validator(tmp_path):
     errors, warnings = validate(out)
     assert errors == [], errors
     assert warnings <= ACCEPTED_WARNINGS, warnings
+
+
+def test_dseg_tsv_brain_column(tmp_path):
+    plain = tmp_path / "desc-manual_dseg.tsv"
+    plain.write_text("index\tname\n0\tOutside\n1\tBrain\n2\tSkull\n")
+    assert read_dseg_tsv(plain).non_brain == (0,)  # no column: only 0 is outside
+    flagged = tmp_path / "desc-flag_dseg.tsv"
+    flagged.write_text("index\tname\tbrain\n0\tOutside\tno\n1\tBrain\tyes\n2\tSkull\tno\n")
+    assert read_dseg_tsv(flagged).non_brain == (0, 2)
+    flagged.write_text("index\tname\tbrain\n0\tOutside\tmaybe\n")
+    with pytest.raises(ValueError, match="desc-flag_dseg.tsv: column 'brain' must hold yes or no"):
+        read_dseg_tsv(flagged)

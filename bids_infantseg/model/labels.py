@@ -77,15 +77,33 @@ class LabelSet:
         return cls(name, labels, tuple(int(i) for i in non_brain))
 
     def dseg_tsv(self) -> str:
-        """The BIDS lookup table (``index name abbreviation color``) as TSV text."""
-        lines = ["index\tname\tabbreviation\tcolor"]
-        lines += [f"{lab.index}\t{lab.name}\t{lab.abbreviation}\t{lab.color}"
-                  for lab in self.labels]
+        """The BIDS lookup table (``index name abbreviation color brain``) as TSV text;
+        ``brain`` (yes/no, defined in ``DSEG_COLUMNS``) says which labels the brain mask
+        and brain volumes count, so users and tools need not know the label set."""
+        lines = ["index\tname\tabbreviation\tcolor\tbrain"]
+        lines += [f"{lab.index}\t{lab.name}\t{lab.abbreviation}\t{lab.color}\t"
+                  f"{'no' if lab.index in self.non_brain else 'yes'}" for lab in self.labels]
         return "\n".join(lines) + "\n"
 
 
+class BrainColumnError(ValueError):
+    """A dseg.tsv's ``brain`` column holds something other than yes or no."""
+
+
+DSEG_COLUMNS = {
+    "brain": {
+        "Description": "Whether the label is inside the brain mask and counted in brain "
+                       "volumes (brain tissue and intracranial CSF) or not (outside the head, "
+                       "non-brain head tissue).",
+        "Levels": {"yes": "brain tissue or intracranial CSF", "no": "outside the brain mask"},
+    },
+}
+"""Sidecar of ``dseg_tsv``: defines its column beyond the BIDS ones."""
+
+
 def read_dseg_tsv(path: Path, name: str | None = None) -> LabelSet:
-    """Read a BIDS ``dseg.tsv`` (needs ``index`` and ``name`` columns)."""
+    """Read a BIDS ``dseg.tsv`` (needs ``index`` and ``name`` columns); a ``brain`` column,
+    where present, gives the non-brain labels (otherwise only index 0 is non-brain)."""
     path = Path(path)
     with path.open(newline="") as handle:
         rows = list(csv.DictReader(handle, delimiter="\t"))
@@ -94,7 +112,14 @@ def read_dseg_tsv(path: Path, name: str | None = None) -> LabelSet:
     rows.sort(key=lambda r: int(r["index"]))
     if name is None:
         name = path.name.split("desc-")[-1].split("_")[0] if "desc-" in path.name else path.stem
-    return LabelSet.from_records(name, rows)
+    non_brain: tuple[int, ...] = (0,)
+    if "brain" in rows[0]:
+        flags = {row["brain"].strip().lower() for row in rows}
+        if not flags <= {"yes", "no"}:
+            raise BrainColumnError(f"{path}: column 'brain' must hold yes or no, "
+                                   f"not {sorted(flags)}")
+        non_brain = tuple(int(row["index"]) for row in rows if row["brain"].strip() == "no")
+    return LabelSet.from_records(name, rows, non_brain)
 
 
 # dHCP structural pipeline (DrawEM) tissue labels, as released in desc-drawem9_dseg.

@@ -30,7 +30,7 @@ import nibabel as nib
 import numpy as np
 
 from bids_infantseg.bids import Scan, discover, parse_entities, source_entities, source_key
-from bids_infantseg.model.labels import BUILTIN, LabelSet, read_dseg_tsv
+from bids_infantseg.model.labels import BUILTIN, BrainColumnError, LabelSet, read_dseg_tsv
 
 LOGGER = logging.getLogger("bids_infantseg.train")
 
@@ -123,6 +123,8 @@ def read_label_table(path: Path, name: str | None = None) -> LabelSet:
     """A BIDS ``dseg.tsv`` as a label set; a few common column spellings are accepted."""
     try:
         return read_dseg_tsv(path, name)
+    except BrainColumnError as exc:
+        raise TrainDataError(str(exc)) from exc
     except (ValueError, KeyError):
         pass
     with Path(path).open(newline="") as handle:

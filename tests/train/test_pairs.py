@@ -116,3 +116,13 @@ def test_a_dhcp_derivative_folder_can_be_both_the_scans_and_the_labels(tmp_path)
                                                       "sub-02_ses-1_T2w.nii.gz"]
     assert all(p.scan.path.parent == p.labels.parent for p in data.pairs)
     assert [p.scan.age.weeks for p in data.pairs] == [1.5, 4.0]  # postnatal, from term
+
+
+def test_brain_column_of_the_table_marks_non_brain_labels(tmp_path):
+    root, labels = labelled_dataset(tmp_path / "bids", ("01",))
+    (labels / "desc-manual_dseg.tsv").write_text(
+        "index\tname\tbrain\n0\tOutside\tno\n1\tShell\tno\n2\tCore\tyes\n3\tBlob\tyes\n")
+    assert find(root, labels).label_set.non_brain == (0, 1)
+    (labels / "desc-manual_dseg.tsv").write_text("index\tname\tbrain\n0\tOutside\t1\n")
+    with pytest.raises(TrainDataError, match="desc-manual_dseg.tsv: column 'brain'"):
+        find(root, labels)
