@@ -103,10 +103,15 @@ def view_agreement(view_labels: dict[str, np.ndarray],
 def components(label_map: np.ndarray, labels: LabelSet) -> dict[int, tuple[int, float]]:
     """Per label: number of 26-connected pieces and the fraction in the largest one."""
     structure = np.ones((3, 3, 3), bool)
+    values = np.asarray(label_map)
+    # each label is labelled within its own bounding box (one pass finds them all), not
+    # across the whole native grid: several times faster on 0.8 mm scans
+    boxes = dict(enumerate(ndimage.find_objects(np.clip(values, 0, None).astype(np.intp)), 1))
+    boxes[0] = tuple(slice(None) for _ in values.shape)
     out = {}
     for lab in labels.labels:
-        mask = label_map == lab.index
-        if not mask.any():
+        box = boxes.get(lab.index)
+        if box is None or not (mask := values[box] == lab.index).any():
             out[lab.index] = (0, float("nan"))
             continue
         pieces, count = ndimage.label(mask, structure=structure)

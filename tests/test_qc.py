@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from scipy import ndimage
 
 from bids_infantseg import qc
 from bids_infantseg.inference import predict, predict_with_qc
@@ -58,6 +59,20 @@ def test_components_count_pieces_and_the_largest_share():
     assert pieces[9] == (2, pytest.approx(27 / 28))
     assert pieces[3] == (1, 1.0)
     assert pieces[6][0] == 0
+
+
+def test_components_within_bounding_boxes_equal_labelling_the_whole_grid():
+    rng = np.random.default_rng(0)
+    labels = rng.choice(np.array([0, 1, 2, 3, 9], np.int16), size=(20, 18, 16),
+                        p=[0.6, 0.1, 0.1, 0.1, 0.1])
+    labels[:, :, :4] = 0
+    structure = np.ones((3, 3, 3), bool)
+    for index, (count, largest) in qc.components(labels, DRAWEM9).items():
+        pieces, expected = ndimage.label(labels == index, structure=structure)
+        assert count == expected
+        if expected:
+            sizes = np.bincount(pieces.ravel())[1:]
+            assert largest == pytest.approx(sizes.max() / sizes.sum())
 
 
 def test_summary_flags_views_and_volume():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import matplotlib
 
@@ -16,6 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from scipy import ndimage  # noqa: E402
 
 from bids_infantseg.model.labels import LabelSet  # noqa: E402
 from bids_infantseg.qc import BOUNDS_ML  # noqa: E402
@@ -45,32 +47,64 @@ def _plane(volume: np.ndarray, axis: int, index: int) -> np.ndarray:
     return np.take(volume, index, axis=axis).T
 
 
-def contour_mosaic(t2w: nib.Nifti1Image, dseg: nib.Nifti1Image, labels: LabelSet, view: str,
-                   *, count: int = 7) -> bytes:
-    """One row of ``view`` slices: the T2w in grey, each brain label's outline in its colour.
+WINDOW_SAMPLES = 2_000_000
+"""Voxels the display window's percentiles are taken from (a regular subsample)."""
 
-    Both images are reoriented to RAS first, so every scan is shown the same way round
-    whatever its header's axis order: neurological convention, the subject's right on the
-    right, superior and anterior at the top.
-    """
-    image = np.asanyarray(nib.as_closest_canonical(t2w).dataobj, dtype=np.float32)
-    canonical = nib.as_closest_canonical(dseg)
-    label_map = np.asanyarray(canonical.dataobj)
-    zooms = canonical.header.get_zooms()[:3]
+
+@dataclass(frozen=True)
+class MosaicSource:
+    """A scan's T2w and label map in RAS, cropped to the labelled head, with the brain mask
+    and the grey-level window: read once for the three views' mosaics (each used to decode,
+    reorient and take percentiles of the whole volume again)."""
+
+    image: np.ndarray
+    label_map: np.ndarray
+    zooms: tuple[float, float, float]
+    brain: np.ndarray
+    window: tuple[float, float]
+    origin: tuple[int, int, int] = (0, 0, 0)  # the crop's first voxel in the RAS volume
+
+    @classmethod
+    def load(cls, t2w: nib.Nifti1Image, dseg: nib.Nifti1Image, labels: LabelSet,
+             margin: int = 4) -> MosaicSource:
+        """Both images reoriented to RAS first, so every scan is shown the same way round
+        whatever its header's axis order; cropped to the labels (head or brain) plus
+        ``margin`` voxels, so small brains in large fields of view fill the panels."""
+        canonical = nib.as_closest_canonical(dseg)
+        label_map = np.asanyarray(canonical.dataobj)
+        image = np.asanyarray(nib.as_closest_canonical(t2w).dataobj, dtype=np.float32)
+        box = ndimage.find_objects((label_map > 0).astype(np.uint8))
+        origin = (0, 0, 0)
+        if box:
+            box = tuple(slice(max(0, b.start - margin), b.stop + margin) for b in box[0])
+            image, label_map = image[box], label_map[box]
+            origin = tuple(b.start for b in box)
+        finite = image[np.isfinite(image) & (image > 0)]
+        finite = finite[::max(1, finite.size // WINDOW_SAMPLES)]
+        low, high = np.percentile(finite, (1, 99)) if finite.size else (0.0, 1.0)
+        return cls(image, label_map, tuple(float(z) for z in canonical.header.get_zooms()[:3]),
+                   np.isin(label_map, labels.brain_indices), (float(low), float(high)),
+                   origin)
+
+
+def contour_mosaic(source: MosaicSource, labels: LabelSet, view: str, *,
+                   count: int = 7) -> bytes:
+    """One row of ``view`` slices: the T2w in grey, each brain label's outline in its colour,
+    in neurological convention (the subject's right on the right, superior and anterior at
+    the top); each slice is numbered as in the RAS-reoriented image."""
+    label_map, zooms = source.label_map, source.zooms
     axis = _AXIS[view]
-    brain = np.isin(label_map, labels.brain_indices)
-    finite = image[np.isfinite(image) & (image > 0)]
-    low, high = np.percentile(finite, (1, 99)) if finite.size else (0.0, 1.0)
     across, up = (a for a in range(3) if a != axis)  # shown as columns, rows
     aspect = zooms[up] / zooms[across]
-    positions = _slice_positions(brain, axis, count)
+    positions = _slice_positions(source.brain, axis, count)
     panel = 1.9
     ratio = label_map.shape[up] * zooms[up] / (label_map.shape[across] * zooms[across])
     fig, axes = plt.subplots(1, len(positions), squeeze=False,
                              figsize=(panel * len(positions), panel * ratio))
     fig.patch.set_facecolor("black")
+    low, high = source.window
     for ax, index in zip(axes[0], positions, strict=True):
-        ax.imshow(_plane(image, axis, index), cmap="gray", vmin=low, vmax=high,
+        ax.imshow(_plane(source.image, axis, index), cmap="gray", vmin=low, vmax=high,
                   origin="lower", aspect=aspect, interpolation="nearest")
         plane = _plane(label_map, axis, index)
         for lab in labels.labels:
@@ -78,7 +112,8 @@ def contour_mosaic(t2w: nib.Nifti1Image, dseg: nib.Nifti1Image, labels: LabelSet
                 ax.contour(plane == lab.index, levels=[0.5], colors=[lab.color],
                            linewidths=0.8)
         ax.set_axis_off()
-        ax.text(0.02, 0.02, f"{index}", color="white", fontsize=7, transform=ax.transAxes)
+        ax.text(0.02, 0.02, f"{index + source.origin[axis]}", color="white", fontsize=7,
+                transform=ax.transAxes)
     fig.subplots_adjust(0, 0, 1, 1, 0.01, 0)
     return _png(fig)
 

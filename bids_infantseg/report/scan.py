@@ -9,7 +9,7 @@ import nibabel as nib
 import pandas as pd
 
 from bids_infantseg.model.labels import LabelSet
-from bids_infantseg.report.figures import VIEWS, contour_mosaic
+from bids_infantseg.report.figures import VIEWS, MosaicSource, contour_mosaic
 from bids_infantseg.report.html import definition_list, notes, page, png_tag, table_html
 
 
@@ -45,8 +45,9 @@ def scan_report(*, title: str, t2w: nib.Nifti1Image, dseg: nib.Nifti1Image, labe
                 volumes: pd.DataFrame, qc_table: pd.DataFrame, qc_summary: Mapping,
                 scan: Mapping[str, object], provenance: Mapping[str, object]) -> str:
     """The HTML page of one scan: flags first, then pictures, numbers and provenance."""
+    source = MosaicSource.load(t2w, dseg, labels)
     mosaics = "".join(
-        f"<h3>{view}</h3>" + png_tag(contour_mosaic(t2w, dseg, labels, view),
+        f"<h3>{view}</h3>" + png_tag(contour_mosaic(source, labels, view),
                                      f"{view} slices with label contours", "mosaic")
         for view in VIEWS)
     volume_table = volumes[["index", "name", "voxels", "volume_mm3"]].copy()

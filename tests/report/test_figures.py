@@ -6,7 +6,12 @@ import pandas as pd
 from PIL import Image
 
 from bids_infantseg.model.labels import DRAWEM9
-from bids_infantseg.report.figures import contour_mosaic, figure_labels, growth_figure
+from bids_infantseg.report.figures import (
+    MosaicSource,
+    contour_mosaic,
+    figure_labels,
+    growth_figure,
+)
 
 
 def _images(affine=None):
@@ -26,11 +31,28 @@ def test_mosaic_does_not_depend_on_the_header_axis_order():
     affine = t2w.affine @ flip
     t2w_las = nib.Nifti1Image(np.asanyarray(t2w.dataobj)[::-1], affine)
     dseg_las = nib.Nifti1Image(np.asanyarray(dseg.dataobj)[::-1], affine)
+    ras, las = MosaicSource.load(t2w, dseg, DRAWEM9), MosaicSource.load(t2w_las, dseg_las,
+                                                                        DRAWEM9)
     for view in ("axial", "coronal", "sagittal"):
-        png = contour_mosaic(t2w, dseg, DRAWEM9, view)
-        assert png == contour_mosaic(t2w_las, dseg_las, DRAWEM9, view)
+        png = contour_mosaic(ras, DRAWEM9, view)
+        assert png == contour_mosaic(las, DRAWEM9, view)
         image = Image.open(io.BytesIO(png))
         assert image.width > image.height  # one row of slices
+
+
+def test_mosaic_source_is_cropped_to_the_labels_with_a_margin():
+    t2w, dseg = _images()
+    padded = nib.Nifti1Image(np.pad(np.asanyarray(t2w.dataobj), 20), t2w.affine)
+    padded_labels = nib.Nifti1Image(np.pad(np.asanyarray(dseg.dataobj), 20), dseg.affine)
+    source = MosaicSource.load(padded, padded_labels, DRAWEM9, margin=3)
+    extent = [int(np.ptp(np.flatnonzero(np.asanyarray(dseg.dataobj).any(axis=tuple(
+        a for a in range(3) if a != axis))))) + 1 for axis in range(3)]
+    assert source.label_map.shape == tuple(e + 6 for e in extent)
+    assert source.image.shape == source.label_map.shape
+    first = [int(np.flatnonzero(np.asanyarray(dseg.dataobj).any(axis=tuple(
+        a for a in range(3) if a != axis)))[0]) for axis in range(3)]
+    assert source.origin == tuple(20 + f - 3 for f in first)
+    assert source.window == MosaicSource.load(t2w, dseg, DRAWEM9).window
 
 
 def test_growth_figure_with_and_without_ages():
