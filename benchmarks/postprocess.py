@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -56,7 +57,10 @@ def main(argv: list[str] | None = None) -> int:
         stem = dseg_path.name.split("_space-")[0]
         folder = dseg_path.parent
         t2w_path = next((args.bids_dir / folder.relative_to(args.output_dir)).glob(
-            f"{stem}*_T2w.nii*"))
+            f"{stem}*_T2w.nii*"), None)
+        if t2w_path is None:
+            print(f"{stem}: no T2w in {args.bids_dir}; skipped", file=sys.stderr)
+            continue
         dseg = nib.load(dseg_path)
         label_map = dseg.get_fdata(dtype="float32").astype("int16")
         pieces = best_of(args.repeats, qc.components, label_map, DRAWEM9)

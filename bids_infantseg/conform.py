@@ -92,7 +92,7 @@ def resample(data: np.ndarray, affine: np.ndarray, grid: Grid) -> np.ndarray:
     source = torch.from_numpy(canon)[None, None]
     matrix = np.linalg.inv(canon_affine) @ grid.affine
     out = np.empty(grid.shape, np.float32)
-    for part, values in _slabs(source, matrix, grid.shape):
+    for part, values in _slabs(source, matrix, _whole(grid.shape)):
         out[..., part] = values[0].numpy()
     return out
 
@@ -139,20 +139,52 @@ def restore_labels(probs: np.ndarray, grid: Grid, native_shape: Sequence[int],
     target, matrix, back = _native_target(grid, native_shape, native_affine)
     per_group = max(1, GROUP_BYTES // (4 * int(np.prod(grid.shape))))
     grouped = per_group < probs.shape[0]
-    best = np.zeros(target, np.float32) if grouped else None
     label = np.zeros(target, np.int16)
-    for first in range(0, probs.shape[0], per_group):
-        for part, values in _probability_slabs(probs, first, first + per_group, matrix, target):
-            top, arg = (t.numpy() for t in values.max(dim=0))
-            if first == 0:
-                label[..., part] = arg
-                if grouped:
-                    best[..., part] = top
-                continue
-            better = top > best[..., part]
-            best[..., part][better] = top[better]
-            label[..., part][better] = arg[better] + first
+    box = _foreground_box(probs[0], matrix, target)
+    if box is not None:
+        label_box = label[box]
+        best = np.zeros(label_box.shape, np.float32) if grouped else None
+        for first in range(0, probs.shape[0], per_group):
+            for part, values in _probability_slabs(probs, first, first + per_group, matrix,
+                                                   box):
+                top, arg = (t.numpy() for t in values.max(dim=0))
+                if first == 0:
+                    label_box[..., part] = arg
+                    if grouped:
+                        best[..., part] = top
+                    continue
+                better = top > best[..., part]
+                best[..., part][better] = top[better]
+                label_box[..., part][better] = arg[better] + first
     return np.ascontiguousarray(apply_orientation(indices[label], back))
+
+
+def _foreground_box(background: np.ndarray, matrix: np.ndarray, target: Sequence[int],
+                    ) -> tuple[slice, slice, slice] | None:
+    """The target voxels whose label may be other than class 0 (None: none may).
+
+    Why: a scan's field of view is mostly air, and resampling every class there is most of
+    the restore step's time. A target voxel's trilinear sample mixes the 8 grid voxels around
+    it; where all have class-0 probability above 0.5 (or lie outside the grid), so does the
+    sample, and its argmax is class 0. The box is the target bounding box of the grid voxels
+    where class 0 is at most 0.5, grown by one grid voxel, so labels are exactly those of
+    resampling everywhere.
+    """
+    active = np.asarray(background) <= 0.5
+    if not active.any():
+        return None
+    found = [np.flatnonzero(active.any(axis=tuple(a for a in range(3) if a != axis)))
+             for axis in range(3)]
+    lo = np.array([f[0] for f in found], float) - 1.0
+    hi = np.array([f[-1] for f in found], float) + 1.0
+    corners = np.array([[x, y, z, 1.0] for x in (lo[0], hi[0]) for y in (lo[1], hi[1])
+                        for z in (lo[2], hi[2])])
+    inside = (np.linalg.inv(matrix) @ corners.T)[:3]  # grid voxel -> target voxel
+    start = np.clip(np.floor(inside.min(axis=1)) - 1, 0, target).astype(int)
+    stop = np.clip(np.ceil(inside.max(axis=1)) + 2, 0, target).astype(int)
+    if np.any(stop <= start):
+        return None
+    return tuple(slice(int(a), int(b)) for a, b in zip(start, stop, strict=True))
 
 
 def restore_probabilities(probs: np.ndarray, grid: Grid, native_shape: Sequence[int],
@@ -165,7 +197,7 @@ def restore_probabilities(probs: np.ndarray, grid: Grid, native_shape: Sequence[
     target, matrix, back = _native_target(grid, native_shape, native_affine)
     for k in range(probs.shape[0]):
         out = np.empty(target, np.float32)
-        for part, values in _probability_slabs(probs, k, k + 1, matrix, target):
+        for part, values in _probability_slabs(probs, k, k + 1, matrix, _whole(target)):
             out[..., part] = values[0].numpy()
         yield np.ascontiguousarray(apply_orientation(out, back))
 
@@ -189,13 +221,13 @@ def _check_probs(probs: np.ndarray, grid: Grid) -> None:
 
 
 def _probability_slabs(probs: np.ndarray, start: int, stop: int, matrix: np.ndarray,
-                       target: Sequence[int]) -> Iterator[tuple[slice, torch.Tensor]]:
+                       box: tuple[slice, slice, slice]) -> Iterator[tuple[slice, torch.Tensor]]:
     """:func:`_slabs` of classes ``start:stop``, where outside the model grid is certain
     background: class 0 is resampled as its complement (zero padding) and turned back."""
     block = np.array(probs[start:stop], dtype=np.float32)
     if start == 0:
         block[0] = 1.0 - block[0]
-    for part, values in _slabs(torch.from_numpy(block)[None], matrix, target):
+    for part, values in _slabs(torch.from_numpy(block)[None], matrix, box):
         if start == 0:
             values[0] = 1.0 - values[0]
         yield part, values
@@ -215,25 +247,30 @@ def _native_target(grid: Grid, native_shape: Sequence[int], native_affine: np.nd
     return tuple(target), matrix, ornt_transform(_RAS, ornt)
 
 
-def _slabs(source: torch.Tensor, matrix: np.ndarray, target_shape: Sequence[int],
+def _whole(shape: Sequence[int]) -> tuple[slice, slice, slice]:
+    return tuple(slice(0, int(n)) for n in shape[:3])
+
+
+def _slabs(source: torch.Tensor, matrix: np.ndarray, box: tuple[slice, slice, slice],
            ) -> Iterator[tuple[slice, torch.Tensor]]:
-    """Trilinear samples of ``source`` ``(1, C, n0, n1, n2)`` at ``matrix @ target voxel``,
-    yielded as ``(slice of the target's last axis, (C, X, Y, k) tensor)``; zero outside.
+    """Trilinear samples of ``source`` ``(1, C, n0, n1, n2)`` at ``matrix @ target voxel`` for
+    the target voxels in ``box``, yielded as ``(slice of the box's last axis, (C, X, Y, k)
+    tensor)``; zero outside the source. A voxel's sample does not depend on the box.
     """
     sizes = np.asarray(source.shape[2:], float)
     # grid_sample wants (x, y, z) = (n2, n1, n0) in [-1, 1] (align_corners: voxel centres).
     normalise = np.diag(np.append(2 / np.maximum(sizes - 1, 1), 1.0))
     normalise[:3, 3] = -1.0
     rows = torch.from_numpy(np.ascontiguousarray((normalise @ matrix)[2::-1].T))
-    nx, ny, nz = (int(s) for s in target_shape)
-    i = torch.arange(nx, dtype=torch.float64)[:, None, None, None]
-    j = torch.arange(ny, dtype=torch.float64)[None, :, None, None]
+    bx, by, bz = box
+    i = torch.arange(bx.start, bx.stop, dtype=torch.float64)[:, None, None, None]
+    j = torch.arange(by.start, by.stop, dtype=torch.float64)[None, :, None, None]
     ij = (i * rows[0] + j * rows[1] + rows[3]).float()
-    step = max(1, SLAB_VOXELS // (nx * ny))
-    for start in range(0, nz, step):
-        stop = min(nz, start + step)
+    step = max(1, SLAB_VOXELS // ((bx.stop - bx.start) * (by.stop - by.start)))
+    for start in range(bz.start, bz.stop, step):
+        stop = min(bz.stop, start + step)
         k = torch.arange(start, stop, dtype=torch.float64)[None, None, :, None]
         coords = ij + (k * rows[2]).float()
         values = F.grid_sample(source, coords[None], mode="bilinear", padding_mode="zeros",
                                align_corners=True)[0]
-        yield slice(start, stop), values
+        yield slice(start - bz.start, stop - bz.start), values

@@ -138,6 +138,45 @@ def test_probabilities_agree_with_labels(scene):
     np.testing.assert_array_equal(np.argmax(stacked, 0), restored)
 
 
+def test_labels_are_resampled_only_near_the_foreground_yet_equal_resampling_everywhere(scene):
+    affine, _, _, grid, probs, _ = scene
+    target, matrix, _ = cf._native_target(grid, NATIVE_SHAPE, affine)
+    box = cf._foreground_box(probs[0], matrix, target)
+    assert np.prod([b.stop - b.start for b in box]) < 0.8 * np.prod(target)
+    rng = np.random.default_rng(0)
+    noise = rng.uniform(0, 0.05, probs.shape).astype(np.float32)
+    soft = (0.6 * probs + 0.1 + noise) / (1.0 + noise.sum(0))  # rims near 0.5, no ties
+    everywhere = np.argmax(np.stack(list(restore_probabilities(soft, grid, NATIVE_SHAPE,
+                                                               affine))), 0)
+    np.testing.assert_array_equal(
+        restore_labels(soft, grid, NATIVE_SHAPE, affine, [0, 1, 2, 3]), everywhere)
+    background = np.zeros_like(probs)
+    background[0] = 1.0
+    assert cf._foreground_box(background[0], matrix, target) is None
+    assert not restore_labels(background, grid, NATIVE_SHAPE, affine, [0, 1, 2, 3]).any()
+
+
+@pytest.mark.parametrize("shift", [0.0, 0.3, 0.5])
+def test_the_foreground_box_keeps_every_label_of_small_blocks(shift):
+    """Axis-aligned grids, so the box is tight: small foreground blocks at the extremes of
+    the foreground must keep every native label they give when resampled everywhere."""
+    shape = (40, 36, 30)
+    affine = np.diag([0.9, 1.0, 1.1, 1.0])
+    affine[:3, 3] = shift
+    grid = model_grid(shape, affine, 1.0, (32, 32, 32))
+    probs = np.zeros((2, 32, 32, 32), np.float32)
+    probs[0] = 1.0
+    for x, y, z in [(3, 12, 20), (28, 15, 9), (10, 2, 14), (17, 29, 5), (12, 18, 1),
+                    (20, 7, 29)]:
+        probs[0, x:x + 2, y:y + 2, z:z + 2] = 0.2
+        probs[1, x:x + 2, y:y + 2, z:z + 2] = 0.8
+    everywhere = np.argmax(np.stack(list(restore_probabilities(probs, grid, shape, affine))),
+                           0)
+    assert everywhere.any()
+    np.testing.assert_array_equal(restore_labels(probs, grid, shape, affine, [0, 1]),
+                                  everywhere)
+
+
 def test_slabs_and_class_groups_do_not_change_results(scene, monkeypatch):
     affine, labels, volume, grid, probs, restored = scene
     monkeypatch.setattr(cf, "SLAB_VOXELS", 50_000)
