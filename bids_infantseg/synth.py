@@ -23,9 +23,12 @@ variable ``BIDS_INFANTSEG_ATLASES``, default ``/work/shared/data/fetal-sb-atlas-
 up to the age's brain volume and randomly deformed. Their labels map onto DrawEM9 as: 1 WM ->
 3 WM, 2 intra-axial CSF -> 5 ventricles, 3 cerebellum -> 6, 4 extra-axial CSF -> 1 CSF,
 5 cortical GM -> 2, 6 deep GM -> 7, 7 brainstem -> 8, 8 corpus callosum -> 3 WM.
-They have no hippocampus and no head: hippocampi are painted as in (a), placed relative to the
-cerebrum's bounding box (approximate, over GM/WM only), and the same skull/scalp/face/eyes/neck
-are added around the brain. Callers pass the atlas folders explicitly, so some can be held out.
+They have no hippocampus and no head: hippocampi are painted as in (a), along the floor of each
+temporal horn of the atlas's ventricles (from the cerebrum's extent where no horn is found; over
+GM/WM only), and the same skull/scalp/face/eyes/neck are added around the brain. The atlases,
+scaled to infant size, are smoother than infant brains: most are refolded (sulci carved from
+their cerebral surface, an even cortical ribbon repainted) and their enlarged (spina bifida)
+ventricles usually shrunk. Callers pass the atlas folders explicitly, so some can be held out.
 
 Training volumes are skull-stripped with some probability (everything outside the brain and
 its CSF, plus a random margin of a few mm, set to zero and labelled 0), because real atlases,
@@ -189,12 +192,23 @@ def _paint_head(gen: np.ndarray, p: np.ndarray, d_brain: np.ndarray, frame: _Fra
 
 
 def _paint_hippocampi(gen: np.ndarray, p: np.ndarray, frame: _Frame, rng: np.random.Generator,
+                      horns: dict[int, np.ndarray] | None = None,
                       allowed: tuple[int, ...] = (2, 3)) -> None:
-    """Elongated, tilted hippocampus+amygdala in each medial temporal lobe (in place)."""
+    """Elongated, tilted hippocampus+amygdala in each medial temporal lobe (in place).
+
+    Where the side's temporal horn is known (``horns``: side -> its centre in head
+    coordinates), the hippocampus lies along its floor, just medial and inferior, as in real
+    anatomy: so the network can find it next to the horn's CSF instead of guessing from its
+    place in the brain's outline. Otherwise it is placed from the cerebrum's extent.
+    """
     a, b, c = frame.radii
     for side in (-1, 1):
         j = rng.uniform(0.85, 1.15, size=3)
-        center = frame.at(side * 0.33 * j[0], -0.2 * j[1], -0.4 * j[2])
+        if horns and side in horns:
+            center = horns[side] + np.array([-side * 0.05 * a * j[0], -0.02 * b * j[1],
+                                             -0.07 * c * j[2]])
+        else:
+            center = frame.at(side * 0.33 * j[0], -0.2 * j[1], -0.4 * j[2])
         radii = (0.08 * a * rng.uniform(0.85, 1.15), 0.3 * b * rng.uniform(0.85, 1.15),
                  0.1 * c * rng.uniform(0.85, 1.15))
         inside = _ellipsoid(p, center, radii, tilt_deg=rng.uniform(15, 30)) < 0
@@ -260,17 +274,20 @@ def _procedural_labels(p: np.ndarray, rng: np.random.Generator, voxel_size: np.n
         lentiform = _ellipsoid(p, frame.at(side * 0.28 * j[2], 0.1, -0.05 * j[0]),
                                (0.12 * a * j[0], 0.3 * b * j[1], 0.22 * c * j[2]))
         gen[(thalamus < 0) | (lentiform < 0)] = 7
-    _paint_hippocampi(gen, p, frame, rng)
     size = rng.uniform(0.6, 1.8) * (1.0 - 0.2 * min(t, 1.0))
+    horns, ventricles = {}, np.zeros(shape, bool)
     for side in (-1, 1):
         j = rng.uniform(0.85, 1.15, size=3)
         arch = 0.3 * c * ((p[1] - 0.0) / b) ** 2
         bent = np.stack([p[0], p[1], p[2] + arch])
         body = _ellipsoid(bent, frame.at(side * (0.1 + 0.02 * size) * j[0], 0.0, 0.18 * j[1]),
                           (0.06 * a * size * j[2], 0.45 * b, 0.09 * c * size))
-        horn = _ellipsoid(p, frame.at(side * 0.27 * j[0], -0.2, -0.22 * j[1]),
-                          (0.03 * a * size, 0.2 * b, 0.04 * c * size), tilt_deg=-35)
-        gen[(body < 0) | (horn < 0)] = 5
+        horns[side] = np.array(frame.at(side * 0.27 * j[0], -0.2, -0.22 * j[1]))
+        horn = _ellipsoid(p, horns[side], (0.03 * a * size, 0.2 * b, 0.04 * c * size),
+                          tilt_deg=-35)
+        ventricles |= (body < 0) | (horn < 0)
+    _paint_hippocampi(gen, p, frame, rng, horns)
+    gen[ventricles] = 5
     third = _ellipsoid(p, frame.at(0, -0.05, -0.1), (1.0 * size + 0.5, 0.15 * b, 0.12 * c))
     gen[third < 0] = 5
     gen[d_bs < 0] = 8
@@ -355,18 +372,34 @@ def _atlas_labels(p: np.ndarray, rng: np.random.Generator, voxel_size: np.ndarra
             scale)
 
     d_brain = half_res(atlas.distance) - np.float32(0.5)
+    frame = _Frame(atlas.radii * scale)
+    horns = _temporal_horns(gen, p, frame)
     if rng.uniform() < 0.75:  # the spina bifida atlases' ventricles are enlarged
         shrink = rng.uniform(0.2, 0.8) * float(atlas.ventricle_depth.max()) * scale
         gen[(gen == 5) & (half_res(atlas.ventricle_depth) < shrink)] = 3
     if rng.uniform() < 0.8:
         _fold_cortex(gen, half_res(atlas.cerebral_depth), rng, voxel_size, age_months)
-    frame = _Frame(atlas.radii * scale)
     head = np.zeros_like(gen)
     _paint_head(head, p, np.where(gen > 0, -1.0, np.maximum(d_brain, 0.0)), frame, rng,
                 voxel_size, age_months)
     gen = np.where(gen > 0, gen, head).astype(np.uint8)
-    _paint_hippocampi(gen, p, frame, rng)
+    _paint_hippocampi(gen, p, frame, rng, horns)
     return gen
+
+
+def _temporal_horns(gen: np.ndarray, p: np.ndarray, frame: _Frame,
+                    min_voxels: int = 10) -> dict[int, np.ndarray]:
+    """Centre (head coordinates) of each side's temporal horn: the ventricle lateral to and
+    below the cerebrum's middle, behind its front (sides where too little of it is found are
+    left out)."""
+    a, b, c = frame.radii
+    low = (gen == 5) & (p[2] < -0.1 * c) & (p[1] < 0.1 * b)
+    horns = {}
+    for side in (-1, 1):
+        part = low & (side * p[0] > 0.12 * a)
+        if np.count_nonzero(part) >= min_voxels:
+            horns[side] = p[:, part].mean(axis=1)
+    return horns
 
 
 # --------------------------------------------------------------------------- images
