@@ -195,3 +195,16 @@ def test_atlas_ventricles_are_shrunk_sometimes(atlases):
     volumes = [(synth.training_volume(np.random.default_rng(k), 0.0, (64, 64, 64), 3.0,
                                       atlas=atlas)[1] == 5).sum() for k in range(8)]
     assert max(volumes) > 1.5 * min(volumes)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_hippocampus_lies_along_the_temporal_horn(seed, atlases):
+    """Both sources put each hippocampus next to ventricular CSF (its horn), on both sides."""
+    atlas = [p for p in atlases if "GA28" in p.name][0]
+    for source in (None, atlas):
+        _, labels = synth.training_volume(np.random.default_rng(seed), 3.0, (112, 112, 112),
+                                          1.5, atlas=source)
+        near_csf = ndimage.binary_dilation(labels == 5, iterations=2)
+        for half in (labels[:56], labels[56:]):  # axis 0 is left-right on the RAS grid
+            assert (half == 9).sum() > 50
+        assert (near_csf & (labels == 9)).sum() > 0.05 * (labels == 9).sum()
