@@ -2,9 +2,9 @@
 
     python -m bids_infantseg.train.starter --out bids_infantseg/data/models/drawem9-synth-starter \
         --minutes 60
-    # warm start: fine-tune the bundled model (fresh optimiser) as version 0.2.0
+    # warm start: fine-tune the bundled model (fresh optimiser) as a new version
     python -m bids_infantseg.train.starter --out /tmp/starter-ft --work /tmp/starter-ft-work \
-        --init drawem9-synth-starter --version 0.2.0 --lr 5e-4 --minutes 30
+        --init drawem9-synth-starter --version 0.4.0 --lr 1e-3 --lr-decay 0.85 --minutes 75
 
 Why a starter: the pipeline needs a model that runs end to end without any licensed data.
 It is trained only on synthetic phantoms (procedural heads and CC0 fetal atlases, some atlases
