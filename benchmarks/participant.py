@@ -18,7 +18,9 @@ a machine that never compiled the model. Without ``--bids`` the demo
 dataset is written to a temporary folder. ``--atropos`` adds the classical baseline on the
 same scans: ANTs Atropos 3-class k-means/EM tissue segmentation (antspyx, not a dependency
 of the package: ``pip install antspyx``, which pins older numpy and scipy, so best in its own
-environment given by ``--atropos-python``), timed the same way in a fresh process.
+environment given by ``--atropos-python``), timed the same way in a fresh process. To compare
+two versions of the code, run it once with ``PYTHONPATH`` set to a checkout of the baseline
+(the runs start in a scratch folder, so the source tree you run from does not shadow it).
 """
 
 from __future__ import annotations
@@ -83,13 +85,18 @@ def step_seconds(work_dir: Path) -> dict[str, float]:
 def run_config(bids: Path, model: str, extra: list[str], scratch: Path,
                cold_compile: bool) -> dict:
     out, work = scratch / "out", scratch / "work"
-    cmd = [sys.executable, "-m", "bids_infantseg", str(bids), str(out), "participant",
+    scratch.mkdir(parents=True, exist_ok=True)
+    if Path(model).exists():
+        model = str(Path(model).resolve())
+    cmd = [sys.executable, "-m", "bids_infantseg", str(bids.resolve()), str(out), "participant",
            "--model", model, "-w", str(work), *extra]
     env = dict(os.environ)
     if cold_compile:
         env["TORCHINDUCTOR_CACHE_DIR"] = str(scratch / "inductor")
+    # run in the scratch folder: ``python -m`` puts the working folder first on sys.path, which
+    # from a source checkout would shadow a baseline given by PYTHONPATH
     child = subprocess.run([sys.executable, "-c", CHILD, *cmd], capture_output=True, text=True,
-                           check=True, env=env)
+                           check=True, env=env, cwd=scratch)
     record = json.loads(child.stdout)
     if record["rc"] != 0:
         raise SystemExit(f"{shlex.join(cmd)} exited {record['rc']}:\n{record['stderr']}")
