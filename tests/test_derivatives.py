@@ -234,6 +234,8 @@ def test_dseg_tsv_brain_column(tmp_path):
     flagged = tmp_path / "desc-flag_dseg.tsv"
     flagged.write_text("index\tname\tbrain\n0\tOutside\tno\n1\tBrain\tyes\n2\tSkull\tno\n")
     assert read_dseg_tsv(flagged).non_brain == (0, 2)
+    flagged.write_text("index\tname\tbrain\n0\tOutside\tNo\n1\tBrain\tYes\n2\tSkull\t NO\n")
+    assert read_dseg_tsv(flagged).non_brain == (0, 2)  # case and spaces as validated
     flagged.write_text("index\tname\tbrain\n0\tOutside\tmaybe\n")
     with pytest.raises(ValueError, match="desc-flag_dseg.tsv: column 'brain' must hold yes or no"):
         read_dseg_tsv(flagged)

@@ -114,11 +114,12 @@ def read_dseg_tsv(path: Path, name: str | None = None) -> LabelSet:
         name = path.name.split("desc-")[-1].split("_")[0] if "desc-" in path.name else path.stem
     non_brain: tuple[int, ...] = (0,)
     if "brain" in rows[0]:
-        flags = {row["brain"].strip().lower() for row in rows}
-        if not flags <= {"yes", "no"}:
+        flags = [(row["brain"] or "").strip().lower() for row in rows]
+        if not set(flags) <= {"yes", "no"}:
             raise BrainColumnError(f"{path}: column 'brain' must hold yes or no, "
-                                   f"not {sorted(flags)}")
-        non_brain = tuple(int(row["index"]) for row in rows if row["brain"].strip() == "no")
+                                   f"not {sorted(set(flags))}")
+        non_brain = tuple(int(row["index"]) for row, flag in zip(rows, flags, strict=True)
+                          if flag == "no")
     return LabelSet.from_records(name, rows, non_brain)
 
 
