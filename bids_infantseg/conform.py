@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation, ornt_transform
+from scipy import ndimage
 
 SLAB_VOXELS = 1 << 22
 """Target voxels resampled at once: 16 MiB per channel, plus 48 MiB of sample coordinates."""
@@ -170,13 +171,11 @@ def _foreground_box(background: np.ndarray, matrix: np.ndarray, target: Sequence
     where class 0 is at most 0.5, grown by one grid voxel, so labels are exactly those of
     resampling everywhere.
     """
-    active = np.asarray(background) <= 0.5
-    if not active.any():
+    found = ndimage.find_objects((np.asarray(background) <= 0.5).astype(np.uint8))
+    if not found:
         return None
-    found = [np.flatnonzero(active.any(axis=tuple(a for a in range(3) if a != axis)))
-             for axis in range(3)]
-    lo = np.array([f[0] for f in found], float) - 1.0
-    hi = np.array([f[-1] for f in found], float) + 1.0
+    lo = np.array([b.start for b in found[0]], float) - 1.0
+    hi = np.array([b.stop - 1 for b in found[0]], float) + 1.0
     corners = np.array([[x, y, z, 1.0] for x in (lo[0], hi[0]) for y in (lo[1], hi[1])
                         for z in (lo[2], hi[2])])
     inside = (np.linalg.inv(matrix) @ corners.T)[:3]  # grid voxel -> target voxel

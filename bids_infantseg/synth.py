@@ -352,7 +352,7 @@ def _fold_cortex(gen: np.ndarray, depth_mm: np.ndarray, rng: np.random.Generator
     depth = depth_mm - sulcal_depth * np.exp(-(folds / rng.uniform(0.25, 0.4)) ** 2)
     mantle = np.isin(gen, (2, 3))
     gen[mantle & (depth < 0)] = 1
-    _cortical_ribbon(gen, np.isin(gen, (2, 3)), (2.2 + 0.6 * t) * rng.uniform(0.9, 1.3),
+    _cortical_ribbon(gen, mantle & (depth >= 0), (2.2 + 0.6 * t) * rng.uniform(0.9, 1.3),
                      voxel_size)
 
 
@@ -532,8 +532,8 @@ def skull_strip(image: np.ndarray, gen: np.ndarray, rng: np.random.Generator,
             else rng.uniform(-0.5, 0.5) * voxel_size)
     margin = edge + 0.5 * max(abs(edge), voxel_size) * _separable_noise(rng, gen.shape,
                                                                          spacing, 60.0)
-    removed = (signed > np.clip(margin, -max_cut_mm, max_margin_mm)) & ~np.isin(
-        gen, (2, 3, 5, 6, 7, 8, 9))
+    tissue = intracranial & (gen != 1)  # brain itself: everything intracranial but CSF
+    removed = (signed > np.clip(margin, -max_cut_mm, max_margin_mm)) & ~tissue
     return np.where(removed, 0.0, image).astype(np.float32), np.where(removed, 0, gen)
 
 
