@@ -12,18 +12,17 @@ from pathlib import Path
 import numpy as np
 
 from bids_infantseg.inference import predict
+from bids_infantseg.metrics import confusion_matrix, scores
 from bids_infantseg.model.card import Model, ModelCard
 from bids_infantseg.train.data import SynthSource, draw_volume
 
 
 def dice_per_label(predicted: np.ndarray, truth: np.ndarray, card: ModelCard) -> dict[str, float]:
-    """Dice per label abbreviation (NaN where the label is in neither map)."""
-    scores = {}
-    for cls, label in enumerate(card.labels.labels):
-        p, t = predicted == cls, truth == cls
-        total = p.sum() + t.sum()
-        scores[label.abbreviation] = float(2.0 * (p & t).sum() / total) if total else float("nan")
-    return scores
+    """Dice per label abbreviation of two class maps (NaN where the label is in neither)."""
+    classes = np.arange(len(card.labels))
+    dice = scores(confusion_matrix(predicted, truth, classes))["dice"]
+    return {label.abbreviation: float(d) for label, d in zip(card.labels.labels, dice,
+                                                              strict=True)}
 
 
 def evaluate_synthetic(model: Model, ages: tuple[float, ...] = (0.0, 6.0, 12.0),
@@ -38,14 +37,15 @@ def evaluate_synthetic(model: Model, ages: tuple[float, ...] = (0.0, 6.0, 12.0),
     results = {}
     for age in ages:
         cases = [None] * procedural + list(atlases)
-        scores = []
+        per_volume = []
         for i, atlas in enumerate(cases):
             rng = np.random.default_rng([1, int(round(age * 10)), i])
             image, truth = draw_volume(card, SynthSource(skull_strip=float(skull_strip)), rng,
                                        age_months=age, atlas=atlas)
             probs = predict(model, image, batch_size=batch_size)
-            scores.append(dice_per_label(probs.argmax(axis=0), truth, card))
-        mean = {k: round(float(np.nanmean([s[k] for s in scores])), 3) for k in scores[0]}
+            per_volume.append(dice_per_label(probs.argmax(axis=0), truth, card))
+        mean = {k: round(float(np.nanmean([s[k] for s in per_volume])), 3)
+                for k in per_volume[0]}
         mean["brain_mean"] = round(float(np.mean([mean[k] for k in brain])), 3)
         results[f"{age:g}_months"] = mean
     return {"heldout_synthetic_dice": results,
