@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import nibabel as nib
 import pandas as pd
 
 from bids_infantseg.ages import Age
+from bids_infantseg.files import atomic_write
 from bids_infantseg.model.labels import DSEG_COLUMNS, LabelSet
 
 NAME = "bids_infantseg"
@@ -39,31 +39,12 @@ class OutputDirError(Exception):
     """The output folder must not be written to; one-line message."""
 
 
-def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(temporary)`` in ``path``'s folder, flush it to disk, then rename it.
-
-    The temporary name starts with a dot (ignored by BIDS tools) and keeps the real name's
-    ending, which nibabel needs to choose compression.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{secrets.token_hex(4)}.tmp-{path.name}")
-    try:
-        write(temporary)
-        with open(temporary, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    return path
-
-
 def atomic_write_text(path: Path, text: str) -> Path:
-    return _atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> Path:
-    return _atomic(path, lambda tmp: tmp.write_bytes(data))
+    return atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
 def atomic_write_json(path: Path, content: Any) -> Path:
@@ -72,7 +53,7 @@ def atomic_write_json(path: Path, content: Any) -> Path:
 
 def atomic_write_tsv(path: Path, table: pd.DataFrame) -> Path:
     """A BIDS TSV: tab-separated, no index, missing values as ``n/a``."""
-    return _atomic(path, lambda tmp: table.to_csv(tmp, sep="\t", index=False, na_rep="n/a",
+    return atomic_write(path, lambda tmp: table.to_csv(tmp, sep="\t", index=False, na_rep="n/a",
                                                    lineterminator="\n"))
 
 
@@ -81,7 +62,7 @@ def atomic_save_nifti(img: nib.Nifti1Image, path: Path) -> Path:
     spatial, temporal = img.header.get_xyzt_units()
     if spatial == "unknown":
         img.header.set_xyzt_units("mm", temporal)
-    return _atomic(path, lambda tmp: nib.save(img, tmp))
+    return atomic_write(path, lambda tmp: nib.save(img, tmp))
 
 
 def bids_uri(rel_path: str, dataset: str = RAW) -> str:

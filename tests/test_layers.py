@@ -33,6 +33,7 @@ LAYERS = [
      "failures.py", "demo.py"},
     {"model/", "conform.py", "images.py", "volumes.py", "synth.py", "ages.py", "qc.py",
      "metrics.py"},
+    {"files.py"},
 ]
 
 

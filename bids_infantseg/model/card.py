@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from bids_infantseg.files import atomic_write
 from bids_infantseg.model.labels import LabelSet
 from bids_infantseg.model.quicknat import QuickNAT, QuickNATConfig
 from bids_infantseg.model.views import VIEW_AXIS
@@ -197,12 +198,10 @@ def save_model(folder: Path, card: ModelCard, nets: dict[str, QuickNAT]) -> Path
             if value.is_floating_point():
                 value = value.to(dtype)
             tensors[f"{view}.{key}"] = value.clone().contiguous()
-    tmp_weights = folder / f".{WEIGHTS_FILE}.tmp"
-    save_file(tensors, str(tmp_weights), metadata={"format": CARD_FORMAT, "name": card.name})
-    tmp_weights.chmod(FILE_MODE)
-    tmp_weights.replace(folder / WEIGHTS_FILE)
-    tmp_card = folder / f".{CARD_FILE}.tmp"
-    tmp_card.write_text(json.dumps(card.to_dict(), indent=2) + "\n")
-    tmp_card.chmod(FILE_MODE)
-    tmp_card.replace(folder / CARD_FILE)
+    metadata = {"format": CARD_FORMAT, "name": card.name}
+    atomic_write(folder / WEIGHTS_FILE, lambda tmp: save_file(tensors, str(tmp), metadata),
+                 FILE_MODE)
+    atomic_write(folder / CARD_FILE,
+                 lambda tmp: tmp.write_text(json.dumps(card.to_dict(), indent=2) + "\n"),
+                 FILE_MODE)
     return folder

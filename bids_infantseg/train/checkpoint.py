@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from bids_infantseg.derivatives import atomic_write_json
+from bids_infantseg.files import atomic_write
 
 CHECKPOINT_WEIGHTS = "checkpoint.safetensors"
 CHECKPOINT_STATE = "checkpoint.json"
@@ -48,8 +49,7 @@ def save_checkpoint(folder: Path, nets: dict[str, torch.nn.Module],
                                        for name in first_name_of_each(nets)}}
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(folder / f".{CHECKPOINT_WEIGHTS}.tmp"))
-    (folder / f".{CHECKPOINT_WEIGHTS}.tmp").replace(folder / CHECKPOINT_WEIGHTS)
+    atomic_write(folder / CHECKPOINT_WEIGHTS, lambda tmp: save_file(tensors, str(tmp)))
     atomic_write_json(folder / CHECKPOINT_STATE, state)
 
 

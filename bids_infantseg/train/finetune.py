@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
 from bids_infantseg.derivatives import atomic_write_json
+from bids_infantseg.files import atomic_write
 from bids_infantseg.inference import predict
 from bids_infantseg.metrics import confusion_matrix, scores
 from bids_infantseg.model.card import Model, ModelCard
@@ -350,8 +351,7 @@ def train_unit(unit: Unit, card: ModelCard, net: QuickNAT, train: Sequence[Volum
         LOGGER.info("%s: parameters of the %d ranks differ by at most %.3g (sums of tensors)",
                     unit.name, place.world, spread)
     if place.main:
-        save_file(state, str(unit.folder / f".{WEIGHTS_FILE}.tmp"))
-        (unit.folder / f".{WEIGHTS_FILE}.tmp").replace(unit.folder / WEIGHTS_FILE)
+        atomic_write(unit.folder / WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp)))
         atomic_write_json(unit.folder / DONE_FILE, {
             "unit": unit.name, "history": history, "train_seconds": seconds,
             "slices": result.slices, "processes": place.world, "rank_spread": spread})
