@@ -9,9 +9,11 @@ heads without paying for a new head per batch.
 
 from __future__ import annotations
 
+import multiprocessing
+import time
 from collections import deque
+from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,6 +22,7 @@ from bids_infantseg import synth
 from bids_infantseg.conform import normalise_intensity
 from bids_infantseg.model.card import ModelCard
 from bids_infantseg.model.views import VIEW_AXIS
+from bids_infantseg.synth.sources import Source, SourceMix
 
 
 def class_lookup(card: ModelCard) -> np.ndarray:
@@ -30,34 +33,50 @@ def class_lookup(card: ModelCard) -> np.ndarray:
     return lut
 
 
+PROCEDURAL_ONLY = SourceMix((Source("procedural", "procedural", 1.0, (synth.Procedural(),),
+                                    (None,)),))
+"""Procedural heads from birth to 12 months: needs no data files (tests, quick runs)."""
+
+
 @dataclass(frozen=True)
 class SynthSource:
-    """What synthetic heads to draw: ages, and the share drawn from which fetal atlases."""
+    """What synthetic heads to draw: anatomy sources and ages, and the share skull-stripped."""
 
-    atlases: tuple[Path, ...] = ()
-    atlas_fraction: float = 0.4
-    age_range: tuple[float, float] = (0.0, 12.0)
+    mix: SourceMix = PROCEDURAL_ONLY
     skull_strip: float = 0.0  # share of volumes skull-stripped (brain-only scans)
 
     def to_dict(self) -> dict:
-        return {"procedural": True, "atlases": [Path(a).name for a in self.atlases],
-                "atlas_fraction": self.atlas_fraction if self.atlases else 0.0,
-                "age_range_months": list(self.age_range), "skull_strip": self.skull_strip}
+        return {**self.mix.describe(), "skull_strip": self.skull_strip}
 
 
 def draw_volume(card: ModelCard, source: SynthSource, rng: np.random.Generator,
                 age_months: float | None = None,
-                atlas: Path | None | str = "random") -> tuple[np.ndarray, np.ndarray]:
-    """One normalised image and its class map on the card's grid."""
+                anatomy: synth.Anatomy | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """One normalised image and its class map on the card's grid; age and anatomy drawn
+    from ``source`` unless given."""
     if age_months is None:
-        age_months = float(rng.uniform(*source.age_range))
-    if atlas == "random":
-        use_atlas = bool(source.atlases) and rng.uniform() < source.atlas_fraction
-        atlas = source.atlases[rng.integers(len(source.atlases))] if use_atlas else None
+        age_months = source.mix.draw_age(rng)
+    if anatomy is None:
+        anatomy = source.mix.draw(rng, age_months)
     image, labels = synth.training_volume(rng, age_months, tuple(card.grid_shape),
-                                          card.voxel_size_mm, atlas=atlas,
+                                          card.voxel_size_mm, anatomy=anatomy,
                                           strip_probability=source.skull_strip)
     return normalise_intensity(image, card.intensity), class_lookup(card)[labels]
+
+
+def _volume_with_slices(card: ModelCard, source: SynthSource, key: tuple[int, ...]) -> tuple:
+    """A volume drawn from its own seed ``key`` (reproducible in any process), with the slice
+    indices per view that hold brain and head."""
+    image, classes = draw_volume(card, source, np.random.default_rng([0, *key]))
+    brain = ~np.isin(classes, np.flatnonzero(np.isin(card.labels.indices,
+                                                     card.labels.non_brain)))
+    head = classes != 0
+    slices = {}
+    for view, axis in VIEW_AXIS.items():
+        others = tuple(a for a in range(3) if a != axis)
+        slices[view] = (np.flatnonzero(brain.any(axis=others)),
+                        np.flatnonzero(head.any(axis=others)))
+    return image, classes, slices
 
 
 @dataclass
@@ -66,7 +85,10 @@ class SliceSampler:
 
     A new volume replaces the oldest in the pool every ``batches_per_volume`` batches.
     Slices come from the part of each volume that holds head (class 0 is outside), four
-    times in five from slices that hold brain.
+    times in five from slices that hold brain. With ``workers`` > 0, volumes are drawn ahead
+    in that many worker processes (fork server), so training waits for data only when
+    drawing is slower than training; each volume has its own seed, so the stream is the same
+    with or without workers.
     """
 
     card: ModelCard
@@ -74,30 +96,53 @@ class SliceSampler:
     seed: int = 0
     pool_size: int = 4
     batches_per_volume: int = 6
+    workers: int = 0
     _rng: np.random.Generator = field(init=False, repr=False)
     _pool: deque = field(init=False, repr=False)
     _batches: int = field(init=False, default=0, repr=False)
+    _key: tuple[int, ...] = field(init=False, default=(), repr=False)
+    _drawn: int = field(init=False, default=0, repr=False)
+    _ahead: deque = field(init=False, repr=False)
+    _executor: Executor | None = field(init=False, default=None, repr=False)
+    wait_seconds: float = field(init=False, default=0.0)
+    """Time ``batch`` spent waiting for volumes (drawing them, or for the workers)."""
 
     def __post_init__(self) -> None:
+        if self.workers:
+            self._executor = ProcessPoolExecutor(
+                self.workers, mp_context=multiprocessing.get_context("forkserver"))
         self.reseed(self.seed)
 
     def reseed(self, *key: int) -> None:
         """Restart the stream at ``key`` (e.g. seed and epoch), so resuming is reproducible."""
-        self._rng = np.random.default_rng([0, *key])
+        for future in getattr(self, "_ahead", ()):
+            future.cancel()
+        self._key, self._drawn = tuple(key), 0
+        self._rng = np.random.default_rng([3, *key])
         self._pool = deque(maxlen=self.pool_size)
+        self._ahead = deque()
         self._batches = 0
 
+    def _next_key(self) -> tuple[int, ...]:
+        self._drawn += 1
+        return (*self._key, self._drawn)
+
     def _add_volume(self) -> None:
-        image, classes = draw_volume(self.card, self.source, self._rng)
-        brain = ~np.isin(classes, np.flatnonzero(np.isin(self.card.labels.indices,
-                                                         self.card.labels.non_brain)))
-        head = classes != 0
-        slices = {}
-        for view, axis in VIEW_AXIS.items():
-            others = tuple(a for a in range(3) if a != axis)
-            slices[view] = (np.flatnonzero(brain.any(axis=others)),
-                            np.flatnonzero(head.any(axis=others)))
-        self._pool.append((torch.from_numpy(image), torch.from_numpy(classes), slices))
+        start = time.monotonic()
+        if self._executor is None:
+            self._pool.append(_volume_with_slices(self.card, self.source, self._next_key()))
+        else:
+            while len(self._ahead) < self.workers + 1:
+                self._ahead.append(self._executor.submit(_volume_with_slices, self.card,
+                                                         self.source, self._next_key()))
+            self._pool.append(self._ahead.popleft().result())
+        self.wait_seconds += time.monotonic() - start
+
+    def close(self) -> None:
+        """Stop the workers (also done when the sampler is garbage-collected)."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
 
     def class_counts(self, volumes: int = 4) -> np.ndarray:
         """Voxel counts per class over a few fresh volumes (for class weights)."""
@@ -122,6 +167,6 @@ class SliceSampler:
             choices = brain if (brain.size and self._rng.uniform() < 0.8) or not head.size \
                 else head
             index = int(choices[self._rng.integers(len(choices))]) if choices.size else 0
-            images.append(image.select(axis, index))
-            targets.append(classes.select(axis, index))
+            images.append(torch.from_numpy(image).select(axis, index))
+            targets.append(torch.from_numpy(classes).select(axis, index))
         return torch.stack(images).unsqueeze(1), torch.stack(targets)

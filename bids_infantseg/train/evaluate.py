@@ -1,16 +1,15 @@
 """Per-label Dice of a model on held-out synthetic volumes, by age.
 
 Evaluation volumes come from their own seed stream (``[1, age, i]``), disjoint from the
-training streams (``[0, seed, epoch]``), and atlas-based ones only from atlases the caller
-held out of training.
+training streams (``[0, seed, epoch]``), and those built on real anatomy only from the
+held-out files of the training configuration.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
+from bids_infantseg import synth
 from bids_infantseg.inference import predict
 from bids_infantseg.metrics import confusion_matrix, scores
 from bids_infantseg.model.card import Model, ModelCard
@@ -25,29 +24,28 @@ def dice_per_label(predicted: np.ndarray, truth: np.ndarray, card: ModelCard) ->
                                                               strict=True)}
 
 
-def evaluate_synthetic(model: Model, ages: tuple[float, ...] = (0.0, 6.0, 12.0),
-                       procedural: int = 2, atlases: tuple[Path, ...] = (),
-                       batch_size: int = 8, skull_strip: bool = False) -> dict:
-    """Mean per-label Dice at each age over ``procedural`` procedural heads plus one head
-    from each of ``atlases`` (all skull-stripped with ``skull_strip``); also the mean over
-    brain labels."""
+def evaluate_synthetic(model: Model, cases: dict[str, tuple[synth.Anatomy, ...]],
+                       ages: tuple[float, ...] = (0.0, 6.0, 12.0), batch_size: int = 8,
+                       skull_strip: bool = False) -> dict:
+    """Mean per-label Dice per case group (e.g. a held-out source) and age, one volume per
+    anatomy of the group (all skull-stripped with ``skull_strip``), with the mean over brain
+    labels."""
     card = model.card
     brain = [lab.abbreviation for lab in card.labels.labels
              if lab.index not in card.labels.non_brain]
-    results = {}
-    for age in ages:
-        cases = [None] * procedural + list(atlases)
-        per_volume = []
-        for i, atlas in enumerate(cases):
-            rng = np.random.default_rng([1, int(round(age * 10)), i])
-            image, truth = draw_volume(card, SynthSource(skull_strip=float(skull_strip)), rng,
-                                       age_months=age, atlas=atlas)
-            probs = predict(model, image, batch_size=batch_size)
-            per_volume.append(dice_per_label(probs.argmax(axis=0), truth, card))
-        mean = {k: round(float(np.nanmean([s[k] for s in per_volume])), 3)
-                for k in per_volume[0]}
-        mean["brain_mean"] = round(float(np.mean([mean[k] for k in brain])), 3)
-        results[f"{age:g}_months"] = mean
+    results: dict[str, dict] = {}
+    for group, anatomies in cases.items():
+        for age in ages:
+            per_volume = []
+            for i, anatomy in enumerate(anatomies):
+                rng = np.random.default_rng([1, int(round(age * 10)), i])
+                image, truth = draw_volume(card, SynthSource(skull_strip=float(skull_strip)),
+                                           rng, age_months=age, anatomy=anatomy)
+                probs = predict(model, image, batch_size=batch_size)
+                per_volume.append(dice_per_label(probs.argmax(axis=0), truth, card))
+            mean = {k: round(float(np.nanmean([s[k] for s in per_volume])), 3)
+                    for k in per_volume[0]}
+            mean["brain_mean"] = round(float(np.mean([mean[k] for k in brain])), 3)
+            results.setdefault(group, {})[f"{age:g}_months"] = mean
     return {"heldout_synthetic_dice": results,
-            "volumes_per_age": {"procedural": procedural,
-                                "atlas": [Path(a).name for a in atlases]}}
+            "volumes_per_age": {group: len(a) for group, a in cases.items()}}

@@ -127,7 +127,7 @@ def train(card: ModelCard, data: SliceSampler, config: TrainConfig, work_dir: Pa
         for net in nets.values():
             net.train()
         losses = {view: [] for view in nets}
-        epoch_start = time.monotonic()
+        epoch_start, waited = time.monotonic(), data.wait_seconds
         bar = tqdm(range(config.steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}",
                    disable=not progress, mininterval=10.0)
         for step in bar:
@@ -151,11 +151,13 @@ def train(card: ModelCard, data: SliceSampler, config: TrainConfig, work_dir: Pa
         record = {"epoch": epoch + 1, "steps": len(losses[next(iter(nets))]),
                   "loss": {v: float(np.mean(x)) for v, x in losses.items()},
                   "lr": optimizers[next(iter(nets))].param_groups[0]["lr"],
-                  "seconds": round(time.monotonic() - epoch_start, 1)}
+                  "seconds": round(time.monotonic() - epoch_start, 1),
+                  "data_wait_seconds": round(data.wait_seconds - waited, 1)}
         history.append(record)
         eta = record["seconds"] * (config.epochs - epoch - 1)
-        LOGGER.info("epoch %d/%d loss %s (%.0f s, ETA %.0f s)", epoch + 1, config.epochs,
-                    {v: round(x, 4) for v, x in record["loss"].items()}, record["seconds"], eta)
+        LOGGER.info("epoch %d/%d loss %s (%.0f s, %.0f s waiting for data, ETA %.0f s)",
+                    epoch + 1, config.epochs, {v: round(x, 4) for v, x in record["loss"].items()},
+                    record["seconds"], record["data_wait_seconds"], eta)
         for opt in {id(o): o for o in optimizers.values()}.values():
             for group in opt.param_groups:
                 group["lr"] *= config.lr_decay

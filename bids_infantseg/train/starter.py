@@ -1,15 +1,16 @@
 """Train the bundled starter model on synthetic heads only, on a wall-clock budget.
 
-    python -m bids_infantseg.train.starter --out bids_infantseg/data/models/drawem9-synth-starter \
-        --minutes 60
+    BIDS_INFANTSEG_DATA=../shared/data python -m bids_infantseg.train.starter \
+        --config configs/drawem9-synth-starter.json \
+        --out bids_infantseg/data/models/drawem9-synth-starter --minutes 60
     # warm start: fine-tune the bundled model (fresh optimiser) as a new version
-    python -m bids_infantseg.train.starter --out /tmp/starter-ft --work /tmp/starter-ft-work \
-        --init drawem9-synth-starter --version 0.4.0 --lr 1e-3 --lr-decay 0.85 --minutes 75
+    ... --init drawem9-synth-starter --version 0.4.0 --lr 1e-3 --lr-decay 0.85
 
 Why a starter: the pipeline needs a model that runs end to end without any licensed data.
-It is trained only on synthetic phantoms (procedural heads and CC0 fetal atlases, some atlases
-held out), then scored on held-out synthetic volumes at 0, 6 and 12 months; both facts and
-the recipe go into the model card.
+It is trained only on synthetic images drawn from the configured anatomy sources (real
+infant label maps, CC0 fetal atlases, procedural heads; some files held out), then scored on
+held-out synthetic volumes at 0, 6 and 12 months; the sources, the split, the recipe and the
+scores go into the model card. Without ``--config`` it draws procedural heads only.
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ import torch
 from bids_infantseg.model.card import DEFAULT_MODEL, ModelCard, ModelError, load_model, save_model
 from bids_infantseg.model.labels import DRAWEM9
 from bids_infantseg.model.quicknat import QuickNATConfig
-from bids_infantseg.synth import ATLAS_HELD_OUT, ATLAS_ROOT, atlas_folders
+from bids_infantseg.synth import Procedural
+from bids_infantseg.synth.sources import SourceMix
 from bids_infantseg.train.checkpoint import CHECKPOINT_STATE, save_checkpoint
-from bids_infantseg.train.data import SliceSampler, SynthSource
+from bids_infantseg.train.data import PROCEDURAL_ONLY, SliceSampler, SynthSource
 from bids_infantseg.train.evaluate import evaluate_synthetic
 from bids_infantseg.train.loop import (
     TrainConfig,
@@ -39,10 +41,9 @@ from bids_infantseg.train.loop import (
 LOGGER = logging.getLogger("bids_infantseg.train")
 
 DESCRIPTION = (
-    "Starter model: QuickNAT trained only on synthetic T2w-like phantoms (procedural infant "
-    "heads and scaled-up, deformed CC0 fetal spina bifida atlases with synthetic heads), "
-    "never on dHCP or any real infant scan. It lets the pipeline run end to end; expect "
-    "rough segmentations of real data and fine-tune on real labels before relying on it. "
+    "Starter model: QuickNAT trained only on synthetic T2w-like images drawn from label maps "
+    "({sources}), never on any real infant image (not dHCP, not any real scan). Expect rough "
+    "segmentations of real data and fine-tune on real labels before relying on it. "
     "num_filters is {filters} to fit CPU training; 64 (as published) stays the architecture "
     "default. {sharing}{strip} Metrics are Dice on held-out synthetic volumes, not on real "
     "infants."
@@ -55,7 +56,8 @@ SEPARATE = "One network per view, as in QuickNAT."
 
 
 def starter_card(filters: int, views: tuple[str, ...], grid: int, voxel_size: float,
-                 shared: bool, version: str = "0.1.0", skull_strip: float = 0.0) -> ModelCard:
+                 shared: bool, version: str = "0.1.0", skull_strip: float = 0.0,
+                 sources: str = "procedural infant heads") -> ModelCard:
     strip = STRIP.format(percent=100 * skull_strip) if skull_strip else ""
     return ModelCard(
         name=DEFAULT_MODEL,
@@ -67,7 +69,7 @@ def starter_card(filters: int, views: tuple[str, ...], grid: int, voxel_size: fl
         grid_shape=(grid, grid, grid),
         views={view: 1.0 for view in views},
         description=DESCRIPTION.format(filters=filters, sharing=SHARED if shared else SEPARATE,
-                                       strip=strip),
+                                       strip=strip, sources=sources),
         weights_dtype="float16",
     )
 
@@ -96,6 +98,8 @@ def warm_start(work: Path, init: str, card: ModelCard, config: TrainConfig,
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="model folder to write")
+    parser.add_argument("--config", type=Path,
+                        help="anatomy sources, ages and held-out files (JSON; configs/)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/starter-work"),
                         help="checkpoint folder (resumes from it)")
     parser.add_argument("--minutes", type=float, default=60.0, help="wall-clock budget, all in")
@@ -119,12 +123,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="one network per view (default: one network shared by all views)")
     parser.add_argument("--from-checkpoint", action="store_true",
                         help="do not train: ship the last checkpoint in --work as it is")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="processes drawing synthetic volumes ahead of training")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (on a shared 2-core CPU, 1 was fastest)")
     parser.add_argument("--eval-procedural", type=int, default=2,
                         help="procedural held-out volumes per age")
-    parser.add_argument("--eval-atlases", type=int, default=len(ATLAS_HELD_OUT),
-                        help="held-out atlas volumes per age")
     return parser.parse_args(argv)
 
 
@@ -133,17 +137,19 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     start = time.monotonic()
+    mix = SourceMix.load(args.config) if args.config else PROCEDURAL_ONLY
+    held_out = SourceMix.load(args.config, held_out=True).sources if args.config else ()
+    source = SynthSource(mix, skull_strip=args.skull_strip)
     card = starter_card(args.filters, tuple(args.views), args.grid, args.voxel_size,
                         shared=not args.separate_views, version=args.version,
-                        skull_strip=args.skull_strip)
-    source = SynthSource(atlases=tuple(atlas_folders(ATLAS_ROOT, exclude=ATLAS_HELD_OUT)),
-                         skull_strip=args.skull_strip)
+                        skull_strip=args.skull_strip,
+                        sources=", ".join(s.name for s in mix.sources))
     config = TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
                          batch_size=args.batch_size, learning_rate=args.lr,
                          lr_decay=args.lr_decay, seed=args.seed,
                          shared_views=not args.separate_views,
                          time_budget_s=60.0 * (args.minutes - args.eval_minutes))
-    data = SliceSampler(card, source, seed=args.seed)
+    data = SliceSampler(card, source, seed=args.seed, workers=args.workers)
     init = warm_start(args.work, args.init, card, config, data) if args.init else None
     if args.from_checkpoint:
         nets, state = nets_from_checkpoint(args.work, card)
@@ -151,9 +157,11 @@ def main(argv: list[str] | None = None) -> int:
         result = TrainResult(nets, state["epochs_done"], state["history"], stopped_early=True)
     else:
         result = train(card, data, config, args.work)
+    data.close()
     card.training = {
-        "data": {**source.to_dict(), "held_out_atlases": list(ATLAS_HELD_OUT),
-                 "real_infant_scans": "none (not dHCP, not any real infant scan)"},
+        "data": {**source.to_dict(), "config": mix.config,
+                 "held_out": [s.describe() for s in held_out],
+                 "real_infant_images": "none (not dHCP, not any real infant scan)"},
         "recipe": {**config.to_dict(), "optimizer": "Adam",
                    "loss": "median-frequency + boundary weighted cross-entropy + soft Dice",
                    "slices_per_view_batch": args.batch_size, "threads": args.threads,
@@ -168,11 +176,10 @@ def main(argv: list[str] | None = None) -> int:
         card.training["warm_start"] = init
     save_model(args.out, card, result.nets)
     shipped = load_model(args.out)  # score what ships (float16 weights), not the fp32 copy
-    held_out = tuple(p for p in atlas_folders(ATLAS_ROOT)
-                     if p.name in ATLAS_HELD_OUT)[:args.eval_atlases]
-    card.metrics = evaluate_synthetic(shipped, procedural=args.eval_procedural, atlases=held_out)
-    stripped = evaluate_synthetic(shipped, procedural=args.eval_procedural, atlases=held_out,
-                                  skull_strip=True)
+    cases = {"procedural": (Procedural(),) * args.eval_procedural,
+             **{s.name: s.anatomies for s in held_out}}
+    card.metrics = evaluate_synthetic(shipped, cases)
+    stripped = evaluate_synthetic(shipped, cases, skull_strip=True)
     card.metrics["heldout_synthetic_dice_skull_stripped"] = stripped["heldout_synthetic_dice"]
     save_model(args.out, card, result.nets)
     LOGGER.info("wrote %s in %.0f s; held-out Dice %s", args.out, time.monotonic() - start,

@@ -1,0 +1,128 @@
+"""Synthetic infant heads: label maps and T2w-like images, reproducible from a seed.
+
+Why: tests, the demo dataset and the starter model need infant anatomy without shipping
+anyone's scans. SynthSeg-style, images are drawn from label maps (random contrast, texture,
+blur, bias and noise around age-dependent T2 contrast), so a network trained on them learns
+shapes rather than one scanner's look.
+
+Anatomy comes from an *anatomy source*, painted in generation classes (``classes.py``):
+
+- ``Procedural()``: a head built from ellipsoids and random fields (``procedural.py``);
+- ``FetalAtlas(folder)``: a CC0 fetal atlas scaled to infant size (``fetal_atlas.py``);
+- ``LabelMap(file, scheme, age)``: any label map, e.g. a real infant FreeSurfer aseg, whose
+  labels a declarative scheme turns into generation classes (``labelmaps.py``).
+
+Which sources a training run draws from, with what weights and held-out files, is a
+configuration (``sources.py``), so a new source of anatomy is a config entry, not code.
+Every head is randomly posed, scaled to an age-plausible brain volume and deformed; sources
+without extra-axial CSF, skull and scalp get them painted around the brain (``head.py``).
+Training volumes are skull-stripped with some probability, because many users' scans are
+brain-only.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Protocol
+
+import numpy as np
+from scipy import ndimage
+
+from bids_infantseg.synth.classes import GEN_INTRACRANIAL, GEN_TO_DRAWEM9, brain_volume_ml
+from bids_infantseg.synth.fetal_atlas import ATLAS_HELD_OUT, ATLAS_TO_GEN, FetalAtlas, atlas_folders
+from bids_infantseg.synth.fields import separable_noise
+from bids_infantseg.synth.geometry import deform, grid_affine, grid_points, rotation
+from bids_infantseg.synth.image import synthesize_image
+from bids_infantseg.synth.labelmaps import LabelMap, Scheme
+from bids_infantseg.synth.procedural import Procedural
+
+__all__ = ["ATLAS_HELD_OUT", "ATLAS_TO_GEN", "Anatomy", "FetalAtlas", "GEN_TO_DRAWEM9",
+           "LabelMap", "Phantom", "Procedural", "Scheme", "atlas_folders", "brain_volume_ml",
+           "grid_affine", "label_map", "phantom", "skull_strip", "synthesize_image",
+           "training_volume"]
+
+
+class Anatomy(Protocol):
+    """A source of anatomy: generation labels at head coordinates ``p`` (3, X, Y, Z), mm."""
+
+    def paint(self, p: np.ndarray, rng: np.random.Generator, voxel_size: np.ndarray,
+              age_months: float) -> np.ndarray: ...
+
+
+class Phantom(NamedTuple):
+    """A synthetic scan: T2w-like image, DrawEM9 labels on the same grid, and its affine."""
+
+    image: np.ndarray  # float32
+    labels: np.ndarray  # int16, DrawEM9 indices
+    affine: np.ndarray  # 4x4 voxel -> world (mm, RAS+)
+
+
+def label_map(age_months: float, rng: np.random.Generator, shape: tuple[int, int, int],
+              affine: np.ndarray, *, anatomy: Anatomy | None = None, rotation_deg: float = 10.0,
+              shift_mm: float = 6.0, deform_mm: float = 3.0) -> np.ndarray:
+    """Generation labels of one random head on the grid (``shape``, ``affine``).
+
+    The head is centred near world (0, 0, 0), randomly posed (rotation up to ``rotation_deg``
+    about each axis, shift up to ``shift_mm``) and smoothly deformed. ``anatomy`` defaults to
+    a procedural head.
+    """
+    voxel_size = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    head_to_world = np.eye(4)
+    head_to_world[:3, :3] = rotation(rng.uniform(-rotation_deg, rotation_deg, 3))
+    head_to_world[:3, 3] = rng.uniform(-shift_mm, shift_mm, 3)
+    p = grid_points(shape, affine, head_to_world)
+    scale = rng.normal(1.0, 0.04, 3).astype(np.float32)[:, None, None, None]
+    p = deform(p * scale, rng, voxel_size, deform_mm)
+    return (anatomy or Procedural()).paint(p, rng, voxel_size, age_months)
+
+
+def phantom(age_months: float, seed: int, shape: tuple[int, int, int] = (128, 144, 128),
+            voxel_size=1.2, *, axcodes: str = "RAS", oblique_deg=(0.0, 0.0, 0.0),
+            anatomy: Anatomy | None = None) -> Phantom:
+    """A realistic native-looking synthetic T2w scan (intensities ~0-1000) with its labels."""
+    rng = np.random.default_rng(seed)
+    affine = grid_affine(shape, voxel_size, axcodes=axcodes, oblique_deg=oblique_deg)
+    gen = label_map(age_months, rng, shape, affine, anatomy=anatomy)
+    image = synthesize_image(gen, rng, age_months, np.sqrt((affine[:3, :3] ** 2).sum(axis=0)),
+                             random_contrast=0.0)
+    return Phantom((1000.0 * image).astype(np.float32), GEN_TO_DRAWEM9[gen], affine)
+
+
+def skull_strip(image: np.ndarray, gen: np.ndarray, rng: np.random.Generator,
+                voxel_size: float, max_margin_mm: float = 4.0,
+                max_cut_mm: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
+    """Zero the image and label (0) what a brain extraction tool would remove.
+
+    The mask's edge lies at a signed distance from the surface of the brain and its CSF that
+    varies smoothly over the head, from ``max_cut_mm`` inside the CSF (tight masks cut into
+    it; brain tissue itself is never removed) to ``max_margin_mm`` outside (some skull or
+    scalp remains); in half the volumes it hugs the surface.
+    """
+    intracranial = GEN_INTRACRANIAL[gen]
+    # signed distance (mm) from the voxel's centre to the surface half a voxel out
+    signed = (ndimage.distance_transform_edt(~intracranial, sampling=voxel_size)
+              - ndimage.distance_transform_edt(intracranial, sampling=voxel_size))
+    signed -= np.where(intracranial, -0.5, 0.5) * voxel_size
+    spacing = np.full(3, voxel_size)
+    edge = (rng.uniform(-max_cut_mm, max_margin_mm) if rng.uniform() < 0.5
+            else rng.uniform(-0.5, 0.5) * voxel_size)
+    margin = edge + 0.5 * max(abs(edge), voxel_size) * separable_noise(rng, gen.shape,
+                                                                       spacing, 60.0)
+    tissue = intracranial & (gen != 1)  # brain itself: everything intracranial but CSF
+    removed = (signed > np.clip(margin, -max_cut_mm, max_margin_mm)) & ~tissue
+    return np.where(removed, 0.0, image).astype(np.float32), np.where(removed, 0, gen)
+
+
+def training_volume(rng: np.random.Generator, age_months: float, grid_shape: tuple[int, int, int],
+                    voxel_size: float, *, anatomy: Anatomy | None = None,
+                    rotation_deg: float = 15.0,
+                    strip_probability: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """(image float32 ~[0, 1], DrawEM9 labels int16) drawn directly on a canonical RAS grid,
+    skull-stripped with probability ``strip_probability`` (drawn last, so the head itself
+    does not depend on it)."""
+    affine = grid_affine(grid_shape, voxel_size)
+    gen = label_map(age_months, rng, grid_shape, affine, anatomy=anatomy,
+                    rotation_deg=rotation_deg, shift_mm=10.0, deform_mm=4.0)
+    image = synthesize_image(gen, rng, age_months, voxel_size)
+    if strip_probability and rng.uniform() < strip_probability:
+        image, gen = skull_strip(image, gen, rng, voxel_size)
+    return image, GEN_TO_DRAWEM9[gen]

@@ -1,0 +1,92 @@
+"""Geometry of synthetic heads: rotations, ellipsoids, head frames, grids and deformation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from bids_infantseg.synth.fields import separable_noise
+
+
+def rotation(angles_deg: np.ndarray) -> np.ndarray:
+    """3x3 rotation from angles about x, y, z (degrees)."""
+    ax, ay, az = np.deg2rad(angles_deg)
+    rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
+    ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
+    rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+def ellipsoid(p: np.ndarray, center, radii, tilt_deg: float = 0.0) -> np.ndarray:
+    """Approximate signed distance (mm) to an ellipsoid, negative inside: (r-1)/|grad r|.
+
+    ``p`` is (3, ...) in head coordinates; ``tilt_deg`` rotates it about x (pitch).
+    """
+    dx, dy, dz = (p[i] - np.float32(center[i]) for i in range(3))
+    if tilt_deg:
+        c, s = np.float32(np.cos(np.deg2rad(tilt_deg))), np.float32(np.sin(np.deg2rad(tilt_deg)))
+        dy, dz = c * dy + s * dz, -s * dy + c * dz
+    a, b, cc = (np.float32(r) for r in radii)
+    u, v, w = dx / a, dy / b, dz / cc
+    r = np.sqrt(u * u + v * v + w * w)
+    grad = np.sqrt((u / a) ** 2 + (v / b) ** 2 + (w / cc) ** 2) / np.maximum(r, 1e-3)
+    return (r - 1.0) / np.maximum(grad, 1e-6)
+
+
+@dataclass(frozen=True)
+class Frame:
+    """Cerebrum centre at the origin of head coordinates; its semi-axes (x LR, y AP, z SI)."""
+
+    radii: np.ndarray
+
+    def at(self, fx: float, fy: float, fz: float) -> tuple[float, float, float]:
+        a, b, c = self.radii
+        return fx * a, fy * b, fz * c
+
+
+def grid_points(shape: tuple[int, int, int], affine: np.ndarray,
+                 head_to_world: np.ndarray) -> np.ndarray:
+    """Head coordinates (3, X, Y, Z) of every voxel of a grid."""
+    vox_to_head = np.linalg.inv(head_to_world) @ affine
+    idx = [np.arange(n, dtype=np.float32) for n in shape]
+    m = vox_to_head.astype(np.float32)
+    out = np.empty((3, *shape), dtype=np.float32)
+    for row in range(3):
+        out[row] = (m[row, 0] * idx[0][:, None, None] + m[row, 1] * idx[1][None, :, None]
+                    + m[row, 2] * idx[2][None, None, :] + m[row, 3])
+    return out
+
+
+def deform(p: np.ndarray, rng: np.random.Generator, voxel_size: np.ndarray,
+            amplitude_mm: float) -> np.ndarray:
+    """Smooth random displacement of head coordinates (a few mm over ~4 cm)."""
+    shape = p.shape[1:]
+    return np.stack([p[i] + amplitude_mm * separable_noise(rng, shape, voxel_size, 40.0)
+                     for i in range(3)])
+
+
+
+def grid_affine(shape: tuple[int, int, int], voxel_size, *, axcodes: str = "RAS",
+                oblique_deg=(0.0, 0.0, 0.0)) -> np.ndarray:
+    """An affine for a grid centred on world (0, 0, 0) with the given axis codes and tilt."""
+    voxel_size = np.broadcast_to(np.asarray(voxel_size, dtype=np.float64), (3,))
+    directions = {"R": (0, 1), "L": (0, -1), "A": (1, 1), "P": (1, -1), "S": (2, 1),
+                  "I": (2, -1)}
+    axes = np.zeros((3, 3))
+    for column, code in enumerate(axcodes.upper()):
+        row, sign = directions[code]
+        axes[row, column] = sign * voxel_size[column]
+    affine = np.eye(4)
+    affine[:3, :3] = rotation(np.asarray(oblique_deg, dtype=float)) @ axes
+    affine[:3, 3] = -affine[:3, :3] @ ((np.asarray(shape) - 1) / 2.0)
+    return affine
+
+
+
+def apply_affine(affine: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Points ``q`` (3, ...) mapped by a 4x4 affine, in float32 (voxel coordinates of a
+    source's grid for ``ndimage.map_coordinates``)."""
+    m = affine.astype(np.float32)
+    return np.stack([m[i, 0] * q[0] + m[i, 1] * q[1] + m[i, 2] * q[2] + m[i, 3]
+                     for i in range(3)])

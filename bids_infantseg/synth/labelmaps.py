@@ -1,0 +1,158 @@
+"""Any label map as a source of anatomy, through a declarative scheme (SynthSeg-style).
+
+A *scheme* (JSON, ``data/synth/<name>.json`` or any file) says which generation class each
+source label is; a label map plus its scheme is an anatomy source. Why: real infant anatomy
+(FreeSurfer asegs of real infants, a site's manual labels, the dHCP atlas) differs from
+procedural shapes in exactly what the network gets wrong on real scans (cortical folding,
+ventricle and hippocampus shape), and adding a source must not need code.
+
+Label maps of brains alone (most asegs) get what they lack painted around them: label 0
+inside the brain's hull (sulci, the interhemispheric fissure, around the cerebellum) and a
+shell of random width around the brain become CSF, then skull, fat, scalp, face and eyes.
+Blocky asegs have little CSF in their sulci: with some probability the sulcal ridge of the
+cortex (cortex farthest from any other tissue, where two banks touch) is opened to CSF.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage
+
+from bids_infantseg.synth.classes import CGM, CLASSES, CSF, INDEX, brain_volume_ml
+from bids_infantseg.synth.geometry import Frame, apply_affine
+from bids_infantseg.synth.head import paint_head
+
+SCHEMES = Path(__file__).resolve().parents[1] / "data" / "synth"
+"""Folder of the shipped schemes."""
+_PAD = 24
+_CEREBRUM = tuple(INDEX[n] for n in ("cortical_gm", "wm", "ventricle", "deep_gm", "thalamus"))
+
+
+class SchemeError(ValueError):
+    """A scheme or label map that does not fit together."""
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """Source label -> generation class name, for one family of label maps."""
+
+    name: str
+    classes: tuple[tuple[int, str], ...]
+
+    @classmethod
+    def load(cls, name_or_path: str | Path) -> Scheme:
+        """A shipped scheme by name, or a scheme file."""
+        path = Path(name_or_path)
+        if not path.is_file():
+            path = SCHEMES / f"{name_or_path}.json"
+        if not path.is_file():
+            raise SchemeError(f"{name_or_path}: no such scheme file or shipped scheme "
+                              f"({', '.join(sorted(p.stem for p in SCHEMES.glob('*.json')))})")
+        spec = json.loads(path.read_text())
+        classes = tuple(sorted((int(code), str(name)) for code, name in spec["classes"].items()))
+        unknown = sorted({name for _, name in classes} - set(INDEX))
+        if unknown:
+            raise SchemeError(f"{path}: unknown generation classes {unknown} "
+                              f"(known: {', '.join(c.name for c in CLASSES)})")
+        return cls(str(spec.get("name", path.stem)), classes)
+
+    def lookup(self, max_label: int) -> np.ndarray:
+        """Source label -> generation label for labels 0..max_label (unmapped: 255)."""
+        lut = np.full(max_label + 1, 255, dtype=np.uint8)
+        lut[0] = 0
+        for code, name in self.classes:
+            if code <= max_label:
+                lut[code] = INDEX[name]
+        return lut
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A label map in generation labels, padded, with what painting needs."""
+
+    labels: np.ndarray  # uint8 generation labels
+    outside_mm: np.ndarray  # float32 mm outside the brain (half resolution)
+    sulci: np.ndarray  # uint8 1 on the cortex's sulcal ridge
+    world_to_voxel: np.ndarray  # 4x4
+    center: np.ndarray  # cerebrum bounding-box centre, source mm
+    radii: np.ndarray  # cerebrum bounding-box half-extent, source mm
+    brain_ml: float
+
+
+@lru_cache(maxsize=32)
+def _prepare(path: str, scheme: Scheme) -> _Prepared:
+    image = nib.load(path)
+    raw = np.asanyarray(image.dataobj)
+    if not np.issubdtype(raw.dtype, np.integer) and not np.array_equal(raw, np.round(raw)):
+        raise SchemeError(f"{path}: label map holds non-integer values")
+    raw = raw.astype(np.int64)
+    if raw.min() < 0:
+        raise SchemeError(f"{path}: label map holds negative labels")
+    labels = scheme.lookup(int(raw.max()))[raw]
+    if (labels == 255).any():
+        missing = sorted(set(np.unique(raw[labels == 255]).tolist()))
+        raise SchemeError(f"{path}: labels {missing} are not in scheme {scheme.name!r}")
+    labels = np.pad(labels, _PAD)
+    shift = np.eye(4)
+    shift[:3, 3] = -_PAD
+    affine = image.affine @ shift
+    zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    brain = labels > 0
+    half = brain[::2, ::2, ::2]
+    outside = ndimage.distance_transform_edt(~half, sampling=2 * zooms).astype(np.float32)
+    cerebrum = np.argwhere(np.isin(labels, _CEREBRUM))
+    lo, hi = cerebrum.min(axis=0), cerebrum.max(axis=0)
+    center = (affine @ np.append((lo + hi) / 2.0, 1.0))[:3]
+    return _Prepared(labels, outside, _sulcal_ridge(labels, zooms), np.linalg.inv(affine),
+                     center, (hi - lo) / 2.0 * zooms, float(brain.sum() * zooms.prod() / 1000.0))
+
+
+def _sulcal_ridge(labels: np.ndarray, zooms: np.ndarray, min_depth_mm: float = 1.5) -> np.ndarray:
+    """Cortex voxels farthest from other tissue, at least ``min_depth_mm`` from it and not on
+    the outer surface: where two banks of a sulcus touch."""
+    cortex = labels == CGM
+    depth = ndimage.distance_transform_edt(~(labels > 0) | cortex, sampling=zooms)
+    depth = np.where(cortex, depth, 0.0)
+    on_ridge = depth >= ndimage.maximum_filter(depth, size=3) - 1e-3
+    surface = ndimage.binary_dilation(labels == 0) & cortex
+    return (cortex & on_ridge & (depth >= min_depth_mm) & ~surface).astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class LabelMap:
+    """Anatomy from one label map file through a scheme; ``age_months`` is the source's own
+    age (used to choose maps near a drawn age), ``open_sulci`` the chance of opening the
+    sulcal ridge to CSF."""
+
+    path: Path
+    scheme: Scheme
+    age_months: float
+    open_sulci: float = 0.6
+
+    def paint(self, p: np.ndarray, rng: np.random.Generator, voxel_size: np.ndarray,
+              age_months: float) -> np.ndarray:
+        """Generation labels at head coordinates ``p``: scaled to a brain volume typical of
+        ``age_months``, mirrored left-right half the time, with CSF and a head around it."""
+        m = _prepare(str(self.path), self.scheme)
+        scale = np.float32((brain_volume_ml(age_months) * rng.uniform(0.88, 1.12)
+                            / m.brain_ml) ** (1 / 3))
+        q = p / scale
+        if rng.uniform() < 0.5:
+            q[0] = -q[0]
+        vox = apply_affine(m.world_to_voxel, q + m.center.astype(np.float32)[:, None, None, None])
+        gen = ndimage.map_coordinates(m.labels, vox, order=0, mode="constant", cval=0)
+        if rng.uniform() < self.open_sulci:
+            ridge = ndimage.map_coordinates(m.sulci, vox, order=0, mode="constant", cval=0)
+            gen[(ridge > 0) & (gen == CGM)] = CSF
+        outside = ndimage.map_coordinates(m.outside_mm, vox / 2.0, order=1,
+                                          mode="nearest") * scale
+        head = np.zeros_like(gen)
+        paint_head(head, p, np.where(gen > 0, -1.0, np.maximum(outside - 0.5, 0.0)),
+                   Frame(m.radii * scale), rng, voxel_size, age_months)
+        return np.where(gen > 0, gen, head).astype(np.uint8)
