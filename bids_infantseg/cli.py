@@ -8,11 +8,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 
 from bids_infantseg import __version__
+from bids_infantseg.resources import available_cpus
 
 LOGGER = logging.getLogger("bids_infantseg")
 
@@ -69,10 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="cache of intermediate results; a killed run resumes from it "
                           "(default: OUTPUT_DIR/.work)")
     run.add_argument("--nprocs", "--n-cpus", "--n_cpus", dest="nprocs", type=_positive_int,
-                     default=os.cpu_count() or 1, help="processes for scans in parallel")
+                     default=available_cpus(),
+                     help="scans at once (default: the CPUs this process may use, from its "
+                          "affinity, cgroup quota and SLURM allocation)")
     run.add_argument("--omp-nthreads", "--omp_nthreads", dest="omp_nthreads",
-                     type=_positive_int, help="threads per inference process "
-                     "(default: all CPUs divided by concurrent scans)")
+                     type=_positive_int, help="threads per scan's inference, at most the "
+                     "CPUs' share of each scan at once (default: that share)")
     run.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     run.add_argument("--batch-size", dest="batch_size", type=_positive_int, default=8,
                      help="2D slices per network call")

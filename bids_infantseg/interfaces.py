@@ -25,7 +25,7 @@ from nipype.interfaces.base import (
 )
 
 from bids_infantseg import qc
-from bids_infantseg.bids import Scan, derivative_dir, derivative_name
+from bids_infantseg.bids import Scan
 from bids_infantseg.conform import (
     Grid,
     conform,
@@ -46,8 +46,9 @@ from bids_infantseg.derivatives import (
 from bids_infantseg.images import load_t2w
 from bids_infantseg.model.card import read_card
 from bids_infantseg.pose import load_transform, rigid_to_template, save_transform
-from bids_infantseg.report.outputs import qc_sidecar, report_path
+from bids_infantseg.report.outputs import qc_sidecar
 from bids_infantseg.report.scan import scan_report
+from bids_infantseg.scan_outputs import scan_outputs, sidecar
 from bids_infantseg.volumes import label_volumes
 
 LOGGER = logging.getLogger("bids_infantseg")
@@ -402,16 +403,10 @@ class WriteDerivatives(SimpleInterface):
         card = _card(self.inputs.model_card)
         labels = card.labels.name
         out_dir = Path(self.inputs.output_dir)
-        anat = out_dir / derivative_dir(scan)
-        anat.mkdir(parents=True, exist_ok=True)
-
-        def name(**entities: str) -> Path:
-            return anat / derivative_name(scan, **entities)
-
+        paths = scan_outputs(scan, out_dir, card.labels, bool(self.inputs.probseg))
         model = {"model_name": card.name, "model_version": card.version,
                  "model_sha256": self.inputs.model_sha256}
-        dseg_path = name(space="T2w", desc=labels, suffix="dseg", extension=".nii.gz")
-        dseg_rel = dseg_path.relative_to(out_dir).as_posix()
+        dseg_rel = paths.dseg.relative_to(out_dir).as_posix()
         written: list[Path] = []
 
         table = pd.read_csv(self.inputs.volumes, sep="\t")
@@ -419,42 +414,33 @@ class WriteDerivatives(SimpleInterface):
                "session_id": f"ses-{scan.session}" if scan.session else None}
         extra = {k: v for k, v in scan.entities.items() if k not in ("subject", "session")}
         table = pd.concat([pd.DataFrame([{**ids, **extra}] * len(table)), table], axis=1)
-        volumes_path = name(desc=labels, suffix="volumes", extension=".tsv")
-        written.append(atomic_write_tsv(volumes_path, table))
-        written.append(atomic_write_json(volumes_path.with_suffix(".json"),
+        written.append(atomic_write_tsv(paths.volumes, table))
+        written.append(atomic_write_json(sidecar(paths.volumes),
                                          volumes_sidecar(labels=labels,
                                                          entity_columns=list(extra))))
 
         if isdefined(self.inputs.qc_tsv):
-            qc_path = name(desc=labels, suffix="qc", extension=".tsv")
-            written.append(atomic_write_tsv(qc_path, pd.read_csv(self.inputs.qc_tsv, sep="\t")))
-            written.append(atomic_write_text(qc_path.with_suffix(".json"),
+            written.append(atomic_write_tsv(paths.qc, pd.read_csv(self.inputs.qc_tsv, sep="\t")))
+            written.append(atomic_write_text(sidecar(paths.qc),
                                              Path(self.inputs.qc_json).read_text()))
         if isdefined(self.inputs.report):
-            written.append(atomic_write_text(out_dir / report_path(scan.subject, scan.source_stem),
-                                             Path(self.inputs.report).read_text()))
+            written.append(atomic_write_text(paths.report, Path(self.inputs.report).read_text()))
 
-        for label, path in zip(card.labels.labels, self.inputs.probseg or [], strict=False):
-            out = name(space="T2w", label=label.abbreviation, suffix="probseg",
-                       extension=".nii.gz")
+        for label, path, out in zip(card.labels.labels, self.inputs.probseg or [],
+                                    paths.probseg, strict=False):
             written.append(atomic_save_nifti(nib.load(path), out))
-            written.append(atomic_write_json(_sidecar_path(out), probseg_sidecar(
+            written.append(atomic_write_json(sidecar(out), probseg_sidecar(
                 source=scan.rel_path, label=label.name, **model)))
 
-        mask_path = name(space="T2w", desc="brain", suffix="mask", extension=".nii.gz")
-        written.append(atomic_save_nifti(nib.load(self.inputs.mask), mask_path))
-        written.append(atomic_write_json(_sidecar_path(mask_path),
+        written.append(atomic_save_nifti(nib.load(self.inputs.mask), paths.mask))
+        written.append(atomic_write_json(sidecar(paths.mask),
                                          mask_sidecar(source=scan.rel_path, dseg=dseg_rel)))
 
-        sidecar = dseg_sidecar(source=scan.rel_path, labels=labels, age=scan.age, **model)
+        dseg_meta = dseg_sidecar(source=scan.rel_path, labels=labels, age=scan.age, **model)
         if isdefined(self.inputs.pose):
-            sidecar["PoseNormalization"] = json.loads(Path(self.inputs.pose).read_text())
-        written.append(atomic_write_json(_sidecar_path(dseg_path), sidecar))
-        written.append(atomic_save_nifti(nib.load(self.inputs.dseg), dseg_path))
+            dseg_meta["PoseNormalization"] = json.loads(Path(self.inputs.pose).read_text())
+        written.append(atomic_write_json(sidecar(paths.dseg), dseg_meta))
+        written.append(atomic_save_nifti(nib.load(self.inputs.dseg), paths.dseg))
         self._results["out_files"] = [str(p) for p in written]
-        LOGGER.info("%s: outputs written to %s", scan.source_stem, anat)
+        LOGGER.info("%s: outputs written to %s", scan.source_stem, paths.dseg.parent)
         return runtime
-
-
-def _sidecar_path(image: Path) -> Path:
-    return image.with_name(image.name.removesuffix(".nii.gz") + ".json")

@@ -1,19 +1,18 @@
 """The participant level: check inputs, find scans, run their workflow, report the outcome.
 
-A bad scan is reported in one line and skipped; the others are still processed, and the
-exit status says whether any scan failed.
+A bad scan is reported in one line and skipped; the others are still processed. A scan
+counts as segmented only when all its outputs are on disk and readable, whatever the
+workflow engine reported, and the exit status says whether any scan failed.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 from pathlib import Path
 
 from nipype import config as nipype_config
 from nipype import logging as nipype_logging
-from nipype.pipeline import plugins as nipype_plugins
 
 from bids_infantseg import __version__
 from bids_infantseg.bids import DiscoveryError, FilterFileError, Scan, discover, load_filter_file
@@ -24,19 +23,23 @@ from bids_infantseg.derivatives import (
     write_dataset_description,
     write_dataset_files,
 )
-from bids_infantseg.failures import scan_failures
+from bids_infantseg.failures import crash_reason, scan_failures
 from bids_infantseg.images import BadImageError, load_t2w
 from bids_infantseg.inference import DeviceError, resolve_device
 from bids_infantseg.model.card import ModelError, load_model
 from bids_infantseg.report.outputs import IGNORED as QC_IGNORED
+from bids_infantseg.resources import (
+    PluginError,
+    RunPlan,
+    available_cpus,
+    check_plugin,
+    plan_run,
+)
+from bids_infantseg.scan_outputs import ScanOutputs, output_problems, scan_outputs
 from bids_infantseg.templates import TemplateError, cohort_for_age, template_path
 from bids_infantseg.workflow import SegmentSettings, init_participant_wf, scan_wf_name
 
 LOGGER = logging.getLogger("bids_infantseg")
-
-
-class PluginError(ValueError):
-    """A --plugin that Nipype does not have."""
 
 
 UserError = (DiscoveryError, FilterFileError, OutputDirError, ModelError, DeviceError,
@@ -50,7 +53,7 @@ def run_participant(args: argparse.Namespace) -> int:
     output_dir = args.output_dir.resolve()
     work_dir = (args.work_dir or output_dir / ".work").resolve()
     check_output_dir(output_dir, bids_dir)
-    plugin = choose_plugin(args.plugin, args.plugin_args, args.nprocs)
+    check_plugin(args.plugin, args.plugin_args)
     device = resolve_device(args.device)
     model = load_model(args.model)  # fails early on a bad model, before any work
     filters = load_filter_file(args.bids_filter_file) if args.bids_filter_file else None
@@ -66,30 +69,62 @@ def run_participant(args: argparse.Namespace) -> int:
     write_dataset_files(output_dir, model.card.labels)
     write_bidsignore(output_dir, QC_IGNORED)
 
-    concurrent = min(args.nprocs, max(len(good), 1))
-    threads = args.omp_nthreads or max(1, (os.cpu_count() or 1) // concurrent)
+    cpus = available_cpus()
+    plan = plan_run(args.plugin, args.plugin_args, scans=len(good), cpus=cpus,
+                    nprocs=args.nprocs, omp_nthreads=args.omp_nthreads,
+                    gpu=str(device).startswith("cuda"))
     settings = SegmentSettings(
         model_card=model.path / "card.json", model_sha256=model.sha256, card=model.card,
         output_dir=output_dir, bids_dir=bids_dir, write_probseg=args.write_probseg,
-        device=str(device), batch_size=args.batch_size, num_threads=threads,
+        device=str(device), batch_size=args.batch_size, num_threads=plan.threads,
         mc_samples=args.mc_samples, compile=args.compile,
     )
-    LOGGER.info("model %s %s (sha256 %s) on %s, %d scan(s), %d in parallel, %d thread(s) each",
-                model.card.name, model.card.version, model.sha256[:12], device, len(good),
-                concurrent, threads)
+    _log_plan(plan, args.omp_nthreads, cpus)
+    LOGGER.info("model %s %s (sha256 %s) on %s, %d scan(s)", model.card.name,
+                model.card.version, model.sha256[:12], device, len(good))
+    workflow_ok = True
     if good:
         _quiet_nipype(args.verbose)
-        if plugin[0] == "MultiProc":
-            plugin[1].setdefault("n_procs", concurrent)
-            # Workers forked from a process whose torch threads have run deadlock in torch
-            # (seen in grid_sample); the fork server starts them from a clean process.
-            plugin[1].setdefault("mp_context", "forkserver")
-        failed += _run_workflow(good, settings, work_dir, plugin, pose_templates)
+        workflow_ok, crashes = _run_workflow(good, settings, work_dir, plan, pose_templates)
+        failed += _failed_scans(good, settings, crashes)
     done = len(scans) - len(failed)
     LOGGER.info("%d of %d scan(s) segmented; outputs in %s", done, len(scans), output_dir)
     for line in failed:
         LOGGER.error("FAILED %s", line)
-    return 1 if failed else 0
+    return 1 if failed or not workflow_ok else 0
+
+
+def _log_plan(plan: RunPlan, omp_nthreads: int | None, cpus: int) -> None:
+    """How the CPUs are shared, and a warning when --omp-nthreads had to give way."""
+    LOGGER.info("%s: %d scan(s) at once, %d thread(s) each, %d CPU(s) available",
+                plan.plugin, plan.concurrent, plan.threads, cpus)
+    if omp_nthreads and plan.threads < omp_nthreads:
+        LOGGER.warning("--omp-nthreads %d lowered to %d: %d scan(s) at once on %d CPU(s) "
+                       "(see --nprocs and --plugin-args)", omp_nthreads, plan.threads,
+                       plan.concurrent, cpus)
+
+
+def _failed_scans(scans: list[Scan], settings: SegmentSettings,
+                  crashes: dict[str, str]) -> list[str]:
+    """One line per scan that crashed or whose outputs are not all on disk and readable."""
+    failed = []
+    for scan in scans:
+        outputs = scan_outputs(scan, settings.output_dir, settings.card.labels,
+                               settings.write_probseg)
+        reasons = [crashes[name]] if (name := scan_wf_name(scan)) in crashes else []
+        problems = output_problems(outputs)
+        if problems:
+            reasons.append(_describe(problems, outputs))
+        if reasons:
+            failed.append(f"{scan.path}: {'; '.join(reasons)}")
+    return failed
+
+
+def _describe(problems: dict[Path, str], outputs: ScanOutputs) -> str:
+    """The problems in a few words: all of them when only some outputs are missing."""
+    if len(problems) == len(outputs.files()) and set(problems.values()) == {"missing"}:
+        return f"nothing written (no {outputs.dseg.name})"
+    return "; ".join(f"{path.name} {problem}" for path, problem in problems.items())
 
 
 def _check_images(scans: list[Scan]) -> tuple[list[Scan], list[str]]:
@@ -125,24 +160,15 @@ def _quiet_nipype(verbosity: int) -> None:
     logging.getLogger("nipype").propagate = False
 
 
-def choose_plugin(name: str | None, plugin_args: dict | None,
-                  nprocs: int) -> tuple[str, dict]:
-    """Nipype plugin and its arguments: the user's, else Linear for one process, else MultiProc.
-
-    Linear for one process because it runs in this process: no pickling, plain tracebacks.
-    """
-    if name is None:
-        return ("MultiProc", {**(plugin_args or {})}) if nprocs > 1 else ("Linear", {})
-    if not hasattr(nipype_plugins, f"{name}Plugin"):
-        known = sorted(n[:-len("Plugin")] for n in dir(nipype_plugins)
-                       if n.endswith("Plugin") and n != "Plugin")
-        raise PluginError(f"--plugin {name}: not a Nipype plugin ({', '.join(known)})")
-    return name, {**(plugin_args or {})}
-
-
 def _run_workflow(scans: list[Scan], settings: SegmentSettings, work_dir: Path,
-                  plugin: tuple[str, dict], pose_templates: dict[str, Path] | None) -> list[str]:
-    """Run all scans' workflows; return one line per scan whose workflow failed."""
+                  plan: RunPlan, pose_templates: dict[str, Path] | None = None,
+                  ) -> tuple[bool, dict[str, str]]:
+    """Run all scans' workflows; whether the run finished, and each crashed scan's reason.
+
+    Nipype raises both when a node crashed (the crash file says why; the others still ran)
+    and when it could not run at all (e.g. its resource check): the latter, with no crash of
+    this run to explain it, is logged here in one line.
+    """
     crash_dir = work_dir / "crash"
     nipype_config.update_config({
         "execution": {"crashdump_dir": str(crash_dir), "crashfile_format": "txt",
@@ -154,10 +180,15 @@ def _run_workflow(scans: list[Scan], settings: SegmentSettings, work_dir: Path,
     work_dir.mkdir(parents=True, exist_ok=True)
     wf = init_participant_wf(scans, settings, work_dir, pose_templates)
     started = {p.name for p in crash_dir.glob("crash-*")} if crash_dir.exists() else set()
+    error = None
     try:
-        wf.run(plugin=plugin[0], plugin_args=plugin[1])
-    except RuntimeError:
-        LOGGER.debug("workflow finished with errors", exc_info=True)
+        wf.run(plugin=plan.plugin, plugin_args=plan.plugin_args)
+    except Exception as exc:  # Nipype raises whatever stopped it; the crash files tell which
+        LOGGER.debug("the workflow stopped with an error", exc_info=True)
+        error = exc
     by_name = {scan_wf_name(s): s for s in scans}
-    return [f"{by_name[name].path}: {message}"
-            for name, message in scan_failures(crash_dir, set(by_name), started).items()]
+    crashes = scan_failures(crash_dir, set(by_name), started)
+    if error is not None and not crashes:
+        LOGGER.error("the workflow did not run to the end (%s plugin): %s", plan.plugin,
+                     crash_reason(f"{type(error).__name__}: {error}"))
+    return error is None or bool(crashes), crashes

@@ -9,7 +9,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from bids_infantseg.bids import format_entities
+from bids_infantseg.bids import Scan, format_entities, parse_entities
 
 
 def write_json(path: Path, content: Any) -> Path:
@@ -91,3 +91,10 @@ def example_dataset(root: Path) -> Path:
                 extension=".nii")
     write_image(root, subject="03", suffix="T1w")
     return root
+
+
+def write_scan(root: Path, **entities: str) -> Scan:
+    """A T2w image at its BIDS place and its ``Scan`` record, e.g. ``write_scan(root,
+    subject="01", run="1")``; no age or sex."""
+    path = write_image(root, **entities)
+    return Scan(path, root, parse_entities(path.name))

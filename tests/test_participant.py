@@ -175,6 +175,68 @@ def test_a_killed_run_resumes_from_the_work_directory(head_dataset, tmp_path, ti
     assert len(list(work.rglob("segment/result_segment.pklz"))) == len(SCANS)
 
 
-def test_train_is_not_implemented_yet(head_dataset, tmp_path):
-    assert main([str(head_dataset), str(tmp_path / "o"), "train"]) == 2
+def one_scan_dataset(root: Path) -> Path:
+    """sub-01 with a single T2w: the usual one-participant-per-job run."""
+    from tests.bids_factory import write_description
+
+    write_description(root)
+    write_head(t2w_path(root, "01"), seed=5)
+    return root
+
+
+@pytest.mark.parametrize("options", [[], ["--plugin", "MultiProc", "--omp-nthreads", "8"]],
+                         ids=["defaults", "multiproc-8-threads"])
+def test_one_scan_on_two_cpus_is_segmented(tmp_path, tiny_model_dir, monkeypatch, caplog,
+                                           options):
+    """One scan on a 2-CPU machine: MultiProc used to refuse the segment node's 2 threads
+    (n_procs 1) before running anything, and the run still said "1 of 1" and exited 0."""
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1})
+    root, out = one_scan_dataset(tmp_path / "bids"), tmp_path / "out"
+    assert main([str(root), str(out), "participant", "--model", str(tiny_model_dir),
+                 "--device", "cpu", *options]) == 0
+    assert nib.load(outputs(out, "sub-01", "sub-01/anat")["dseg"]).shape == (48, 56, 44)
+    assert "1 of 1 scan(s) segmented" in caplog.text
+
+
+def test_outputs_not_on_disk_fail_the_scan_whatever_nipype_says(head_dataset, tmp_path,
+                                                                tiny_model_dir, monkeypatch,
+                                                                caplog):
+    """The writer 'succeeds' without writing one scan's files and loses another's volumes:
+    the count, the FAILED lines and the exit status come from the disk."""
+    from bids_infantseg.interfaces import WriteDerivatives
+
+    write = WriteDerivatives._run_interface
+
+    def lossy_write(self, runtime):
+        if "run-1" in self.inputs.scan_json:
+            return runtime
+        runtime = write(self, runtime)
+        if "run-2" in self.inputs.scan_json:
+            next(Path(f) for f in self._results["out_files"] if f.endswith("volumes.tsv")).unlink()
+        return runtime
+
+    monkeypatch.setattr(WriteDerivatives, "_run_interface", lossy_write)
+    out = tmp_path / "out"
+    assert run(head_dataset, out, tiny_model_dir, "--participant-label", "02") == 1
+    failed = [r.getMessage() for r in caplog.records if r.getMessage().startswith("FAILED")]
+    run1, run2 = (t2w_path(head_dataset, "02", run=r) for r in ("1", "2"))
+    assert failed == [f"FAILED {run1}: nothing written (no sub-02_run-1_space-T2w_desc-drawem9_"
+                      "dseg.nii.gz)",
+                      f"FAILED {run2}: sub-02_run-2_desc-drawem9_volumes.tsv missing"]
+    assert "0 of 2 scan(s) segmented" in caplog.text
+
+
+def test_a_workflow_that_cannot_start_is_one_line_and_exit_1(tmp_path, tiny_model_dir,
+                                                             caplog):
+    """Nipype's own refusal (here: less memory than a node asks for) is not a scan's crash."""
+    root, out = one_scan_dataset(tmp_path / "bids"), tmp_path / "out"
+    assert run(root, out, tiny_model_dir, "--plugin", "MultiProc",
+               "--plugin-args", '{"memory_gb": 0.01}') == 1
+    errors = [r.getMessage() for r in caplog.records
+              if r.levelname == "ERROR" and r.name == "bids_infantseg"]
+    assert errors[0] == ("the workflow did not run to the end (MultiProc plugin): "
+                         "Insufficient resources available for job")
+    assert errors[1].startswith(f"FAILED {t2w_path(root, '01')}: nothing written")
+    assert len(errors) == 2 and "0 of 1 scan(s) segmented" in caplog.text
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 
 from bids_infantseg.cli import build_parser, main
-from bids_infantseg.participant import PluginError, choose_plugin
+from bids_infantseg.resources import PluginError, choose_plugin
 
 
-def test_default_is_linear_for_one_process_and_multiproc_otherwise():
+def test_default_is_linear_for_one_scan_at_a_time_and_multiproc_otherwise():
     assert choose_plugin(None, None, 1) == ("Linear", {})
-    assert choose_plugin(None, None, 4) == ("MultiProc", {})  # n_procs added by the caller
+    assert choose_plugin(None, None, 4) == ("MultiProc", {})  # n_procs added by plan_run
 
 
 def test_named_plugin_keeps_its_arguments():

@@ -1,0 +1,118 @@
+"""How many CPUs a run may use, and how it shares them between scans and threads.
+
+Nipype's MultiProc refuses to start (``Insufficient resources available for job``) when a
+node asks for more threads than the plugin's ``n_procs``; the plan here makes every request
+fit for any number of scans, CPUs, ``--nprocs`` and ``--omp-nthreads``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+SLURM_CPUS = ("SLURM_CPUS_PER_TASK", "SLURM_CPUS_ON_NODE")
+"""SLURM's allocation, the first one set wins (per task is what one job step may use)."""
+
+POOL_PLUGINS = ("MultiProc", "LegacyMultiProc")
+"""Plugins that run nodes on this machine and check each node's request against n_procs."""
+
+
+class PluginError(ValueError):
+    """A --plugin that Nipype does not have, or plugin arguments it cannot run with."""
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """The Nipype plugin, its arguments, and the scans at once and threads per scan."""
+
+    plugin: str
+    plugin_args: dict[str, Any] = field(hash=False)
+    concurrent: int
+    threads: int
+
+
+def available_cpus(cgroup_cpu_max: Path = CGROUP_CPU_MAX,
+                   environ: Mapping[str, str] | None = None) -> int:
+    """The CPUs this process may use: the least of its affinity, its cgroup v2 quota and
+    SLURM's allocation. ``os.cpu_count()`` counts the whole machine, which a container or a
+    cluster job shares with others."""
+    environ = os.environ if environ is None else environ
+    limits = [len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+              else os.cpu_count() or 1]
+    quota = _cgroup_quota(cgroup_cpu_max)
+    if quota is not None:
+        limits.append(quota)
+    slurm = next((environ[name] for name in SLURM_CPUS if environ.get(name)), None)
+    if slurm is not None and slurm.strip().isdigit():
+        limits.append(int(slurm))
+    return max(1, min(limits))
+
+
+def _cgroup_quota(cpu_max: Path) -> int | None:
+    """CPUs of a cgroup v2 ``cpu.max`` (``"<quota> <period>"``, rounded up); None: no limit."""
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+    except (OSError, ValueError):
+        return None
+    if quota == "max" or not (quota.isdigit() and period.isdigit()) or int(period) == 0:
+        return None
+    return max(1, math.ceil(int(quota) / int(period)))
+
+
+def check_plugin(name: str | None, plugin_args: dict | None) -> None:
+    """Refuse, before any work, a plugin Nipype does not have or counts it would wait on."""
+    from nipype.pipeline import plugins as nipype_plugins  # not at import: the CLI starts fast
+
+    if name is not None and not hasattr(nipype_plugins, f"{name}Plugin"):
+        known = sorted(n[:-len("Plugin")] for n in dir(nipype_plugins)
+                       if n.endswith("Plugin") and n != "Plugin")
+        raise PluginError(f"--plugin {name}: not a Nipype plugin ({', '.join(known)})")
+    for key in ("n_procs", "n_gpu_procs"):
+        value = (plugin_args or {}).get(key, 1)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise PluginError(f"--plugin-args {key}: must be a positive integer, not {value!r}")
+
+
+def choose_plugin(name: str | None, plugin_args: dict | None,
+                  concurrent: int) -> tuple[str, dict]:
+    """Nipype plugin and its arguments: the user's, else Linear for one scan at a time, else
+    MultiProc.
+
+    Linear for one at a time because it runs in this process: no pickling, plain tracebacks.
+    """
+    check_plugin(name, plugin_args)
+    if name is None:
+        return ("MultiProc", {**(plugin_args or {})}) if concurrent > 1 else ("Linear", {})
+    return name, {**(plugin_args or {})}
+
+
+def plan_run(plugin: str | None, plugin_args: dict | None, *, scans: int, cpus: int,
+             nprocs: int, omp_nthreads: int | None, gpu: bool = False) -> RunPlan:
+    """Scans at once (``--nprocs``, at most the scans there are), threads per scan, plugin.
+
+    On this machine the threads are the CPUs' share of each scan (``--omp-nthreads`` at
+    most that), so N scans never ask for more than the CPUs unless N alone is more; a pool
+    plugin's ``n_procs`` holds the N scans' threads, and on a GPU ``n_gpu_procs`` one
+    scan's, so one inference uses the GPU at a time. A cluster plugin's jobs run elsewhere:
+    ``--omp-nthreads`` is taken as given there.
+    """
+    concurrent = max(1, min(nprocs, scans))
+    name, args = choose_plugin(plugin, plugin_args, concurrent)
+    share = max(1, cpus // concurrent)
+    local = name == "Linear" or name in POOL_PLUGINS
+    threads = min(omp_nthreads or share, share) if local else omp_nthreads or share
+    if name not in POOL_PLUGINS:
+        return RunPlan(name, args, concurrent, threads)
+    threads = min(threads, args.setdefault("n_procs", concurrent * threads))
+    if gpu:
+        threads = min(threads, args.setdefault("n_gpu_procs", threads))
+    if name == "MultiProc":
+        # Workers forked from a process whose torch threads have run deadlock in torch
+        # (seen in grid_sample); the fork server starts them from a clean process.
+        args.setdefault("mp_context", "forkserver")
+    return RunPlan(name, args, concurrent, threads)

@@ -1,0 +1,88 @@
+"""What a scan's outputs are called, and whether they are all on disk and readable.
+
+The writer and the run's final count use the same names, so a scan counts as segmented only
+when the files a user would open are there, whatever the workflow engine reported.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import pandas as pd
+
+from bids_infantseg.bids import Scan, derivative_dir, derivative_name
+from bids_infantseg.model.labels import LabelSet
+from bids_infantseg.report.outputs import report_path
+
+
+@dataclass(frozen=True)
+class ScanOutputs:
+    """The paths of one scan's outputs; ``probseg`` follows the label set's order."""
+
+    dseg: Path
+    mask: Path
+    volumes: Path
+    qc: Path
+    report: Path
+    probseg: tuple[Path, ...] = ()
+
+    def files(self) -> list[Path]:
+        """Every file, sidecars included, the label map last (the writer's order)."""
+        images = [*self.probseg, self.mask]
+        tables = [self.volumes, self.qc]
+        return [*(p for t in tables for p in (t, sidecar(t))), self.report,
+                *(p for i in images for p in (i, sidecar(i))), sidecar(self.dseg), self.dseg]
+
+
+def sidecar(path: Path) -> Path:
+    """The JSON sidecar of an image or table: same name, ``.json`` extension."""
+    return path.with_name(path.name.removesuffix(".nii.gz").removesuffix(".tsv") + ".json")
+
+
+def scan_outputs(scan: Scan, output_dir: Path, labels: LabelSet,
+                 write_probseg: bool) -> ScanOutputs:
+    """The output paths of ``scan`` in ``output_dir`` (BIDS names from its entities)."""
+    anat = Path(output_dir) / derivative_dir(scan)
+
+    def name(**entities: str) -> Path:
+        return anat / derivative_name(scan, **entities)
+
+    probseg = tuple(name(space="T2w", label=label.abbreviation, suffix="probseg",
+                         extension=".nii.gz") for label in labels.labels) if write_probseg else ()
+    return ScanOutputs(
+        dseg=name(space="T2w", desc=labels.name, suffix="dseg", extension=".nii.gz"),
+        mask=name(space="T2w", desc="brain", suffix="mask", extension=".nii.gz"),
+        volumes=name(desc=labels.name, suffix="volumes", extension=".tsv"),
+        qc=name(desc=labels.name, suffix="qc", extension=".tsv"),
+        report=Path(output_dir) / report_path(scan.subject, scan.source_stem),
+        probseg=probseg,
+    )
+
+
+def output_problems(outputs: ScanOutputs) -> dict[Path, str]:
+    """``{path: "missing" | "unreadable (...)"}`` for each output a user could not open."""
+    problems = {}
+    for path in outputs.files():
+        try:
+            _read(path)
+        except FileNotFoundError:
+            problems[path] = "missing"
+        except Exception as err:  # any reader's failure means unreadable
+            problems[path] = f"unreadable ({type(err).__name__}: {err})"
+    return problems
+
+
+def _read(path: Path) -> None:
+    """Open ``path`` as its kind's reader would: NIfTI header, JSON, TSV, non-empty text."""
+    if path.name.endswith(".nii.gz"):
+        nib.load(path)
+    elif path.suffix == ".json":
+        json.loads(path.read_text(encoding="utf-8"))
+    elif path.suffix == ".tsv":
+        if pd.read_csv(path, sep="\t").empty:
+            raise ValueError("no rows")
+    elif not path.read_text(encoding="utf-8").strip():
+        raise ValueError("empty")
