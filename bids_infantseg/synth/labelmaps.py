@@ -9,8 +9,10 @@ ventricle and hippocampus shape), and adding a source must not need code.
 Label maps of brains alone (most asegs) get what they lack painted around them: label 0
 inside the brain's hull (sulci, the interhemispheric fissure, around the cerebellum) and a
 shell of random width around the brain become CSF, then skull, fat, scalp, face and eyes.
-Blocky asegs have little CSF in their sulci: with some probability the sulcal ridge of the
-cortex (cortex farthest from any other tissue, where two banks touch) is opened to CSF.
+Automatic asegs (joint label fusion at 1 mm) label a thick, blocky cortex (about half of the
+infant brain, where newborn DrawEM maps hold little more than a third) with cortex touching
+cortex across sulci: most volumes cap the cortex at a random thickness, and what lies deeper
+becomes CSF, which opens the sulci where two banks meet.
 """
 
 from __future__ import annotations
@@ -78,7 +80,7 @@ class _Prepared:
 
     labels: np.ndarray  # uint8 generation labels
     outside_mm: np.ndarray  # float32 mm outside the brain (half resolution)
-    sulci: np.ndarray  # uint8 1 on the cortex's sulcal ridge
+    cortex_depth: np.ndarray  # uint8 quarter-mm from other brain tissue (cortex only)
     world_to_voxel: np.ndarray  # 4x4
     center: np.ndarray  # cerebrum bounding-box centre, source mm
     radii: np.ndarray  # cerebrum bounding-box half-extent, source mm
@@ -109,31 +111,30 @@ def _prepare(path: str, scheme: Scheme) -> _Prepared:
     cerebrum = np.argwhere(np.isin(labels, _CEREBRUM))
     lo, hi = cerebrum.min(axis=0), cerebrum.max(axis=0)
     center = (affine @ np.append((lo + hi) / 2.0, 1.0))[:3]
-    return _Prepared(labels, outside, _sulcal_ridge(labels, zooms), np.linalg.inv(affine),
+    return _Prepared(labels, outside, _cortex_depth(labels, zooms), np.linalg.inv(affine),
                      center, (hi - lo) / 2.0 * zooms, float(brain.sum() * zooms.prod() / 1000.0))
 
 
-def _sulcal_ridge(labels: np.ndarray, zooms: np.ndarray, min_depth_mm: float = 1.5) -> np.ndarray:
-    """Cortex voxels farthest from other tissue, at least ``min_depth_mm`` from it and not on
-    the outer surface: where two banks of a sulcus touch."""
+def _cortex_depth(labels: np.ndarray, zooms: np.ndarray) -> np.ndarray:
+    """Distance (quarter mm, uint8) of each cortex voxel from the nearest other brain tissue."""
     cortex = labels == CGM
     depth = ndimage.distance_transform_edt(~(labels > 0) | cortex, sampling=zooms)
-    depth = np.where(cortex, depth, 0.0)
-    on_ridge = depth >= ndimage.maximum_filter(depth, size=3) - 1e-3
-    surface = ndimage.binary_dilation(labels == 0) & cortex
-    return (cortex & on_ridge & (depth >= min_depth_mm) & ~surface).astype(np.uint8)
+    return np.where(cortex, np.clip(np.round(4.0 * depth), 0, 255), 0).astype(np.uint8)
 
 
 @dataclass(frozen=True)
 class LabelMap:
     """Anatomy from one label map file through a scheme; ``age_months`` is the source's own
-    age (used to choose maps near a drawn age), ``open_sulci`` the chance of opening the
-    sulcal ridge to CSF."""
+    age (used to choose maps near a drawn age), ``thin_cortex`` the chance of capping the
+    cortex at a thickness drawn from ``cortex_mm`` (source millimetres at birth; both bounds
+    grow by ``cortex_growth_mm`` over the first year, as the cortex thickens)."""
 
     path: Path
     scheme: Scheme
     age_months: float
-    open_sulci: float = 0.6
+    thin_cortex: float = 0.8
+    cortex_mm: tuple[float, float] = (1.8, 3.0)
+    cortex_growth_mm: float = 0.8
 
     def paint(self, p: np.ndarray, rng: np.random.Generator, voxel_size: np.ndarray,
               age_months: float) -> np.ndarray:
@@ -147,9 +148,12 @@ class LabelMap:
             q[0] = -q[0]
         vox = apply_affine(m.world_to_voxel, q + m.center.astype(np.float32)[:, None, None, None])
         gen = ndimage.map_coordinates(m.labels, vox, order=0, mode="constant", cval=0)
-        if rng.uniform() < self.open_sulci:
-            ridge = ndimage.map_coordinates(m.sulci, vox, order=0, mode="constant", cval=0)
-            gen[(ridge > 0) & (gen == CGM)] = CSF
+        if rng.uniform() < self.thin_cortex:
+            depth = ndimage.map_coordinates(m.cortex_depth, vox, order=0, mode="constant",
+                                            cval=0)
+            grow = self.cortex_growth_mm * min(age_months, 12.0) / 12.0
+            cap = rng.uniform(self.cortex_mm[0] + grow, self.cortex_mm[1] + grow)
+            gen[(gen == CGM) & (depth > 4.0 * cap)] = CSF
         outside = ndimage.map_coordinates(m.outside_mm, vox / 2.0, order=1,
                                           mode="nearest") * scale
         head = np.zeros_like(gen)

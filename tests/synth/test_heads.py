@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import nibabel as nib
 import numpy as np
 import pytest
@@ -13,6 +9,7 @@ from scipy import ndimage
 
 from bids_infantseg import synth
 from bids_infantseg.model.labels import DRAWEM9
+from bids_infantseg.synth import fetal_atlas
 
 SMALL = {"shape": (64, 72, 60), "voxel_size": 2.5}
 
@@ -136,29 +133,14 @@ def test_skull_strip_sometimes_cuts_into_the_csf():
     assert 0 < sum(cut) < len(cut)
 
 
-def test_atlas_root_from_environment(tmp_path):
-    code = "from bids_infantseg import synth; print(synth.ATLAS_ROOT)"
-    env = {**os.environ, "BIDS_INFANTSEG_ATLASES": str(tmp_path)}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         check=True).stdout
-    assert out.strip() == str(tmp_path)
-
-
-@pytest.fixture(scope="module")
-def atlases():
-    folders = synth.atlas_folders()
-    if not folders:
-        pytest.skip(f"fetal atlases not found under {synth.ATLAS_ROOT}")
-    return folders
-
-
 def test_atlas_source_holds_out_and_maps_labels(atlases):
-    kept = synth.atlas_folders(exclude=synth.ATLAS_HELD_OUT)
+    kept = synth.atlas_folders(atlases[0].parent, exclude=synth.ATLAS_HELD_OUT)
     assert len(kept) == len(atlases) - len(synth.ATLAS_HELD_OUT)
     assert not {p.name for p in kept} & set(synth.ATLAS_HELD_OUT)
     rng = np.random.default_rng(0)
-    _, small = synth.training_volume(rng, 0.0, (64, 64, 64), 3.0, atlas=atlases[0])
-    _, large = synth.training_volume(rng, 12.0, (64, 64, 64), 3.0, atlas=atlases[0])
+    atlas = synth.FetalAtlas(atlases[0])
+    _, small = synth.training_volume(rng, 0.0, (64, 64, 64), 3.0, anatomy=atlas)
+    _, large = synth.training_volume(rng, 12.0, (64, 64, 64), 3.0, anatomy=atlas)
     assert set(np.unique(small)) == set(range(10))  # head shell and hippocampi added
     assert brain_ml(large, 3.0) > 1.6 * brain_ml(small, 3.0)
     assert 250 < brain_ml(small, 3.0) < 550
@@ -175,12 +157,12 @@ def _cortex_share_and_sulci(labels: np.ndarray) -> tuple[float, int]:
 def test_atlas_heads_are_folded_with_an_even_ribbon(atlases, monkeypatch):
     """Scaled-up fetal atlases are smooth; the synthesis carves sulci lined with cortex of
     infant thickness (more cortex, CSF inside the cerebrum), unless the fold step is off."""
-    atlas = [p for p in atlases if "GA21" in p.name][0]
+    atlas = synth.FetalAtlas([p for p in atlases if "GA21" in p.name][0])
     folded = synth.training_volume(np.random.default_rng(3), 12.0, (96, 96, 96), 2.0,
-                                   atlas=atlas)[1]
-    monkeypatch.setattr(synth, "_fold_cortex", lambda *args: None)
+                                   anatomy=atlas)[1]
+    monkeypatch.setattr(fetal_atlas, "_fold_cortex", lambda *args: None)
     smooth = synth.training_volume(np.random.default_rng(3), 12.0, (96, 96, 96), 2.0,
-                                   atlas=atlas)[1]
+                                   anatomy=atlas)[1]
     share_folded, sulci_folded = _cortex_share_and_sulci(folded)
     share_smooth, sulci_smooth = _cortex_share_and_sulci(smooth)
     assert share_folded > share_smooth + 0.05
@@ -191,19 +173,19 @@ def test_atlas_heads_are_folded_with_an_even_ribbon(atlases, monkeypatch):
 
 
 def test_atlas_ventricles_are_shrunk_sometimes(atlases):
-    atlas = [p for p in atlases if "GA21" in p.name][0]
+    atlas = synth.FetalAtlas([p for p in atlases if "GA21" in p.name][0])
     volumes = [(synth.training_volume(np.random.default_rng(k), 0.0, (64, 64, 64), 3.0,
-                                      atlas=atlas)[1] == 5).sum() for k in range(8)]
+                                      anatomy=atlas)[1] == 5).sum() for k in range(8)]
     assert max(volumes) > 1.5 * min(volumes)
 
 
 @pytest.mark.parametrize("seed", [1, 2])
 def test_hippocampus_lies_along_the_temporal_horn(seed, atlases):
     """Both sources put each hippocampus next to ventricular CSF (its horn), on both sides."""
-    atlas = [p for p in atlases if "GA28" in p.name][0]
+    atlas = synth.FetalAtlas([p for p in atlases if "GA28" in p.name][0])
     for source in (None, atlas):
         _, labels = synth.training_volume(np.random.default_rng(seed), 3.0, (112, 112, 112),
-                                          1.5, atlas=source)
+                                          1.5, anatomy=source)
         near_csf = ndimage.binary_dilation(labels == 5, iterations=2)
         for half in (labels[:56], labels[56:]):  # axis 0 is left-right on the RAS grid
             assert (half == 9).sum() > 50
