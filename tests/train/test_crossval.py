@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bids_infantseg.metrics import overlap_table
+from bids_infantseg.metrics import confusion_matrix
 from bids_infantseg.model.labels import DRAWEM9
 from bids_infantseg.train.crossval import FoldError, make_folds
 from bids_infantseg.train.finetune import scores
@@ -41,17 +41,22 @@ def test_too_few_subjects_for_the_scheme():
     assert make_folds(["a"], "none") == []
 
 
-def test_scores_from_confusion_match_the_metrics_module():
+def test_scores_from_confusion_are_each_labels_dice_and_accuracy():
+    """Checked against Dice and accuracy counted from each label's voxel masks."""
     rng = np.random.default_rng(0)
     reference = rng.choice(DRAWEM9.indices[:6], size=(8, 9, 10))
     predicted = np.where(rng.uniform(size=reference.shape) < 0.7, reference,
                          rng.choice(DRAWEM9.indices[:7], size=reference.shape))
-    table = overlap_table(predicted, reference, DRAWEM9)
-    from bids_infantseg.metrics import confusion_matrix
-
     got = scores(confusion_matrix(predicted, reference, DRAWEM9.indices))
-    np.testing.assert_allclose(got["dice"], table["dice"].to_numpy(), equal_nan=True)
-    np.testing.assert_allclose(got["accuracy"], table["accuracy"].to_numpy(), equal_nan=True)
+    for k, index in enumerate(DRAWEM9.indices):
+        a, b = predicted == index, reference == index
+        both = np.sum(a & b)
+        dice = 2 * both / (a.sum() + b.sum()) if a.any() or b.any() else np.nan
+        accuracy = both / b.sum() if b.any() else np.nan
+        np.testing.assert_allclose(got["dice"][k], dice, equal_nan=True)
+        np.testing.assert_allclose(got["accuracy"][k], accuracy, equal_nan=True)
+    assert np.isnan(got["dice"][-1]) and np.isnan(got["accuracy"][6])  # absent / predicted only
+    assert not np.isnan(got["dice"][6])
 
 
 def test_the_paper_grid_has_nine_rates():
