@@ -9,6 +9,7 @@ import torch
 from bids_infantseg.model.card import ModelCard, load_model
 from bids_infantseg.model.labels import DRAWEM9
 from bids_infantseg.model.quicknat import QuickNATConfig
+from bids_infantseg.synth import Procedural
 from bids_infantseg.train.data import SliceSampler, SynthSource
 from bids_infantseg.train.evaluate import dice_per_label, evaluate_synthetic
 from bids_infantseg.train.loop import TrainConfig, nets_from_checkpoint, train
@@ -49,8 +50,10 @@ def test_loss_decreases_and_model_is_saved(tmp_path):
     assert losses[-1] < losses[0]
     model = load_model(tmp_path / "model")
     assert set(model.nets) == set(card.views)
-    metrics = evaluate_synthetic(model, ages=(6.0,), procedural=1)
-    assert set(metrics["heldout_synthetic_dice"]["6_months"]) >= {"WM", "brain_mean"}
+    metrics = evaluate_synthetic(model, {"procedural": (Procedural(),)}, ages=(6.0,))
+    assert set(metrics["heldout_synthetic_dice"]["procedural"]["6_months"]) >= {"WM",
+                                                                                "brain_mean"}
+    assert metrics["volumes_per_age"] == {"procedural": 1}
 
 
 def test_same_seed_same_weights(tmp_path):
@@ -95,3 +98,17 @@ def test_dice_per_label():
     scores = dice_per_label(np.array([0, 1, 2, 2, 3]), truth, card)
     assert scores["UNK"] == 1.0 and scores["CSF"] == pytest.approx(2 / 3)
     assert np.isnan(scores["Hip"])
+
+
+def test_workers_draw_the_same_stream_and_report_waiting():
+    """Volumes have their own seeds: drawing them ahead in a worker changes nothing but time."""
+    card = tiny_card()
+    here = SliceSampler(card, SynthSource(), seed=4, pool_size=2)
+    ahead = SliceSampler(card, SynthSource(), seed=4, pool_size=2, workers=1)
+    try:
+        for view in ("axial", "coronal", "axial"):
+            a, b = here.batch(view, 2), ahead.batch(view, 2)
+            assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+        assert here.wait_seconds > 0 and ahead.wait_seconds > 0
+    finally:
+        ahead.close()
