@@ -193,3 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"bids_infantseg: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as exc:  # a file system failing after the checks; the traceback with -v
+        LOGGER.debug("traceback", exc_info=True)
+        print(f"bids_infantseg: error: {exc}", file=sys.stderr)
+        return EXIT_SCANS_FAILED

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -110,6 +111,29 @@ def check_output_dir(out_dir: Path, bids_dir: Path) -> None:
         owner = ", ".join(str(n) for n in names) or "an unknown tool"
         raise OutputDirError(f"the output folder {out_dir} holds outputs of {owner}, "
                              f"not {NAME}; choose another folder")
+
+
+def check_writable(folder: Path, role: str) -> None:
+    """Create ``folder`` and write and remove a small file in it, so that an unwritable,
+    read-only or full file system is one line before any work instead of a traceback midway.
+
+    Trying beats ``os.access``: ACLs, root-squashed network shares and full disks only show
+    when a write fails.
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle, probe = tempfile.mkstemp(prefix=".write-test-", dir=folder)
+        try:
+            os.write(handle, b"\0" * 4096)
+            os.fsync(handle)
+        finally:
+            os.close(handle)
+            os.unlink(probe)
+    except OSError as err:
+        where = f" ({err.filename})" if err.filename and Path(err.filename) != folder else ""
+        raise OutputDirError(f"cannot write to the {role} folder {folder}: "
+                             f"{err.strerror or err}{where}") from err
 
 
 def _container(container: Mapping[str, str] | None) -> dict[str, str] | None:

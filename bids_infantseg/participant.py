@@ -19,6 +19,7 @@ from bids_infantseg.bids import DiscoveryError, FilterFileError, Scan, discover,
 from bids_infantseg.derivatives import (
     OutputDirError,
     check_output_dir,
+    check_writable,
     write_bidsignore,
     write_dataset_description,
     write_dataset_files,
@@ -57,6 +58,8 @@ def run_participant(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     model = load_model(args.model)  # fails early on a bad model, before any work
     filters = load_filter_file(args.bids_filter_file) if args.bids_filter_file else None
+    check_writable(output_dir, "output")
+    check_writable(work_dir, "work")
 
     scans = discover(bids_dir, output_dir=output_dir, work_dir=work_dir,
                      participant_labels=args.participant_label,
@@ -64,7 +67,6 @@ def run_participant(args: argparse.Namespace) -> int:
     good, failed = _check_images(scans)
     pose_templates = _pose_templates(good) if args.pose_normalize else None
 
-    output_dir.mkdir(parents=True, exist_ok=True)
     write_dataset_description(output_dir, bids_dir=bids_dir, version=__version__)
     write_dataset_files(output_dir, model.card.labels)
     write_bidsignore(output_dir, QC_IGNORED)

@@ -1,4 +1,7 @@
+import errno
 import json
+import os
+import re
 from pathlib import Path
 
 import nibabel as nib
@@ -16,6 +19,7 @@ from bids_infantseg.derivatives import (
     atomic_write_text,
     atomic_write_tsv,
     check_output_dir,
+    check_writable,
     dseg_sidecar,
     mask_sidecar,
     probseg_sidecar,
@@ -239,3 +243,19 @@ def test_dseg_tsv_brain_column(tmp_path):
     flagged.write_text("index\tname\tbrain\n0\tOutside\tmaybe\n")
     with pytest.raises(ValueError, match="desc-flag_dseg.tsv: column 'brain' must hold yes or no"):
         read_dseg_tsv(flagged)
+
+
+def test_a_writable_folder_is_created_and_left_empty(tmp_path):
+    check_writable(tmp_path / "new" / "out", "output")
+    assert list((tmp_path / "new" / "out").iterdir()) == []
+
+
+def test_a_full_disk_is_one_line_naming_the_folder(tmp_path, monkeypatch):
+    def full(handle):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr("os.fsync", full)
+    message = f"cannot write to the work folder {tmp_path}: No space left on device"
+    with pytest.raises(OutputDirError, match=f"^{re.escape(message)}$"):
+        check_writable(tmp_path, "work")
+    assert list(tmp_path.iterdir()) == []  # the probe is removed

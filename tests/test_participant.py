@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -106,6 +107,48 @@ def test_unknown_participant_is_a_usage_error(head_dataset, tmp_path, tiny_model
 def test_output_inside_the_dataset_is_refused(head_dataset, tiny_model_dir, capsys):
     assert run(head_dataset, head_dataset / "sub-01" / "out", tiny_model_dir) == 2
     assert "inside the BIDS dataset" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("where", ["output", "work"])
+def test_a_folder_that_cannot_be_created_is_one_line_and_exit_2(head_dataset, tmp_path,
+                                                                tiny_model_dir, capsys, where):
+    """Its parent is a regular file: before, a NotADirectoryError traceback and exit 1."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    out = blocker / "out" if where == "output" else tmp_path / "out"
+    work = blocker / "work" if where == "work" else tmp_path / "work"
+    assert run(head_dataset, out, tiny_model_dir, "-w", str(work)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert f"cannot write to the {where} folder {out if where == 'output' else work}" in err
+
+
+def test_a_file_system_failing_after_the_checks_is_one_line(head_dataset, tmp_path,
+                                                            tiny_model_dir, capsys,
+                                                            monkeypatch):
+    out = tmp_path / "out"
+
+    def full(folder, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(folder / "x.json"))
+
+    monkeypatch.setattr("bids_infantseg.participant.write_dataset_description", full)
+    assert run(head_dataset, out, tiny_model_dir) == 1
+    err = capsys.readouterr().err
+    assert err == f"bids_infantseg: error: [Errno 28] No space left on device: '{out}/x.json'\n"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_output_folder_is_one_line_and_exit_2(head_dataset, tmp_path,
+                                                          tiny_model_dir, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    out.chmod(0o555)
+    try:
+        assert run(head_dataset, out, tiny_model_dir) == 2
+    finally:
+        out.chmod(0o755)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"cannot write to the output folder {out}" in err, err
 
 
 def test_output_of_another_tool_is_refused(head_dataset, tmp_path, tiny_model_dir, capsys):
