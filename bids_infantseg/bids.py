@@ -51,6 +51,13 @@ FILTER_QUERIES = ("t2w",)
 # PyBIDS' default ignores, which passing ``ignore`` replaces (dot-files are always ignored).
 DEFAULT_IGNORED = ("code", "derivatives", "models", "sourcedata", "stimuli")
 
+_ENTITY = "_(?:" + "|".join(key for key, _ in ENTITIES) + ")-[0-9a-zA-Z+]+"
+SPACE_T2W = re.compile(rf"^/sub-[^/]+/(?:ses-[^/]+/)?anat/sub-[0-9a-zA-Z+]+(?:{_ENTITY})*"
+                       rf"_space-[0-9a-zA-Z+]+(?:{_ENTITY})*_T2w\.nii(?:\.gz)?$")
+"""A T2w named with a ``space`` (resampled; Baby Open Brains ships its scans as
+``sub-X_ses-Y_space-INFANTMNIacpc_T2w``): BIDS validation rejects it in raw data, so the train
+level indexes it explicitly (``discover(with_space=True)``)."""
+
 
 class DiscoveryError(Exception):
     """The dataset or the selection cannot give any scan to segment; one-line message."""
@@ -248,20 +255,24 @@ def _fingerprint(root: Path) -> list[tuple[str, int]]:
                   for p in folders if p.is_dir())
 
 
-def _layout(root: Path, ignore: list[re.Pattern[str]], work_dir: Path | None) -> BIDSLayout:
-    """Index the dataset, reusing an index cached under ``work_dir/bids_db``.
+def _layout(root: Path, ignore: list[re.Pattern[str]], work_dir: Path | None,
+            force: list[re.Pattern[str]]) -> BIDSLayout:
+    """Index the dataset, reusing an index cached under ``work_dir/bids_db``; files matching
+    ``force`` are indexed although validation rejects them.
 
-    The cache key covers the dataset path, the ignore rules and the folder fingerprint. A new
-    index is built in a private folder and renamed into place, so parallel participant jobs
-    sharing one work directory never read a half-written database.
+    The cache key covers the dataset path, the ignore and force rules and the folder
+    fingerprint. A new index is built in a private folder and renamed into place, so parallel
+    participant jobs sharing one work directory never read a half-written database.
     """
 
     def indexer() -> BIDSLayoutIndexer:
-        return BIDSLayoutIndexer(validate=True, ignore=ignore, index_metadata=False)
+        return BIDSLayoutIndexer(validate=True, ignore=ignore, force_index=force,
+                                 index_metadata=False)
 
     if work_dir is None:
         return BIDSLayout(root, indexer=indexer())
-    key_source = json.dumps([str(root), [p.pattern for p in ignore], _fingerprint(root)])
+    key_source = json.dumps([str(root), [p.pattern for p in ignore],
+                             [p.pattern for p in force], _fingerprint(root)])
     db_root = Path(work_dir) / "bids_db"
     database = db_root / hashlib.sha256(key_source.encode()).hexdigest()[:16]
     if not database.is_dir():
@@ -297,13 +308,16 @@ def discover(
     participant_labels: Iterable[str] | None = None,
     session_labels: Iterable[str] | None = None,
     bids_filters: Mapping[str, Any] | None = None,
+    with_space: bool = False,
 ) -> list[Scan]:
-    """Every T2w image to segment, sorted by path; DiscoveryError when there is none."""
+    """Every T2w image to segment, sorted by path; DiscoveryError when there is none.
+    ``with_space`` also finds T2w images named with a ``space`` (:data:`SPACE_T2W`)."""
     root = Path(bids_dir).resolve()
     if not (root / "dataset_description.json").is_file():
         raise DiscoveryError(f"{bids_dir} is not a BIDS dataset (no dataset_description.json)")
     query = _t2w_query(dict(bids_filters) if bids_filters else None)
-    layout = _layout(root, _ignore_patterns(root, (output_dir, work_dir)), work_dir)
+    layout = _layout(root, _ignore_patterns(root, (output_dir, work_dir)), work_dir,
+                     [SPACE_T2W] if with_space else [])
 
     existing = sorted(layout.get_subjects())
     subjects = _strip_prefix(participant_labels, "sub-") or existing

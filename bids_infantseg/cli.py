@@ -112,9 +112,15 @@ def build_parser() -> argparse.ArgumentParser:
         "process, and under torchrun every process trains on a share of each epoch (DDP).")
     trn.add_argument("--labels", type=Path, metavar="DERIV_DIR",
                      help="BIDS-Derivatives folder of _dseg label maps on the T2w grids, "
-                          "with their dseg.tsv lookup table")
+                          "with their dseg.tsv lookup table (or BIDS_DIR itself, when the "
+                          "label maps lie beside the scans)")
     trn.add_argument("--labels-desc", "--labels_desc", dest="labels_desc", metavar="D",
                      help="use only label maps with desc-D (e.g. drawem9 in the dHCP release)")
+    trn.add_argument("--labels-map", "--labels_map", dest="labels_map", metavar="NAME|FILE",
+                     help="map the label maps' values onto a built-in label set: a shipped "
+                          "mapping (aseg-to-drawem9, for FreeSurfer asegs such as Baby Open "
+                          "Brains') or a <source>-to-<target>.tsv file; lookup tables are "
+                          "then not needed")
     trn.add_argument("--pretrained", metavar="NAME|PATH|none",
                      help="model to fine-tune (default: the bundled model); none trains "
                           "from scratch")

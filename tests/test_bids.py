@@ -98,6 +98,19 @@ def test_index_is_cached_in_work_dir_and_refreshed_when_files_change(tmp_path, c
     assert not list((work / "bids_db").glob(".*"))  # no half-built index left behind
 
 
+def test_t2w_named_with_a_space_is_found_only_when_asked(tmp_path):
+    """Baby Open Brains ships sub-X_ses-Y_space-INFANTMNIacpc_T2w in its raw dataset: the
+    train level asks for it; participant discovery keeps to valid raw BIDS."""
+    root, work = tmp_path / "bids", tmp_path / "work"
+    write_description(root)
+    write_image(root, subject="01", session="1mo", space="INFANTMNIacpc")
+    write_image(root, subject="02")
+    assert _stems(discover(root, work_dir=work)) == ["sub-02"]
+    scans = discover(root, work_dir=work, with_space=True)
+    assert _stems(scans) == ["sub-01_ses-1mo_space-INFANTMNIacpc", "sub-02"]
+    assert scans[0].entities["space"] == "INFANTMNIacpc"
+
+
 @pytest.mark.parametrize(("t2w", "stems"), [
     ({"acquisition": None}, ["sub-01_ses-01", "sub-01_ses-02_run-1", "sub-01_ses-02_run-2"]),
     ({"acquisition": "fast"}, ["sub-02_acq-fast_rec-norm"]),

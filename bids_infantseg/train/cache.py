@@ -2,7 +2,8 @@
 
 Each pair is brought onto the model grid exactly as the participant level does it
 (``conform`` centred on the head's intensity centroid, the card's percentile normalisation);
-its label map is sampled onto the same grid by nearest neighbour and turned into class
+its label map is read in the label set's indices (through the pair's label mapping, if any:
+:func:`read_labels`), sampled onto the same grid by nearest neighbour and turned into class
 numbers. The two arrays are saved as ``.npy`` files and memory-mapped, so an epoch reads only
 the slices it draws: a dHCP-sized study (~800 volumes, ~100k slices per view) never has to
 fit in memory. Every check of a pair (readable image, integer labels, every label in the
@@ -10,7 +11,8 @@ lookup table) happens here, before training starts; a failing pair is logged and
 and the reason is cached too.
 
 Cache entries are keyed by the files (path, size, modification time) and everything that
-changes the arrays (grid, voxel size, intensity settings, label indices), and written into a
+changes the arrays (grid, voxel size, intensity settings, label indices, label mapping), and
+written into a
 temporary folder then renamed, so parallel writers (DDP ranks, worker processes) and killed
 runs never leave half a volume behind.
 """
@@ -39,6 +41,7 @@ from bids_infantseg.images import BadImageError, load_label_map, load_t2w
 from bids_infantseg.model.card import ModelCard
 from bids_infantseg.model.views import VIEW_AXIS
 from bids_infantseg.train.augment import augment_slice
+from bids_infantseg.train.labelmap import LabelMapError, LabelMapping
 from bids_infantseg.train.pairs import Pair, Skipped
 
 LOGGER = logging.getLogger("bids_infantseg.train")
@@ -60,6 +63,7 @@ class Volume:
     image_path: Path
     labels_path: Path
     age_weeks: float | None = None
+    mapping: LabelMapping | None = None
 
     @property
     def image_file(self) -> Path:
@@ -77,9 +81,20 @@ class Volume:
     def grid(self, shape: Sequence[int]) -> Grid:
         return Grid(tuple(int(s) for s in shape), np.asarray(self.grid_affine))
 
+    def reference(self) -> tuple[np.ndarray, np.ndarray]:
+        """The manual label map on the scan's own grid, in the label set's indices."""
+        return read_labels(self.labels_path, self.mapping)
+
 
 class LabelDataError(ValueError):
     """A pair that cannot be used (the message names the file and the problem)."""
+
+
+def read_labels(path: Path, mapping: LabelMapping | None) -> tuple[np.ndarray, np.ndarray]:
+    """A label map and its affine, its values through ``mapping`` when there is one: the one
+    place training reads labels, so the cache and the evaluation see the same indices."""
+    labels, affine = load_label_map(path)
+    return (labels if mapping is None else mapping.apply(labels, path)), affine
 
 
 def class_lookup(indices: np.ndarray, max_value: int) -> np.ndarray:
@@ -113,6 +128,8 @@ def _cache_key(pair: Pair, card: ModelCard) -> str:
 
     source = [CACHE_VERSION, stat(pair.scan.path), stat(pair.labels), card.voxel_size_mm,
               list(card.grid_shape), card.intensity, card.labels.indices.tolist()]
+    if pair.mapping is not None:
+        source.append(pair.mapping.codes)
     return hashlib.sha256(json.dumps(source).encode()).hexdigest()[:20]
 
 
@@ -120,8 +137,8 @@ def preprocess(pair: Pair, card: ModelCard) -> tuple[np.ndarray, np.ndarray, dic
     """The pair on the model grid: normalised image, class map, and what the cache records."""
     try:
         img = load_t2w(pair.scan.path)
-        labels, label_affine = load_label_map(pair.labels)
-    except BadImageError as exc:
+        labels, label_affine = read_labels(pair.labels, pair.mapping)
+    except (BadImageError, LabelMapError) as exc:
         raise LabelDataError(str(exc)) from exc
     if labels.shape != img.shape[:3] or not np.allclose(label_affine, img.affine, atol=1e-3):
         raise LabelDataError(f"{pair.labels}: not on the grid of {pair.scan.path.name} "
@@ -223,7 +240,7 @@ def prepare(pairs: list[Pair], card: ModelCard, cache_dir: Path, *, rank: int = 
             counts=tuple(info["counts"]),
             grid_affine=tuple(tuple(r) for r in info["grid_affine"]),
             image_path=Path(info["image"]), labels_path=Path(info["labels"]),
-            age_weeks=info.get("age_weeks")))
+            age_weeks=info.get("age_weeks"), mapping=pair.mapping))
     return result
 
 

@@ -30,7 +30,6 @@ import torch
 
 from bids_infantseg.conform import restore_labels
 from bids_infantseg.derivatives import atomic_write_json
-from bids_infantseg.images import load_label_map
 from bids_infantseg.inference import predict
 from bids_infantseg.metrics import confusion_matrix, scores
 from bids_infantseg.model.card import Model, ModelCard
@@ -193,7 +192,7 @@ class Trainer:
                 continue
             probs = predict(model, np.load(volume.image_file), device=self.runtime.device,
                             batch_size=self.runtime.eval_batch_size)
-            reference, affine = load_label_map(volume.labels_path)
+            reference, affine = volume.reference()
             labels = restore_labels(probs, volume.grid(self.card.grid_shape), reference.shape,
                                     affine, indices)
             counts[i] = torch.from_numpy(confusion_matrix(labels, reference, indices))

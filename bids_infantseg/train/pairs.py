@@ -1,16 +1,19 @@
 """Training pairs: each T2w scan with its manual (or auxiliary) label map, and the label set.
 
-Labels are ``_dseg`` images in a BIDS-Derivatives folder, matched to the T2w scans found by
-:func:`bids_infantseg.bids.discover` through their source entities (sub, ses, acq, rec, run,
-...; derived entities such as ``desc`` and ``space`` are dropped). A label file may name
-fewer entities than the scan (the dHCP release labels ``sub-X_ses-Y_desc-drawem9_dseg`` while
-its raw T2w may carry ``run-``/``rec-``): the most specific label file whose entities the scan
-has is used, and only a scan on the label map's own voxel grid is paired with it.
+Labels are ``_dseg`` images in a BIDS-Derivatives folder (or beside the scans, as Baby Open
+Brains ships them), matched to the T2w scans found by :func:`bids_infantseg.bids.discover`
+through their source entities (sub, ses, acq, rec, run, ...; derived entities such as
+``desc`` and ``space`` are dropped). A scan that names a ``space`` (resampled, e.g. BOBs'
+``space-INFANTMNIacpc_T2w``) takes only labels in that space or naming none. A label file
+may name fewer entities than the scan (the dHCP release labels ``sub-X_ses-Y_desc-drawem9_dseg``
+while its raw T2w may carry ``run-``/``rec-``): the most specific label file whose entities
+the scan has is used, and only a scan on the label map's own voxel grid is paired with it.
 
 The label set comes from the lookup table the BIDS inheritance principle finds for the label
 file: ``<label file stem>.tsv`` beside it, else ``desc-<D>_dseg.tsv`` (or ``dseg.tsv``) in its
 folder or any folder above it up to the derivatives root. Without one, a built-in table with
-the same ``desc`` (``drawem9``) is used.
+the same ``desc`` (``drawem9``) is used. With a label mapping (``--labels-map``, see
+``labelmap.py``) the tables are not read: the label set is the mapping's target.
 
 Problems with one scan (no labels, another grid) are logged and that scan left out; problems
 that make every scan unusable (no labels at all, no table, tables that disagree) are a
@@ -22,7 +25,7 @@ from __future__ import annotations
 import csv
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +34,7 @@ import numpy as np
 
 from bids_infantseg.bids import Scan, discover, parse_entities, source_entities, source_key
 from bids_infantseg.model.labels import BUILTIN, BrainColumnError, LabelSet, read_dseg_tsv
+from bids_infantseg.train.labelmap import LabelMapError, LabelMapping, shipped_mappings
 
 LOGGER = logging.getLogger("bids_infantseg.train")
 
@@ -44,10 +48,12 @@ class TrainDataError(ValueError):
 
 @dataclass(frozen=True)
 class Pair:
-    """One training example: a T2w scan and the label map drawn on its grid."""
+    """One training example: a T2w scan, the label map drawn on its grid, and the mapping
+    its values go through (None: they are the label set's indices)."""
 
     scan: Scan
     labels: Path
+    mapping: LabelMapping | None = None
 
     @property
     def key(self) -> str:
@@ -74,12 +80,21 @@ class TrainingData:
     skipped: list[Skipped]
 
 
-def label_files(labels_dir: Path, desc: str | None) -> dict[str, Path]:
-    """Every ``sub-*_dseg.nii[.gz]`` (with ``desc-<desc>`` when given), keyed by its source
-    entities. Two files for one key are an error that names both (choose with ``desc``)."""
+def _inside_any(path: Path, folders: Iterable[Path]) -> bool:
+    resolved = path.resolve()
+    return any(folder.resolve() in resolved.parents for folder in folders)
+
+
+def label_files(labels_dir: Path, desc: str | None,
+                skip: Iterable[Path] = ()) -> dict[str, Path]:
+    """Every ``sub-*_dseg.nii[.gz]`` (with ``desc-<desc>`` when given) outside the ``skip``
+    folders (this run's output and work folders, which may lie in a dataset given as
+    ``--labels``), keyed by its source entities. Two files for one key are an error that
+    names both (choose with ``desc``)."""
     found: dict[str, Path] = {}
+    skip = list(skip)
     for path in sorted(Path(labels_dir).rglob("sub-*_dseg.nii*")):
-        if not path.name.endswith((".nii", ".nii.gz")):
+        if not path.name.endswith((".nii", ".nii.gz")) or _inside_any(path, skip):
             continue
         try:
             entities = parse_entities(path.name)
@@ -188,7 +203,8 @@ def label_set_for(label_path: Path, root: Path, desc: str | None) -> tuple[Label
         return BUILTIN[desc], None
     raise TrainDataError(
         f"{label_path}: no lookup table; expected {label_path.name.split('.')[0]}.tsv beside it "
-        f"or desc-{desc or '<desc>'}_dseg.tsv in {root} (columns index, name)")
+        f"or desc-{desc or '<desc>'}_dseg.tsv in {root} (columns index, name), or map its "
+        f"values with --labels-map (shipped: {', '.join(shipped_mappings())})")
 
 
 def same_grid(a: nib.spatialimages.SpatialImage, b: nib.spatialimages.SpatialImage) -> bool:
@@ -208,13 +224,21 @@ def _subset(small: Mapping[str, str], big: Mapping[str, str]) -> bool:
     return all(big.get(k) == v for k, v in small.items())
 
 
+def _same_space(label: Path, scan: Scan) -> bool:
+    """A scan naming its space takes labels in that space or naming none; other scans ignore
+    a label's space (derivatives name their source's grid ``space-T2w``, ``space-orig``)."""
+    space = scan.entities.get("space")
+    return space is None or parse_entities(label.name).get("space") in (None, space)
+
+
 def match_pairs(scans: list[Scan], labels: dict[str, Path]) -> tuple[list[Pair], list[Skipped]]:
     """Pair each scan with the most specific label file whose entities it has, on its grid."""
     by_label: dict[Path, list[Scan]] = {}
     skipped: list[Skipped] = []
     entities = {path: source_entities(path.name) for path in labels.values()}
     for scan in scans:
-        matches = [p for p in labels.values() if _subset(entities[p], scan.entities)]
+        matches = [p for p in labels.values()
+                   if _subset(entities[p], scan.entities) and _same_space(p, scan)]
         if not matches:
             skipped.append(Skipped(scan.rel_path, "no label map"))
             continue
@@ -247,22 +271,47 @@ def match_pairs(scans: list[Scan], labels: dict[str, Path]) -> tuple[list[Pair],
     return pairs, skipped
 
 
+def shared_label_set(pairs: list[Pair], labels_dir: Path,
+                     desc: str | None) -> tuple[LabelSet, Path | None]:
+    """The one label set of every pair's lookup table, and that table (None: built in)."""
+    sets: dict[tuple, tuple[LabelSet, Path | None]] = {}
+    for pair in pairs:
+        labels, table = label_set_for(pair.labels, labels_dir, desc)
+        sets.setdefault(tuple((lab.index, lab.name) for lab in labels.labels), (labels, table))
+    if len(sets) > 1:
+        tables = ", ".join(str(t) for _, t in sets.values())
+        raise TrainDataError(f"the label maps use {len(sets)} different lookup tables "
+                             f"({tables}); train on one label set (--labels-desc)")
+    return next(iter(sets.values()))
+
+
+def load_mapping(labels_map: str | Path | None) -> LabelMapping | None:
+    """The ``--labels-map`` mapping (None without one); its problems are TrainDataError."""
+    try:
+        return LabelMapping.load(labels_map) if labels_map else None
+    except LabelMapError as exc:
+        raise TrainDataError(str(exc)) from exc
+
+
 def find_training_data(bids_dir: Path, labels_dir: Path, *, desc: str | None = None,
+                       labels_map: str | Path | None = None,
                        output_dir: Path | None = None, work_dir: Path | None = None,
                        participant_labels: Iterable[str] | None = None,
                        session_labels: Iterable[str] | None = None,
                        bids_filters: Mapping[str, Any] | None = None) -> TrainingData:
-    """Scans, their label maps and the one label set they share; logs every skip."""
+    """Scans, their label maps and the one label set they share (a ``labels_map``'s target,
+    or the lookup tables'); logs every skip."""
     labels_dir = Path(labels_dir)
     if not labels_dir.is_dir():
         raise TrainDataError(f"--labels {labels_dir}: no such folder")
-    files = label_files(labels_dir, desc)
+    mapping = load_mapping(labels_map)
+    files = label_files(labels_dir, desc, [d for d in (output_dir, work_dir) if d])
     if not files:
         raise TrainDataError(f"{labels_dir}: no sub-*_dseg.nii[.gz] files"
                              + (f" with desc-{desc}" if desc else ""))
     scans = discover(bids_dir, output_dir=output_dir, work_dir=work_dir,
                      participant_labels=participant_labels, session_labels=session_labels,
-                     bids_filters=bids_filters)
+                     bids_filters=bids_filters, with_space=True)
     pairs, skipped = match_pairs(scans, files)
     used = {p.labels for p in pairs}
     subjects = {s.subject for s in scans}
@@ -278,15 +327,11 @@ def find_training_data(bids_dir: Path, labels_dir: Path, *, desc: str | None = N
                              f"grid ({len(scans)} scan(s), {len(files)} label file(s); see the "
                              "log for why each was left out)")
 
-    sets: dict[tuple, tuple[LabelSet, Path | None]] = {}
-    for pair in pairs:
-        labels, table = label_set_for(pair.labels, labels_dir, desc)
-        sets.setdefault(tuple((lab.index, lab.name) for lab in labels.labels), (labels, table))
-    if len(sets) > 1:
-        tables = ", ".join(str(t) for _, t in sets.values())
-        raise TrainDataError(f"the label maps use {len(sets)} different lookup tables "
-                             f"({tables}); train on one label set (--labels-desc)")
-    label_set, table = next(iter(sets.values()))
+    if mapping is None:
+        label_set, table = shared_label_set(pairs, labels_dir, desc)
+    else:
+        pairs = [replace(pair, mapping=mapping) for pair in pairs]
+        label_set, table = mapping.target, mapping.path
     if len(label_set) < 2:
         raise TrainDataError(f"{table}: a label set needs at least two labels")
     LOGGER.info("%d training scan(s) of %d subject(s); labels %s (%d classes) from %s",

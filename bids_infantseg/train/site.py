@@ -57,7 +57,8 @@ from bids_infantseg.train.settings import Settings, SettingsError, build, read_c
 LOGGER = logging.getLogger("bids_infantseg.train")
 
 FLAGS = {  # argparse dest -> setting
-    "labels": "labels", "labels_desc": "labels_desc", "pretrained": "pretrained",
+    "labels": "labels", "labels_desc": "labels_desc", "labels_map": "labels_map",
+    "pretrained": "pretrained",
     "views": "views", "cv": "cv", "epochs_classifier": "epochs_classifier",
     "epochs_all": "epochs_all", "lr": "lr", "lr_grid": "lr_grid",
     "max_slices_per_epoch": "max_slices_per_epoch", "seed": "seed", "model_name": "name",
@@ -157,7 +158,8 @@ def _train(settings: Settings, args: argparse.Namespace, place: ddp.Dist,
     check_output_dir(output_dir, bids_dir)
     filters = load_filter_file(args.bids_filter_file) if args.bids_filter_file else None
     data: TrainingData = find_training_data(
-        bids_dir, settings.labels, desc=settings.labels_desc, output_dir=output_dir,
+        bids_dir, settings.labels, desc=settings.labels_desc,
+        labels_map=settings.labels_map, output_dir=output_dir,
         work_dir=work_dir, participant_labels=args.participant_label,
         session_labels=args.session_label, bids_filters=filters)
     pretrained = None if settings.from_scratch else load_model(settings.pretrained)
@@ -215,6 +217,13 @@ def _train(settings: Settings, args: argparse.Namespace, place: ddp.Dist,
     return 0
 
 
+def _labels_origin(settings: Settings, labels: LabelSet) -> str:
+    where = f"from {Path(settings.labels).name}"
+    if settings.labels_map:
+        return f"labels {where} mapped to {labels.name} by {settings.labels_map}"
+    return f"labels desc-{settings.labels_desc or labels.name} {where}"
+
+
 def _describe(card: ModelCard, settings: Settings, data: TrainingData, volumes: list[Volume],
               pretrained: Model | None, trainer: Trainer, bids_dir: Path, best_lr: float,
               cv_summary: dict | None, curves: dict, seconds: float, slices: int,
@@ -229,8 +238,7 @@ def _describe(card: ModelCard, settings: Settings, data: TrainingData, volumes: 
                  else "same label set, classifier kept") + ")")
     card.description = (
         f"QuickNAT {origin} on {len(volumes)} scan(s) of {len(subjects)} subject(s) of "
-        f"{dataset_name(bids_dir)}, labels desc-{settings.labels_desc or card.labels.name} "
-        f"from {Path(settings.labels).name}. "
+        f"{dataset_name(bids_dir)}, {_labels_origin(settings, card.labels)}. "
         + (f"Cross-validated ({settings.cv}): mean Dice over brain labels "
            f"{cv_summary['brain_dice_mean']:.3f} on held-out subjects. " if cv_summary else "")
         + "See training and metrics for the recipe and the per-label scores.")
@@ -252,7 +260,7 @@ def _describe(card: ModelCard, settings: Settings, data: TrainingData, volumes: 
         "recipe": recipe,
         "data": {
             "dataset": dataset_name(bids_dir), "labels_dir": str(settings.labels),
-            "labels_desc": settings.labels_desc,
+            "labels_desc": settings.labels_desc, "labels_map": settings.labels_map,
             "lookup_table": str(data.table) if data.table else "built-in",
             "scans": len(volumes), "subjects": len(subjects), "subject_ids": subjects,
             "age_weeks": {"min": round(ages[0], 2), "max": round(ages[-1], 2),

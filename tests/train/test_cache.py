@@ -16,7 +16,7 @@ from bids_infantseg.train.cache import (
 )
 from bids_infantseg.train.pairs import find_training_data
 from tests.model_factory import tiny_card
-from tests.train.factory import labelled_dataset
+from tests.train.factory import bobs_dataset, labelled_dataset
 
 
 def card_for(labels):
@@ -71,6 +71,37 @@ def test_label_missing_from_the_table_leaves_the_scan_out_with_a_clear_reason(tm
     result = prepare(data.pairs, card_for(data.label_set), tmp_path / "cache")
     assert [v.key for v in result.volumes] == ["sub-01"]
     assert "label value(s) [7] are not in the lookup table" in result.skipped[0].reason
+
+
+def test_aseg_codes_are_cached_as_drawem9_classes(tmp_path):
+    """Baby Open Brains: the aseg is mapped when read, for the cache and for evaluation."""
+    root = bobs_dataset(tmp_path / "bids", {"01": ("1mo",)})
+    data = find_training_data(root, root, labels_map="aseg-to-drawem9",
+                              work_dir=tmp_path / "work")
+    (volume,) = prepare(data.pairs, card_for(data.label_set), tmp_path / "cache").volumes
+    aseg = np.asanyarray(nib.load(data.pairs[0].labels).dataobj)
+    reference, _ = volume.reference()
+    for code, index in ((17, 9), (14, 1), (41, 3), (2, 3), (42, 2), (0, 0)):
+        assert set(np.unique(reference[aseg == code]).tolist()) == {index}, code
+    _, classes = volume.arrays()  # DrawEM9's class k is index k
+    assert set(np.unique(classes).tolist()) == {0, 1, 2, 3, 9}
+    assert volume.counts[4] == 0  # no head tissue in an aseg: label 4 is not needed
+
+
+def test_aseg_code_missing_from_the_mapping_leaves_the_scan_out_naming_file_and_code(tmp_path):
+    root = bobs_dataset(tmp_path / "bids", {"01": ("1mo",), "02": ("1mo",)})
+    path = root / "sub-02" / "ses-1mo" / "anat" / \
+        "sub-02_ses-1mo_space-INFANTMNIacpc_desc-aseg_dseg.nii.gz"
+    img = nib.load(path)
+    codes = np.asanyarray(img.dataobj).copy()
+    codes[0, 0, 0] = 1000
+    nib.save(nib.Nifti1Image(codes, img.affine), path)
+    data = find_training_data(root, root, labels_map="aseg-to-drawem9",
+                              work_dir=tmp_path / "work")
+    result = prepare(data.pairs, card_for(data.label_set), tmp_path / "cache")
+    assert [v.subject for v in result.volumes] == ["01"]
+    assert result.skipped[0].reason.startswith(
+        f"{path}: label value(s) [1000] are not in the mapping aseg-to-drawem9")
 
 
 def test_non_integer_labels_leave_the_scan_out(tmp_path):

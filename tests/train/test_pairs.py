@@ -12,7 +12,7 @@ import pytest
 from bids_infantseg.model.labels import DRAWEM9
 from bids_infantseg.train.pairs import TrainDataError, find_training_data
 from tests.bids_factory import write_tsv
-from tests.train.factory import labelled_dataset
+from tests.train.factory import bobs_dataset, labelled_dataset
 
 
 def find(root, labels, **kwargs):
@@ -126,3 +126,52 @@ def test_brain_column_of_the_table_marks_non_brain_labels(tmp_path):
     (labels / "desc-manual_dseg.tsv").write_text("index\tname\tbrain\n0\tOutside\t1\n")
     with pytest.raises(TrainDataError, match="desc-manual_dseg.tsv: column 'brain'"):
         find(root, labels)
+
+
+def test_baby_open_brains_layout_pairs_each_t2w_with_the_aseg_beside_it(tmp_path):
+    """ds005450 as it is: space-INFANTMNIacpc T2w and desc-aseg dseg in the raw dataset,
+    given as both datasets; the mapping's target is the label set, dseg.tsv is not read."""
+    root = bobs_dataset(tmp_path / "ds005450")
+    data = find(root, root, labels_map="aseg-to-drawem9")
+    assert [p.key for p in data.pairs] == ["sub-01_ses-1mo_space-INFANTMNIacpc",
+                                           "sub-01_ses-6mo_space-INFANTMNIacpc",
+                                           "sub-02_ses-3mo_space-INFANTMNIacpc"]
+    assert all(p.labels.name == f"{p.key}_desc-aseg_dseg.nii.gz" for p in data.pairs)
+    assert all(p.mapping.name == "aseg-to-drawem9" for p in data.pairs)
+    assert data.label_set == DRAWEM9 and data.table.name == "aseg-to-drawem9.tsv"
+    assert data.skipped == []
+    with pytest.raises(TrainDataError, match="--labels-map .*no such file or shipped"):
+        find(root, root, labels_map="aseg-to-nothing")
+
+
+def test_a_scan_naming_a_space_takes_only_labels_in_that_space(tmp_path):
+    root = bobs_dataset(tmp_path / "bids", {"01": ("1mo",), "02": ("1mo",)})
+    anat = root / "sub-02" / "ses-1mo" / "anat"
+    label = anat / "sub-02_ses-1mo_space-INFANTMNIacpc_desc-aseg_dseg.nii.gz"
+    label.rename(anat / "sub-02_ses-1mo_space-other_desc-aseg_dseg.nii.gz")
+    data = find(root, root, labels_map="aseg-to-drawem9")
+    assert [p.subject for p in data.pairs] == ["01"]
+    assert ("sub-02/ses-1mo/anat/sub-02_ses-1mo_space-INFANTMNIacpc_T2w.nii.gz",
+            "no label map") in [(s.item, s.reason) for s in data.skipped]
+
+
+def test_a_scan_naming_no_space_ignores_the_labels_space(tmp_path):
+    root, labels = labelled_dataset(tmp_path / "bids", ("01",))
+    anat = labels / "sub-01" / "anat"
+    (anat / "sub-01_desc-manual_dseg.nii.gz").rename(anat / "sub-01_space-T2w_desc-manual_dseg"
+                                                             ".nii.gz")
+    assert [p.key for p in find(root, labels).pairs] == ["sub-01"]
+
+
+def test_label_maps_in_the_output_folder_are_not_labels(tmp_path):
+    """--labels at the dataset root, outputs inside it: segmentations written there by an
+    earlier participant run must not count as a second label map."""
+    root = bobs_dataset(tmp_path / "bids", {"01": ("1mo",)})
+    out = root / "derivatives" / "infantseg"
+    anat = out / "sub-01" / "ses-1mo" / "anat"
+    anat.mkdir(parents=True)
+    shutil.copy(root / "sub-01" / "ses-1mo" / "anat" /
+                "sub-01_ses-1mo_space-INFANTMNIacpc_desc-aseg_dseg.nii.gz",
+                anat / "sub-01_ses-1mo_space-INFANTMNIacpc_desc-drawem9_dseg.nii.gz")
+    data = find(root, root, labels_map="aseg-to-drawem9", output_dir=out)
+    assert [p.labels.parent for p in data.pairs] == [root / "sub-01" / "ses-1mo" / "anat"]

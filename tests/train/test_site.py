@@ -15,7 +15,7 @@ from bids_infantseg.inference import predict
 from bids_infantseg.model.card import load_model
 from bids_infantseg.train.site import run_train
 from tests.model_factory import make_tiny_model
-from tests.train.factory import labelled_dataset
+from tests.train.factory import bobs_dataset, labelled_dataset
 
 TINY_SCRATCH = {"num_filters": 4, "voxel_size_mm": 6.0, "grid_size": 32}
 
@@ -62,6 +62,26 @@ def test_fine_tune_with_leave_one_subject_out_writes_a_usable_model(tmp_path, da
     assert total.to_numpy().sum() == metrics["reference_voxels"].sum()
     assert json.loads((out / "dataset_description.json").read_text())["DatasetType"] == \
         "derivative"
+
+
+def test_baby_open_brains_trains_in_one_command(tmp_path):
+    """The documented command on a mock of ds005450: raw dataset as scans and labels, asegs
+    mapped to DrawEM9, cross-validated (evaluation reads the mapped asegs too)."""
+    root = bobs_dataset(tmp_path / "ds005450")
+    out = tmp_path / "out"
+    code = main(argv(root, root, out, "--labels-map", "aseg-to-drawem9", "--pretrained",
+                     str(make_tiny_model(tmp_path / "tiny")), "--views", "axial",
+                     "--epochs-classifier", "1", "--epochs-all", "0"))
+    assert code == 0
+    model = load_model(out / "models" / "drawem9-from-tiny-test")
+    assert model.card.labels.name == "drawem9"
+    assert model.card.training["pretrained"]["classifier"] == "kept"
+    assert model.card.training["data"]["labels_map"] == "aseg-to-drawem9"
+    assert "mapped to drawem9 by aseg-to-drawem9" in model.card.description
+    metrics = pd.read_csv(out / "models" / "drawem9-from-tiny-test" / "cv" / "metrics.tsv",
+                          sep="\t")
+    reference = metrics.groupby("index")["reference_voxels"].sum()
+    assert reference[reference > 0].index.tolist() == [0, 1, 2, 3, 9]
 
 
 def final_history(work) -> list[dict]:
