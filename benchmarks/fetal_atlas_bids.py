@@ -28,12 +28,13 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from bids_infantseg.synth import ATLAS_ROOT, ATLAS_TO_GEN
+from bids_infantseg.synth import ATLAS_TO_GEN, GEN_TO_DRAWEM9
 
 ATLAS_LABELS = ["Background", "White matter", "Ventricles (intra-axial CSF)", "Cerebellum",
                 "Extra-axial CSF", "Cortical grey matter", "Deep grey matter", "Brainstem",
                 "Corpus callosum"]
-ATLAS_TO_DRAWEM9 = {index: int(drawem9) for index, drawem9 in enumerate(ATLAS_TO_GEN) if index}
+ATLAS_TO_DRAWEM9 = {index: int(GEN_TO_DRAWEM9[gen]) for index, gen in enumerate(ATLAS_TO_GEN)
+                    if index}
 """The mapping synthesis uses (``synth.ATLAS_TO_GEN``): one definition for both."""
 
 
@@ -109,7 +110,8 @@ def write_dataset(out: Path, folders: list[Path], scale_to_ml: float | None = No
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
-    parser.add_argument("--atlas-root", type=Path, default=ATLAS_ROOT)
+    parser.add_argument("--atlas-root", type=Path, required=True,
+                        help="folder of the fetal_SB_atlas_* folders")
     parser.add_argument("--only", nargs="+", help="atlas folder names to include")
     parser.add_argument("--scale-to-ml", type=float,
                         help="scale each atlas (header only) to this brain + CSF volume")

@@ -54,7 +54,7 @@ from scipy import ndimage
 from bids_infantseg.accuracy import compare, dseg_files, output_label_set, read_mapping
 from bids_infantseg.bids import source_key
 from bids_infantseg.pose import rotation_angle_deg
-from bids_infantseg.synth import ATLAS_HELD_OUT, ATLAS_ROOT
+from bids_infantseg.synth import ATLAS_HELD_OUT
 
 HERE = Path(__file__).resolve().parent
 MIT_TEMPLATE = Path("/work/shared/data/infant-t2w-templates-mit/Template-Month0-T2w.nii.gz")
@@ -255,7 +255,8 @@ def summarise(table: pd.DataFrame) -> pd.DataFrame:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("work", type=Path, help="scans, outputs and the table go here")
-    parser.add_argument("--atlas-root", type=Path, default=ATLAS_ROOT)
+    parser.add_argument("--atlas-root", type=Path, required=True,
+                        help="folder of the fetal_SB_atlas_* folders")
     parser.add_argument("--atlases", nargs="+", default=list(ATLAS_HELD_OUT))
     parser.add_argument("--angles", nargs="+", type=float, default=[0.0, 15.0, 30.0, 45.0])
     parser.add_argument("--axes", nargs="+", choices=sorted(AXES), default=["lr", "si"])
