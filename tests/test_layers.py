@@ -16,7 +16,7 @@ PACKAGE = Path(bids_infantseg.__file__).parent
 # library -> modules (paths relative to the package) allowed to import it
 CONFINED = {
     "bids": {"bids.py"},  # PyBIDS
-    "nipype": {"interfaces.py", "workflow.py", "participant.py"},
+    "nipype": {"interfaces.py", "workflow.py", "participant.py", "resources.py"},
     "templateflow": {"templates.py"},
     "SimpleITK": {"pose.py"},
     "torch": {"model/", "train/", "inference.py", "conform.py", "interfaces.py"},
@@ -27,10 +27,10 @@ CONFINED = {
 LAYERS = [
     {"cli.py", "__main__.py"},
     {"participant.py", "group.py", "train/", "accuracy.py"},
-    {"workflow.py"},
+    {"workflow.py", "resources.py"},
     {"interfaces.py"},
     {"inference.py", "bids.py", "derivatives.py", "templates.py", "pose.py", "report/",
-     "failures.py", "demo.py"},
+     "failures.py", "demo.py", "scan_outputs.py"},
     {"model/", "conform.py", "images.py", "volumes.py", "synth/", "ages.py", "qc.py",
      "metrics.py"},
     {"files.py"},
