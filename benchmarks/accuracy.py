@@ -118,10 +118,12 @@ def _outlines(ax: plt.Axes, plane: np.ndarray, label_set: LabelSet) -> None:
 
 
 def overlay_figure(t2w: nib.Nifti1Image, manual: np.ndarray, predicted: np.ndarray,
-                   label_set: LabelSet, title: str) -> plt.Figure:
-    """T2w with manual (top) and predicted (bottom) outlines, three views through the brain
-    centre, cropped to the labelled part. Label maps are on the T2w grid; everything is shown
-    in RAS, superior/anterior up."""
+                   label_set: LabelSet, title: str,
+                   rows: tuple[str, str] = ("manual", "predicted")) -> plt.Figure:
+    """T2w with manual (top) and predicted (bottom) outlines (or two models', named by
+    ``rows``), three views through the centre of the top map's brain, cropped to the
+    labelled part. Label maps are on the T2w grid; everything is shown in RAS, superior/
+    anterior up."""
     canonical = nib.as_closest_canonical(t2w)
     flip = nib.orientations.ornt_transform(nib.io_orientation(t2w.affine),
                                            nib.io_orientation(canonical.affine))
@@ -141,7 +143,7 @@ def overlay_figure(t2w: nib.Nifti1Image, manual: np.ndarray, predicted: np.ndarr
     fig.patch.set_facecolor("black")
     for column, (view, axis) in enumerate(VIEWS.items()):
         across, up = (a for a in range(3) if a != axis)
-        for row, (label_map, name) in enumerate(zip(maps, ("manual", "predicted"), strict=True)):
+        for row, (label_map, name) in enumerate(zip(maps, rows, strict=True)):
             ax = axes[row, column]
             ax.imshow(np.take(image, centre[axis], axis=axis).T, cmap="gray", vmin=low,
                       vmax=high, origin="lower", aspect=zooms[up] / zooms[across],
