@@ -34,7 +34,7 @@ from safetensors.torch import load_file, save_file
 from bids_infantseg.model.card import read_card
 from bids_infantseg.model.quicknat import QuickNAT
 from bids_infantseg.model.views import VIEW_AXIS
-from bids_infantseg.train.finetune import seed_of
+from bids_infantseg.train.engine import seed_of
 
 SMALL = {"num_filters": 8, "voxel_size_mm": 3.0, "grid_size": 64}
 

@@ -34,21 +34,21 @@ from bids_infantseg.inference import predict
 from bids_infantseg.metrics import confusion_matrix, scores
 from bids_infantseg.model.card import Model, ModelCard
 from bids_infantseg.model.quicknat import QuickNAT
-from bids_infantseg.model.views import VIEW_AXIS
 from bids_infantseg.train import ddp
+from bids_infantseg.train.batches import CachedSlices
 from bids_infantseg.train.cache import Volume
-from bids_infantseg.train.finetune import (
+from bids_infantseg.train.engine import (
+    SHARED,
     Recipe,
     Runtime,
     Unit,
     UnitResult,
-    class_weights,
     seed_of,
     train_unit,
+    unit_views,
 )
 
 LOGGER = logging.getLogger("bids_infantseg.train")
-SHARED = "shared"
 RESULT_FILE = "result.json"
 
 
@@ -133,12 +133,6 @@ class Trainer:
         old, new = self.pretrained.card.labels, self.card.labels
         return [(x.index, x.name) for x in old.labels] != [(x.index, x.name) for x in new.labels]
 
-    def unit_views(self) -> list[tuple[str, tuple[str, ...]]]:
-        views = tuple(self.card.views)
-        if self.shared_views:
-            return [(SHARED, views)]
-        return [(view, (view,)) for view in views]
-
     def initial_net(self, view_name: str, key: tuple[int, ...], seed: int) -> QuickNAT:
         torch.manual_seed(seed_of(seed, *key, 99))
         if self.pretrained is None:
@@ -158,19 +152,18 @@ class Trainer:
                     held_out: Sequence[Volume]) -> tuple[dict[str, QuickNAT], dict, float, int]:
         recipe: Recipe = self.recipe_for_lr(lr)
         train = [v for v in self.volumes if v.subject in fold.train]
-        weights = class_weights(train, len(self.card.labels))
         folder = self.run_dir / (f"fold-{fold.number:02d}" if fold.number else "final")
         nets: dict[str, QuickNAT] = {}
         curves, seconds, slices = {}, 0.0, 0
-        for view_name, views in self.unit_views():
-            index = 3 if view_name == SHARED else VIEW_AXIS[view_name]
+        for view_name, views, index in unit_views(self.card.views, self.shared_views):
             key = (fold.number, lr_index, index)
             unit = Unit(f"{folder.name}_lr-{lr_tag(lr)}_{view_name}",
                         folder / f"lr-{lr_tag(lr)}" / view_name, views, key)
             net = self.initial_net(view_name, key, recipe.seed)
             result: UnitResult = train_unit(
-                unit, self.card, net, train, held_out if self.curves else [], recipe,
-                self.runtime, from_scratch=self.pretrained is None, weights=weights)
+                unit, self.card, net, CachedSlices(train, views, recipe, self.runtime),
+                held_out if self.curves else [], recipe, self.runtime,
+                from_scratch=self.pretrained is None)
             net.load_state_dict(result.state)
             net.to(self.runtime.device).eval()
             for view in views:

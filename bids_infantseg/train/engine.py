@@ -1,23 +1,31 @@
-"""Transfer learning as published for QuickNAT, one network at a time.
+"""The training engine: one network (a *unit*) trained on batches from a data source.
 
-A *unit* is one network trained on cached volumes: one view's network (QuickNAT trains one
-per view), or with ``shared_views`` one network on the slices of every view. From a
-pretrained model the classifier is replaced when the label set differs, then
+Both ways this project trains go through ``train_unit``: the train level fine-tunes (or
+pre-trains) on a site's cached volumes (``batches.CachedSlices``), and the starter trains on
+an endless stream of synthetic slices (``batches.SyntheticStream``). ``Recipe`` is the one
+configuration of both, written to the model card.
+
+A unit is one view's network (QuickNAT trains one per view), or with shared views one
+network on the slices of every view. From a pretrained model (its classifier replaced when
+the label set differs)
 
 - stage I trains the classifier alone (everything else frozen: no gradients, batch norm
   statistics and dropout fixed), ``epochs_classifier`` epochs;
 - stage II trains every layer, ``epochs_all`` epochs.
 
 From scratch there is only stage II. Adam throughout; QuickNAT's loss (median-frequency and
-boundary weighted cross-entropy plus soft Dice). An epoch is every slice with signal of the
-training volumes in the unit's views, or ``max_slices_per_epoch`` of them drawn anew each
-epoch; under DDP each rank takes an equal share and gradients are averaged.
+boundary weighted cross-entropy plus soft Dice), the class weights from the source's voxel
+counts. Under DDP each rank takes an equal share of each epoch and gradients are averaged.
 
-After every epoch rank 0 writes a checkpoint (weights, Adam moments, history) into the
-unit's folder, so a killed run resumes at the next epoch; every random draw is seeded by
-(seed, unit, epoch[, rank]), so the resumed run ends with the weights an uninterrupted one
-would have. With held-out volumes, each epoch also records per-label accuracy and Dice of the
-unit's network on them (the learning curves).
+After every epoch rank 0 writes a checkpoint (weights, Adam moments, history, class counts,
+recipe) into the unit's folder, so a killed run resumes at the next epoch; every random draw
+is seeded by (seed, unit, epoch[, rank]), so the resumed run ends with the weights an
+uninterrupted one would have. With a time budget the unit stops at an epoch's end when the
+next epoch would not fit, or mid-epoch (that epoch recorded as ``partial``, its checkpoint
+written) when an epoch runs over; it is then not marked done, and a rerun continues from
+the checkpoint. Each epoch records its loss, slices, seconds, CPU seconds and seconds spent
+waiting for batches, and with held-out volumes per-label accuracy and Dice of the unit's
+network on them (the learning curves).
 """
 
 from __future__ import annotations
@@ -26,14 +34,14 @@ import json
 import logging
 import time
 import warnings
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import NamedTuple, Protocol
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
-from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
 from bids_infantseg.derivatives import atomic_write_json
@@ -42,18 +50,27 @@ from bids_infantseg.inference import predict
 from bids_infantseg.metrics import confusion_matrix, scores
 from bids_infantseg.model.card import Model, ModelCard
 from bids_infantseg.model.quicknat import QuickNAT
+from bids_infantseg.model.views import VIEW_AXIS
 from bids_infantseg.train import ddp
-from bids_infantseg.train.cache import SliceDataset, Volume, epoch_items, slice_pool
+from bids_infantseg.train.cache import Volume
 from bids_infantseg.train.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from bids_infantseg.train.losses import median_frequency_weights, quicknat_loss
 
 LOGGER = logging.getLogger("bids_infantseg.train")
 DONE_FILE = "done.json"
 WEIGHTS_FILE = "weights.safetensors"
+SHARED = "shared"
 
 
 @dataclass(frozen=True)
 class Recipe:
+    """What is learnt and how long: the one training configuration (stored in the card).
+
+    ``max_slices_per_epoch`` and ``augment`` apply to cached slices, ``steps_per_epoch`` to
+    a synthetic stream (whose generator does its own augmentation); ``time_budget_s`` is
+    wall-clock seconds for one unit.
+    """
+
     epochs_classifier: int
     epochs_all: int
     lr: float
@@ -64,11 +81,16 @@ class Recipe:
     augment: bool = True
     amp: bool = True
     seed: int = 0
+    steps_per_epoch: int | None = None
+    time_budget_s: float | None = None
 
     def schedule(self, from_scratch: bool) -> list[str]:
         """Stage of each epoch: ``classifier`` (stage I) then ``all`` (stage II)."""
         first = [] if from_scratch else ["classifier"] * self.epochs_classifier
         return first + ["all"] * self.epochs_all
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -79,6 +101,34 @@ class Unit:
     folder: Path
     views: tuple[str, ...]
     key: tuple[int, ...]
+
+
+def unit_views(views: Sequence[str], shared: bool) -> list[tuple[str, tuple[str, ...], int]]:
+    """The networks of a model, as (name, views, seed index): one per view, or one
+    (``shared``, index 3) serving every view."""
+    if shared:
+        return [(SHARED, tuple(views), 3)]
+    return [(view, (view,), VIEW_AXIS[view]) for view in views]
+
+
+class Epoch(NamedTuple):
+    """One epoch of a data source: how many batches (for progress) and the batches."""
+
+    steps: int
+    batches: Iterator[tuple[torch.Tensor, torch.Tensor]]
+
+
+class BatchSource(Protocol):
+    """Where a unit's training batches come from (``batches.py``): images ``(B, 1, H, W)``
+    float32 and classes ``(B, H, W)`` int64."""
+
+    wait_seconds: float  # so far, waiting for batches: the time training stood still for data
+
+    def class_counts(self) -> np.ndarray:
+        """Voxels per class of the training data (for the class weights)."""
+
+    def epoch(self, key: tuple[int, ...], epoch: int, place: ddp.Dist) -> Epoch:
+        """This rank's batches of ``epoch``, drawn from the seed ``key`` and the epoch."""
 
 
 @dataclass
@@ -98,8 +148,15 @@ class Runtime:
 class UnitResult:
     state: dict[str, torch.Tensor]
     history: list[dict]
-    train_seconds: float = 0.0
-    slices: int = 0
+    stopped_early: bool = False  # the time budget ended it before its last epoch
+
+    @property
+    def train_seconds(self) -> float:
+        return sum(h["seconds"] for h in self.history)
+
+    @property
+    def slices(self) -> int:
+        return sum(h["slices"] for h in self.history)
 
 
 class Progress:
@@ -140,14 +197,6 @@ def seed_of(*key: int) -> int:
     """A 63-bit seed from integers (stable across runs, platforms and processes)."""
     return int(np.random.SeedSequence([int(k) for k in key]).generate_state(2, np.uint64)[0]
                >> np.uint64(1))
-
-
-def class_weights(volumes: Sequence[Volume], classes: int) -> np.ndarray:
-    """Median-frequency weights from the voxel counts of the training volumes."""
-    counts = np.zeros(classes, dtype=np.int64)
-    for volume in volumes:
-        counts += np.asarray(volume.counts, dtype=np.int64)
-    return median_frequency_weights(counts)
 
 
 def _set_stage(net: QuickNAT, stage: str) -> None:
@@ -209,44 +258,58 @@ def _autocast(device: torch.device, enabled: bool):
     return torch.autocast("cuda", dtype=dtype)
 
 
-class EpochSampler(Sampler):
-    """The items of the current epoch; set before each pass, so one loader (and its
-    persistent worker processes) serves every epoch of a unit."""
-
-    def __init__(self) -> None:
-        self.items: list[tuple[int, ...]] = []
-
-    def __iter__(self):
-        return iter(self.items)
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-
-def _collate(batch):
-    images, targets = zip(*batch, strict=True)
-    return torch.stack(images), torch.stack(targets)
-
-
 def read_done(unit: Unit) -> UnitResult | None:
     """The result of a unit an earlier run finished, if any."""
     done = unit.folder / DONE_FILE
     if not done.is_file() or not (unit.folder / WEIGHTS_FILE).is_file():
         return None
     info = json.loads(done.read_text())
-    return UnitResult(load_file(str(unit.folder / WEIGHTS_FILE)), info["history"],
-                      info.get("train_seconds", 0.0), info.get("slices", 0))
+    return UnitResult(load_file(str(unit.folder / WEIGHTS_FILE)), info["history"])
 
 
-def train_unit(unit: Unit, card: ModelCard, net: QuickNAT, train: Sequence[Volume],
+
+
+class Budget:
+    """A unit's wall-clock budget: whether one more epoch, or one more batch, still fits."""
+
+    def __init__(self, seconds: float | None, place: ddp.Dist) -> None:
+        self.deadline = None if seconds is None else time.monotonic() + seconds
+        self.place = place
+        self.epoch_seconds: list[float] = []  # epochs run so far by this process
+
+    def room_for_epoch(self) -> bool:
+        """Before an epoch: as long as the epochs so far took, on average (the first always
+        starts: only its batches can tell)."""
+        if self.deadline is None or not self.epoch_seconds:
+            return True
+        return self._agree(time.monotonic() + float(np.mean(self.epoch_seconds))
+                           <= self.deadline)
+
+    def room_for_batch(self, started: float, batches: int) -> bool:
+        """After ``batches`` batches of an epoch begun at ``started``: one more, with margin."""
+        if self.deadline is None:
+            return True
+        now = time.monotonic()
+        return self._agree(now + 1.5 * (now - started) / batches <= self.deadline)
+
+    def _agree(self, fits: bool) -> bool:
+        """Every rank stops together, or DDP would wait forever for the one going on."""
+        if not self.place.enabled:
+            return fits
+        return float(ddp.all_reduce_sum(torch.tensor([0.0 if fits else 1.0]))[0]) == 0.0
+
+
+def train_unit(unit: Unit, card: ModelCard, net: QuickNAT, source: BatchSource,
                held_out: Sequence[Volume], recipe: Recipe, runtime: Runtime, *,
-               from_scratch: bool, weights: np.ndarray) -> UnitResult:
-    """Train ``net`` (already initialised: pretrained with its classifier, or fresh) on
-    ``train``; resume from the unit's checkpoint; returns the final weights and history."""
+               from_scratch: bool) -> UnitResult:
+    """Train ``net`` (already initialised: pretrained with its classifier, or fresh) on the
+    batches of ``source``; resume from the unit's checkpoint; returns the final weights and
+    history. A unit an earlier run finished (with at least this schedule) is not retrained."""
+    budget = Budget(recipe.time_budget_s, runtime.place)
     done = read_done(unit)
     schedule = recipe.schedule(from_scratch)
     tracker = runtime.tracker
-    if done is not None:
+    if done is not None and len(done.history) >= len(schedule):
         if tracker:
             tracker.skip(len(schedule))
         LOGGER.info("%s: already trained by an earlier run", unit.name)
@@ -259,45 +322,40 @@ def train_unit(unit: Unit, card: ModelCard, net: QuickNAT, train: Sequence[Volum
     scaler = torch.amp.GradScaler(
         "cuda", enabled=use_amp and not torch.cuda.is_bf16_supported())
     history: list[dict] = []
-    first = 0
+    first, counts = 0, None
     if has_checkpoint(unit.folder):
         state = load_checkpoint(unit.folder, {"net": net}, {"net": optimizer})
         first, history = state["epochs_done"], state["history"]
+        counts = state.get("class_counts")
         if state.get("scaler") and scaler.is_enabled():
             scaler.load_state_dict(state["scaler"])
         LOGGER.info("%s: resuming after epoch %d of %d", unit.name, first, len(schedule))
     if tracker:
         tracker.skip(first)
+    counts = np.asarray(source.class_counts() if counts is None else counts, dtype=np.int64)
+    weights = median_frequency_weights(counts)
     w = torch.from_numpy(weights).to(device)
     boundary = recipe.boundary_weight * float(np.median(weights))
-    pool = slice_pool(list(train), unit.views)
-    if len(pool) < place.world:
-        raise ValueError(f"{unit.name}: {len(pool)} training slice(s) for {place.world} rank(s)")
-    dataset = SliceDataset(list(train), augment=recipe.augment, seed=recipe.seed)
-    sampler = EpochSampler()
-    workers = runtime.workers
-    # workers from a fork server: forked children of a process whose torch threads already
-    # ran can hang; persistent, so they start once per unit, not once per epoch
-    loader = DataLoader(dataset, batch_size=recipe.batch_size, sampler=sampler,
-                        num_workers=workers, collate_fn=_collate,
-                        pin_memory=device.type == "cuda", persistent_workers=workers > 0,
-                        multiprocessing_context="forkserver" if workers > 0 else None)
-    stage, wrapped = None, net
+    stage, wrapped, stopped = None, net, False
     for epoch in range(first, len(schedule)):
+        if not budget.room_for_epoch():
+            LOGGER.info("%s: the time budget (%.0f s) leaves no room for epoch %d; stopping "
+                        "after epoch %d", unit.name, recipe.time_budget_s, epoch + 1, epoch)
+            stopped = True
+            break
         _set_stage(net, schedule[epoch])  # every epoch: evaluation left the net in eval mode
         if schedule[epoch] != stage:
             stage = schedule[epoch]
             del wrapped  # drop the old DDP wrapper (and its gradient hooks) first
             wrapped = ddp.wrap(net, device)
-        items = epoch_items(pool, recipe.max_slices_per_epoch,
-                            np.random.default_rng([recipe.seed, *unit.key, epoch]))
-        share = len(items) // place.world  # equal steps on every rank, or DDP would hang
-        sampler.items = [(epoch, *map(int, row)) for row in items[place.rank::place.world][:share]]
         torch.manual_seed(seed_of(recipe.seed, *unit.key, epoch, place.rank))
         started, cpu_started = time.monotonic(), time.process_time()
-        total, steps = 0.0, 0
+        steps, batches = source.epoch((recipe.seed, *unit.key), epoch, place)
+        waited = source.wait_seconds
+        total, count, slices, partial = 0.0, 0, 0, False
         label = "I" if stage == "classifier" else "II"
-        bar = tqdm(loader, desc=f"{unit.name} stage {label} epoch {epoch + 1}/{len(schedule)}",
+        bar = tqdm(batches, total=steps,
+                   desc=f"{unit.name} stage {label} epoch {epoch + 1}/{len(schedule)}",
                    disable=None if runtime.progress and place.main else True,
                    unit="batch", leave=False, mininterval=5.0)  # None: off unless a terminal
         run_eta = tracker.eta() if tracker else "?"
@@ -312,15 +370,23 @@ def train_unit(unit: Unit, card: ModelCard, net: QuickNAT, train: Sequence[Volum
             scaler.step(optimizer)
             scaler.update()
             total += float(loss.detach())
-            steps += 1
-            bar.set_postfix(loss=f"{total / steps:.4f}", run_eta=run_eta)
+            count += 1
+            slices += len(images)
+            bar.set_postfix(loss=f"{total / count:.4f}", run_eta=run_eta)
+            if count < steps and not budget.room_for_batch(started, count):
+                partial = True
+                break
         bar.close()
         seconds = time.monotonic() - started
         cpu_seconds = time.process_time() - cpu_started  # this process (and its threads)
-        sums = ddp.all_reduce_sum(torch.tensor([total, float(steps)], dtype=torch.float64))
+        sums = ddp.all_reduce_sum(torch.tensor([total, float(count), float(slices)],
+                                               dtype=torch.float64))
         record = {"epoch": epoch + 1, "stage": stage, "loss": round(float(sums[0] / sums[1]), 6),
-                  "lr": optimizer.param_groups[0]["lr"], "slices": share * place.world,
-                  "seconds": round(seconds, 2), "cpu_seconds": round(cpu_seconds, 2)}
+                  "lr": optimizer.param_groups[0]["lr"], "slices": int(sums[2]),
+                  "seconds": round(seconds, 2), "cpu_seconds": round(cpu_seconds, 2),
+                  "data_wait_seconds": round(source.wait_seconds - waited, 2)}
+        if partial:
+            record["partial"] = True
         for group in optimizer.param_groups:
             group["lr"] *= recipe.lr_decay
         if held_out:
@@ -329,31 +395,38 @@ def train_unit(unit: Unit, card: ModelCard, net: QuickNAT, train: Sequence[Volum
                 net.to(memory_format=torch.contiguous_format)
         history.append(record)
         if place.main:
-            save_checkpoint(unit.folder, {"net": net}, {"net": optimizer},
-                            {"unit": unit.name, "epochs_done": epoch + 1, "history": history,
-                             "scaler": scaler.state_dict() if scaler.is_enabled() else None})
+            save_checkpoint(unit.folder, {"net": net}, {"net": optimizer}, {
+                "unit": unit.name, "epochs_done": epoch + 1, "history": history,
+                "class_counts": counts.tolist(), "recipe": recipe.to_dict(),
+                "scaler": scaler.state_dict() if scaler.is_enabled() else None})
         ddp.barrier()
         note = tracker.tick(time.monotonic() - started) if tracker else ""
         held = record.get("held_out", {}).get("accuracy")
         accuracy = "" if not held else \
             f", held-out mean accuracy {np.nanmean([a for a in held if a is not None]):.3f}"
-        LOGGER.info("%s stage %s epoch %d/%d: loss %.4f (%d slices, %.0f s%s); %s",
-                    unit.name, label, epoch + 1, len(schedule), record["loss"], record["slices"],
-                    seconds, accuracy, note)
+        LOGGER.info("%s stage %s epoch %d/%d: loss %.4f (%d slices, %.0f s, %.0f s waiting for "
+                    "data%s)%s", unit.name, label, epoch + 1, len(schedule), record["loss"],
+                    record["slices"], seconds, record["data_wait_seconds"], accuracy,
+                    f"; {note}" if note else "")
         if runtime.after_epoch:
             runtime.after_epoch(unit, epoch + 1)
+        budget.epoch_seconds.append(time.monotonic() - started)
+        if partial:
+            LOGGER.info("%s: time budget (%.0f s) reached during epoch %d; stopping",
+                        unit.name, recipe.time_budget_s, epoch + 1)
+            stopped = True
+            break
     net.eval()
     state = {k: v.detach().cpu().clone().contiguous() for k, v in net.state_dict().items()}
-    seconds = sum(h["seconds"] for h in history)
-    result = UnitResult(state, history, seconds, sum(h["slices"] for h in history))
+    result = UnitResult(state, history, stopped_early=stopped)
     spread = ddp.rank_spread(net)
     if place.enabled:
         LOGGER.info("%s: parameters of the %d ranks differ by at most %.3g (sums of tensors)",
                     unit.name, place.world, spread)
-    if place.main:
+    if place.main and not stopped:
         atomic_write(unit.folder / WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp)))
         atomic_write_json(unit.folder / DONE_FILE, {
-            "unit": unit.name, "history": history, "train_seconds": seconds,
+            "unit": unit.name, "history": history, "train_seconds": result.train_seconds,
             "slices": result.slices, "processes": place.world, "rank_spread": spread})
     ddp.barrier()
     return result

@@ -29,7 +29,7 @@ from bids_infantseg.model.labels import LabelSet
 from bids_infantseg.train import figures
 from bids_infantseg.train.cache import Volume
 from bids_infantseg.train.crossval import Fold, FoldResult
-from bids_infantseg.train.finetune import nanmean
+from bids_infantseg.train.engine import nanmean
 from bids_infantseg.train.pairs import Skipped
 
 

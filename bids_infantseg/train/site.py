@@ -50,7 +50,7 @@ from bids_infantseg.train import ddp, outputs
 from bids_infantseg.train.augment import DEFAULT as AUGMENTATION
 from bids_infantseg.train.cache import Volume, prepare
 from bids_infantseg.train.crossval import FoldError, Trainer, make_folds
-from bids_infantseg.train.finetune import Progress, Recipe, Runtime
+from bids_infantseg.train.engine import Progress, Recipe, Runtime
 from bids_infantseg.train.pairs import TrainDataError, TrainingData, find_training_data
 from bids_infantseg.train.settings import Settings, SettingsError, build, read_config
 

@@ -1,42 +1,66 @@
-"""Train the bundled starter model on synthetic heads only, on a wall-clock budget.
+"""Train the bundled starter model on synthetic heads only, through the training engine.
 
     BIDS_INFANTSEG_DATA=../shared/data python -m bids_infantseg.train.starter \
-        --config configs/drawem9-synth-starter.json \
-        --out bids_infantseg/data/models/drawem9-synth-starter --minutes 60
-    # warm start: fine-tune the bundled model (fresh optimiser) as a new version
-    ... --init drawem9-synth-starter --version 0.4.0 --lr 1e-3 --lr-decay 0.85
+        --config configs/drawem9-synth-starter.json --out OUT --work WORK --minutes 125
+
+reproduces the bundled model: the config names the anatomy sources, ages and held-out files,
+and in its ``starter`` block the recipe and the model to warm-start from (option names,
+``_`` for ``-``); flags typed on the command line override the file. Without ``--config`` it
+draws procedural heads only, with the defaults below.
 
 Why a starter: the pipeline needs a model that runs end to end without any licensed data.
 It is trained only on synthetic images drawn from the configured anatomy sources (real
 infant label maps, CC0 fetal atlases, procedural heads; some files held out), then scored on
 held-out synthetic volumes at 0, 6 and 12 months; the sources, the split, the recipe and the
-scores go into the model card. Without ``--config`` it draws procedural heads only.
+scores go into the model card.
+
+Its networks (one shared by every view, or one per view with ``--separate-views``) are units
+of the training engine (``engine.train_unit``) fed by a synthetic stream
+(``batches.SyntheticStream``): a checkpoint in ``WORK/<unit>/`` after every epoch, so the
+same command resumes, and a wall-clock budget (``--minutes`` less ``--eval-minutes``) that
+stops training in time to score and ship what was learnt. A warm start (``--init``) needs
+the new card's architecture and labels: the classifier is kept, so there is no stage I.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
-from bids_infantseg.model.card import DEFAULT_MODEL, ModelCard, ModelError, load_model, save_model
+from bids_infantseg.inference import resolve_device
+from bids_infantseg.model.card import (
+    DEFAULT_MODEL,
+    Model,
+    ModelCard,
+    ModelError,
+    load_model,
+    save_model,
+)
 from bids_infantseg.model.labels import DRAWEM9
-from bids_infantseg.model.quicknat import QuickNATConfig
+from bids_infantseg.model.quicknat import QuickNAT, QuickNATConfig
 from bids_infantseg.synth import Procedural
 from bids_infantseg.synth.sources import SourceMix
-from bids_infantseg.train.checkpoint import CHECKPOINT_STATE, save_checkpoint
+from bids_infantseg.train.batches import SyntheticStream
+from bids_infantseg.train.checkpoint import net_weights, read_checkpoint
 from bids_infantseg.train.data import PROCEDURAL_ONLY, SliceSampler, SynthSource
-from bids_infantseg.train.evaluate import evaluate_synthetic
-from bids_infantseg.train.loop import (
-    TrainConfig,
-    TrainResult,
-    adam_per_network,
-    nets_from_checkpoint,
-    train,
+from bids_infantseg.train.engine import (
+    DONE_FILE,
+    Progress,
+    Recipe,
+    Runtime,
+    Unit,
+    UnitResult,
+    seed_of,
+    train_unit,
+    unit_views,
 )
+from bids_infantseg.train.evaluate import evaluate_synthetic
 
 LOGGER = logging.getLogger("bids_infantseg.train")
 
@@ -74,32 +98,102 @@ def starter_card(filters: int, views: tuple[str, ...], grid: int, voxel_size: fl
     )
 
 
-def warm_start(work: Path, init: str, card: ModelCard, config: TrainConfig,
-               data: SliceSampler) -> dict:
-    """Seed ``work`` with a checkpoint of ``init``'s weights and a fresh optimiser, so
-    ``train`` starts from them; returns the provenance for the card. An existing checkpoint
-    in ``work`` is left alone (``train`` resumes from it)."""
+def warm_start(init: str, card: ModelCard) -> tuple[Model, dict]:
+    """The model ``init`` to start from, and its provenance for the card; refused unless it
+    has the new card's architecture, labels and views (its classifier is kept)."""
     model = load_model(init)
     if model.card.architecture != card.architecture or model.card.labels != card.labels:
         raise ModelError(f"{init}: architecture or label set differs from the new card's")
-    provenance = {**model.provenance(), "training": model.card.training}
-    if (Path(work) / CHECKPOINT_STATE).is_file():
-        return provenance
-    first = model.nets[next(iter(card.views))]
-    nets = (dict.fromkeys(card.views, first) if config.shared_views
-            else {view: model.nets[view] for view in card.views})
-    save_checkpoint(Path(work), nets, adam_per_network(nets, config.learning_rate), {
-        "epochs_done": 0, "history": [], "class_counts": data.class_counts().tolist(),
-        "config": config.to_dict(),
-    })
-    return provenance
+    missing = [view for view in card.views if view not in model.nets]
+    if missing:
+        raise ModelError(f"{init}: no {', '.join(missing)} network")
+    return model, {**model.provenance(), "training": model.card.training}
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def starter_units(work: Path, card: ModelCard, shared: bool) -> list[Unit]:
+    """The networks to train, each with its checkpoint folder under ``work``."""
+    return [Unit(name, Path(work) / name, views, (index,))
+            for name, views, index in unit_views(card.views, shared)]
+
+
+def initial_net(card: ModelCard, unit: Unit, seed: int, init: Model | None) -> QuickNAT:
+    """A seeded fresh network, or a copy of ``init``'s network for the unit's first view.
+    (A checkpoint in the unit's folder, if any, replaces these weights: training resumes.)"""
+    torch.manual_seed(seed_of(seed, *unit.key, 99))
+    net = QuickNAT(card.architecture)
+    if init is not None:
+        net.load_state_dict(init.nets[unit.views[0]].state_dict())
+    return net
+
+
+@dataclass
+class Trained:
+    """The starter's networks per view (one object for every view it serves) and each
+    unit's result."""
+
+    nets: dict[str, QuickNAT]
+    results: dict[str, UnitResult]
+
+    def summary(self) -> dict:
+        """What the card's ``training`` says about the run."""
+        results = self.results.values()
+        seconds = sum(r.train_seconds for r in results)
+        return {
+            "epochs_done": min(len(r.history) for r in results),
+            "stopped_early": any(r.stopped_early for r in results),
+            "training_seconds": round(seconds),
+            "data_wait_seconds": round(sum(h.get("data_wait_seconds", 0.0)
+                                           for r in results for h in r.history)),
+            "slices_per_second": round(sum(r.slices for r in results) / seconds, 2)
+            if seconds else 0.0,
+            "final_loss": {name: r.history[-1]["loss"] if r.history else None
+                           for name, r in self.results.items()},
+        }
+
+
+def train_nets(card: ModelCard, units: list[Unit], sampler: SliceSampler, recipe: Recipe, *,
+               init: Model | None = None, runtime: Runtime | None = None) -> Trained:
+    """Train ``units`` one after the other on ``sampler``'s stream; each resumes from its
+    checkpoint and gets an equal share of what is left of the time budget."""
+    runtime = runtime or Runtime()
+    budget = recipe.time_budget_s
+    deadline = None if budget is None else time.monotonic() + budget
+    nets, results = {}, {}
+    for i, unit in enumerate(units):
+        share = recipe if deadline is None else replace(
+            recipe, time_budget_s=max(deadline - time.monotonic(), 0.0) / (len(units) - i))
+        net = initial_net(card, unit, recipe.seed, init)
+        result = train_unit(unit, card, net, SyntheticStream(sampler, unit.views, share), [],
+                            share, runtime, from_scratch=init is None)
+        net.load_state_dict(result.state)  # a unit finished earlier was not trained here
+        net.eval()
+        nets.update(dict.fromkeys(unit.views, net))
+        results[unit.name] = result
+    return Trained(nets, results)
+
+
+def from_checkpoints(card: ModelCard, units: list[Unit]) -> tuple[Trained, Recipe]:
+    """The networks of the units' last checkpoints (to ship a running or interrupted run),
+    and the recipe they were trained with."""
+    nets, results, recipe = {}, {}, None
+    for unit in units:
+        tensors, state = read_checkpoint(unit.folder)
+        net = QuickNAT(card.architecture)
+        net.load_state_dict(net_weights(tensors, "net"))
+        net.eval()
+        nets.update(dict.fromkeys(unit.views, net))
+        results[unit.name] = UnitResult(net.state_dict(), state["history"], stopped_early=not
+                                        (unit.folder / DONE_FILE).is_file())
+        recipe = Recipe(**state["recipe"])
+    return Trained(nets, results), recipe
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="model folder to write")
     parser.add_argument("--config", type=Path,
-                        help="anatomy sources, ages and held-out files (JSON; configs/)")
+                        help="anatomy sources, ages, held-out files and (its 'starter' block) "
+                             "the recipe (JSON; configs/)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/starter-work"),
                         help="checkpoint folder (resumes from it)")
     parser.add_argument("--minutes", type=float, default=60.0, help="wall-clock budget, all in")
@@ -110,7 +204,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--grid", type=int, default=128)
     parser.add_argument("--voxel-size", type=float, default=1.5)
     parser.add_argument("--epochs", type=int, default=12)
-    parser.add_argument("--steps-per-epoch", type=int, default=60)
+    parser.add_argument("--steps-per-epoch", type=int, default=60,
+                        help="steps per epoch, each one batch of every view")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--lr-decay", type=float, default=0.8)
@@ -127,9 +222,41 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="processes drawing synthetic volumes ahead of training")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (on a shared 2-core CPU, 1 was fastest)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda[:N] or auto")
     parser.add_argument("--eval-procedural", type=int, default=2,
                         help="procedural held-out volumes per age")
-    return parser.parse_args(argv)
+    return parser
+
+
+CONFIG_BLOCK = "starter"
+NOT_IN_CONFIG = {"config", "out", "work", "from_checkpoint"}  # where and what to do: flags
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Defaults, then the config's ``starter`` block, then the flags on the command line."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.config:
+        try:
+            block = json.loads(args.config.read_text()).get(CONFIG_BLOCK, {})
+        except (OSError, ValueError) as exc:
+            parser.error(f"{args.config}: {exc}")
+        settings = {key.replace("-", "_"): value for key, value in block.items()}
+        unknown = sorted(set(settings) - (set(vars(args)) - NOT_IN_CONFIG))
+        if unknown:
+            parser.error(f"{args.config}: unknown {CONFIG_BLOCK} setting(s) "
+                         f"{', '.join(unknown)}")
+        parser.set_defaults(**settings)
+        args = parser.parse_args(argv)
+    return args
+
+
+def starter_recipe(args: argparse.Namespace) -> Recipe:
+    """Stage II only (a fresh network, or a warm start that keeps its classifier)."""
+    return Recipe(epochs_classifier=0, epochs_all=args.epochs, lr=args.lr,
+                  lr_decay=args.lr_decay, batch_size=args.batch_size, augment=False,
+                  seed=args.seed, steps_per_epoch=args.steps_per_epoch,
+                  time_budget_s=60.0 * (args.minutes - args.eval_minutes))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,51 +264,45 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     start = time.monotonic()
+    device = resolve_device(args.device)
     mix = SourceMix.load(args.config) if args.config else PROCEDURAL_ONLY
     held_out = SourceMix.load(args.config, held_out=True).sources if args.config else ()
     source = SynthSource(mix, skull_strip=args.skull_strip)
+    shared = not args.separate_views
     card = starter_card(args.filters, tuple(args.views), args.grid, args.voxel_size,
-                        shared=not args.separate_views, version=args.version,
-                        skull_strip=args.skull_strip,
+                        shared=shared, version=args.version, skull_strip=args.skull_strip,
                         sources=", ".join(s.name for s in mix.sources))
-    config = TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
-                         batch_size=args.batch_size, learning_rate=args.lr,
-                         lr_decay=args.lr_decay, seed=args.seed,
-                         shared_views=not args.separate_views,
-                         time_budget_s=60.0 * (args.minutes - args.eval_minutes))
-    data = SliceSampler(card, source, seed=args.seed, workers=args.workers)
-    init = warm_start(args.work, args.init, card, config, data) if args.init else None
+    init, provenance = warm_start(args.init, card) if args.init else (None, None)
+    units = starter_units(args.work, card, shared)
+    recipe = starter_recipe(args)
     if args.from_checkpoint:
-        nets, state = nets_from_checkpoint(args.work, card)
-        config = TrainConfig(**state["config"])
-        result = TrainResult(nets, state["epochs_done"], state["history"], stopped_early=True)
+        trained, recipe = from_checkpoints(card, units)
     else:
-        result = train(card, data, config, args.work)
-    data.close()
+        sampler = SliceSampler(card, source, seed=args.seed, workers=args.workers)
+        try:
+            runtime = Runtime(device=device, tracker=Progress(len(units) * recipe.epochs_all))
+            trained = train_nets(card, units, sampler, recipe, init=init, runtime=runtime)
+        finally:
+            sampler.close()
     card.training = {
         "data": {**source.to_dict(), "config": mix.config,
                  "held_out": [s.describe() for s in held_out],
                  "real_infant_images": "none (not dHCP, not any real infant scan)"},
-        "recipe": {**config.to_dict(), "optimizer": "Adam",
+        "recipe": {**recipe.to_dict(), "shared_views": shared, "optimizer": "Adam",
                    "loss": "median-frequency + boundary weighted cross-entropy + soft Dice",
-                   "slices_per_view_batch": args.batch_size, "threads": args.threads,
-                   "device": "cpu"},
-        "epochs_done": result.epochs_done,
-        "stopped_early": result.stopped_early,
-        "training_seconds": round(sum(h["seconds"] for h in result.history)),
-        "slices_per_second": round(result.slices_per_second, 2),
-        "final_loss": result.history[-1]["loss"] if result.history else None,
+                   "threads": args.threads, "workers": args.workers, "device": str(device)},
+        **trained.summary(),
     }
-    if init:
-        card.training["warm_start"] = init
-    save_model(args.out, card, result.nets)
+    if provenance:
+        card.training["warm_start"] = provenance
+    save_model(args.out, card, trained.nets)
     shipped = load_model(args.out)  # score what ships (float16 weights), not the fp32 copy
     cases = {"procedural": (Procedural(),) * args.eval_procedural,
              **{s.name: s.anatomies for s in held_out}}
     card.metrics = evaluate_synthetic(shipped, cases)
     stripped = evaluate_synthetic(shipped, cases, skull_strip=True)
     card.metrics["heldout_synthetic_dice_skull_stripped"] = stripped["heldout_synthetic_dice"]
-    save_model(args.out, card, result.nets)
+    save_model(args.out, card, trained.nets)
     LOGGER.info("wrote %s in %.0f s; held-out Dice %s", args.out, time.monotonic() - start,
                 card.metrics["heldout_synthetic_dice"])
     return 0

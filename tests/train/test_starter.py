@@ -1,49 +1,72 @@
-"""Starter warm start: training begins from the given model's weights, never silently from
-random ones or from another architecture."""
+"""The starter: a warm start begins from the given model's weights (never silently from
+random ones or from another architecture), the recipe comes from the config file with flags
+overriding it, and one command trains, scores and ships a model."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from bids_infantseg.model.card import ModelError, load_model
 from bids_infantseg.train.data import SliceSampler, SynthSource
-from bids_infantseg.train.loop import TrainConfig, train
-from bids_infantseg.train.starter import warm_start
+from bids_infantseg.train.engine import Recipe, Runtime
+from bids_infantseg.train.starter import (
+    main,
+    parse_args,
+    starter_recipe,
+    starter_units,
+    train_nets,
+    warm_start,
+)
 from tests.model_factory import make_tiny_model, tiny_card
+
+REPO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "drawem9-synth-starter.json"
+
+
+def train(work, card, init, *, shared=True, epochs=1):
+    """Learning rate 0: whatever training does, the weights stay those it started from."""
+    sampler = SliceSampler(card, SynthSource(), seed=0, pool_size=1)
+    recipe = Recipe(0, epochs, 0.0, batch_size=2, augment=False, steps_per_epoch=1)
+    return train_nets(card, starter_units(work, card, shared), sampler, recipe, init=init,
+                      runtime=Runtime(progress=False))
+
+
+def parameters(net) -> dict[str, torch.Tensor]:
+    return dict(net.named_parameters())
 
 
 @pytest.mark.parametrize("shared", [True, False])
 def test_training_starts_from_the_init_weights(tmp_path, shared):
     init = make_tiny_model(tmp_path / "init", seed=3)
     card = tiny_card()
-    data = SliceSampler(card, SynthSource(), seed=0, pool_size=1)
-    # learning rate 0: whatever training does, the weights stay those it started from
-    config = TrainConfig(epochs=1, steps_per_epoch=1, batch_size=2, learning_rate=0.0,
-                         shared_views=shared)
-    provenance = warm_start(tmp_path / "work", str(init), card, config, data)
+    model, provenance = warm_start(str(init), card)
     assert provenance["Version"] == card.version and provenance["SHA256"]
-    result = train(card, data, config, tmp_path / "work", progress=False)
+    trained = train(tmp_path / "work", card, model, shared=shared)
     init_nets = load_model(init).nets  # the tiny model has a different network per view
-    for view, net in result.nets.items():  # (batch-norm statistics do move in training mode)
-        expected = dict(init_nets["axial" if shared else view].named_parameters())
+    for view, net in trained.nets.items():  # (batch-norm statistics do move in training mode)
+        expected = parameters(init_nets["axial" if shared else view])
         for key, value in net.named_parameters():
             assert torch.equal(value, expected[key]), (view, key)
-    assert result.history[0]["epoch"] == 1  # the warm start itself is no epoch
+    for result in trained.results.values():
+        assert result.history[0]["epoch"] == 1  # the warm start itself is no epoch
 
 
 def test_existing_checkpoint_is_resumed_not_overwritten(tmp_path):
     card = tiny_card()
-    data = SliceSampler(card, SynthSource(), seed=0, pool_size=1)
-    config = TrainConfig(epochs=1, steps_per_epoch=1, batch_size=2, learning_rate=0.0)
-    warm_start(tmp_path / "work", str(make_tiny_model(tmp_path / "a", seed=1)), card, config,
-               data)
-    before = (tmp_path / "work" / "checkpoint.safetensors").read_bytes()
-    warm_start(tmp_path / "work", str(make_tiny_model(tmp_path / "b", seed=2)), card, config,
-               data)
-    assert (tmp_path / "work" / "checkpoint.safetensors").read_bytes() == before
+    a = make_tiny_model(tmp_path / "a", seed=1)
+    first = train(tmp_path / "work", card, warm_start(str(a), card)[0])
+    b = make_tiny_model(tmp_path / "b", seed=2)
+    second = train(tmp_path / "work", card, warm_start(str(b), card)[0], epochs=2)
+    assert [h["epoch"] for h in second.results["shared"].history] == [1, 2]
+    assert second.results["shared"].history[0] == first.results["shared"].history[0]
+    expected = parameters(load_model(a).nets["axial"])
+    for key, value in second.nets["axial"].named_parameters():
+        assert torch.equal(value, expected[key]), key
 
 
 def test_other_architecture_is_refused(tmp_path):
@@ -51,7 +74,48 @@ def test_other_architecture_is_refused(tmp_path):
     card = tiny_card()
     wider = dataclasses.replace(card, architecture=dataclasses.replace(card.architecture,
                                                                        num_filters=8))
-    data = SliceSampler(wider, SynthSource(), seed=0, pool_size=1)
     with pytest.raises(ModelError, match="architecture"):
-        warm_start(tmp_path / "work", str(init), wider, TrainConfig(), data)
-    assert not (tmp_path / "work").exists()
+        warm_start(str(init), wider)
+    with pytest.raises(ModelError, match="architecture"):  # the command: before any work
+        main(["--out", str(tmp_path / "out"), "--work", str(tmp_path / "work"),
+              "--init", str(init)])
+    assert not (tmp_path / "work").exists() and not (tmp_path / "out").exists()
+
+
+def test_the_config_holds_the_recipe_and_flags_override_it():
+    args = parse_args(["--config", str(REPO_CONFIG), "--out", "x", "--lr", "0.5"])
+    assert (args.lr, args.lr_decay, args.epochs, args.steps_per_epoch, args.batch_size,
+            args.skull_strip, args.workers, args.threads, args.init, args.version,
+            args.filters, args.grid, args.voxel_size) == \
+        (0.5, 0.93, 40, 60, 8, 0.5, 1, 1, "drawem9-synth-starter", "0.4.0", 16, 128, 1.5)
+    recipe = starter_recipe(parse_args(["--config", str(REPO_CONFIG), "--out", "x"]))
+    assert recipe.lr == 1e-3 and recipe.epochs_classifier == 0 and recipe.epochs_all == 40
+    assert recipe.time_budget_s == 60.0 * (125 - 10)
+
+
+@pytest.mark.parametrize("setting", [{"learning_rate": 0.1}, {"out": "elsewhere"}])
+def test_unknown_config_settings_are_refused(tmp_path, setting, capsys):
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"sources": [], "starter": setting}))
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["--config", str(config), "--out", "x"])
+    assert exit_info.value.code == 2
+    assert f"unknown starter setting(s) {next(iter(setting))}" in capsys.readouterr().err
+
+
+def test_one_command_trains_scores_and_ships(tmp_path):
+    flags = ["--work", str(tmp_path / "work"), "--filters", "4", "--grid", "32",
+             "--voxel-size", "6", "--epochs", "2", "--steps-per-epoch", "2", "--batch-size",
+             "2", "--workers", "0", "--eval-procedural", "1", "--version", "9.9.9"]
+    assert main(["--out", str(tmp_path / "model"), *flags]) == 0
+    card = load_model(tmp_path / "model").card
+    training = card.training
+    assert training["recipe"]["steps_per_epoch"] == 2 and training["recipe"]["shared_views"]
+    assert training["recipe"]["epochs_classifier"] == 0 and "warm_start" not in training
+    assert training["epochs_done"] == 2 and not training["stopped_early"]
+    assert training["slices_per_second"] > 0 and training["data_wait_seconds"] >= 0
+    assert set(card.metrics["heldout_synthetic_dice"]) == {"procedural"}
+    assert main(["--out", str(tmp_path / "shipped"), "--from-checkpoint", *flags]) == 0
+    a = load_file(tmp_path / "model" / "model.safetensors")
+    b = load_file(tmp_path / "shipped" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
