@@ -1,8 +1,8 @@
 """Per-label Dice of a model on held-out synthetic volumes, by age.
 
 Evaluation volumes come from their own seed stream (``[1, age, i]``), disjoint from the
-training streams (``[0, seed, epoch]``), and those built on real anatomy only from the
-held-out files of the training configuration.
+training streams (``[0, seed, unit, epoch, rank, n]``), and those built on real anatomy only
+from the held-out files of the training configuration.
 """
 
 from __future__ import annotations
