@@ -1,6 +1,6 @@
 """Train the bundled starter model on synthetic heads only, through the training engine.
 
-    BIDS_INFANTSEG_DATA=../shared/data python -m bids_infantseg.train.starter \
+    BIDS_INFANTSEG_DATA=$PWD/../shared/data python -m bids_infantseg.train.starter \
         --config configs/drawem9-synth-starter.json --out OUT --work WORK --minutes 125
 
 reproduces the bundled model: the config names the anatomy sources, ages and held-out files,
