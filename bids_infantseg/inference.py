@@ -24,8 +24,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from bids_infantseg import refine
 from bids_infantseg.model.card import Model, load_model, resolve_model_path, sha256_file
-from bids_infantseg.model.views import to_slices
+from bids_infantseg.model.views import VIEW_AXIS, to_slices
 
 LOGGER = logging.getLogger("bids_infantseg")
 
@@ -143,8 +144,9 @@ def predict(model: Model, volume: np.ndarray, *, device: torch.device | str = "c
 
 def predict_with_qc(model: Model, volume: np.ndarray, *, device: torch.device | str = "cpu",
                     batch_size: int = 8, mc_samples: int = 0, seed: int = 0,
-                    compile: CompileMode = "never",
-                    dtype: torch.dtype = torch.float32) -> Prediction:
+                    compile: CompileMode = "never", dtype: torch.dtype = torch.float32,
+                    flip: bool = False, refine_em: bool = False,
+                    refine_ventricles: bool = False) -> Prediction:
     """:func:`predict` plus each view's argmax and, with ``mc_samples``, MC-dropout uncertainty.
 
     The segmentation always comes from the deterministic pass (dropout off), so asking for
@@ -152,12 +154,24 @@ def predict_with_qc(model: Model, volume: np.ndarray, *, device: torch.device | 
     Bayesian QuickNAT, Roy et al. 2019) switch only the dropout layers on (always eager: a
     compiled network has dropout frozen off); batch norm keeps its running statistics. The
     generator is seeded, so a rerun gives the same numbers.
+
+    Options (``docs/accuracy.md``, "Inference-side options"): ``flip`` averages each view's
+    softmax with that of the left-right mirror image (see :func:`_aggregate`);
+    ``refine_em`` then refits the brain classes to this scan's intensities
+    (:func:`~bids_infantseg.refine.refine_em`) and ``refine_ventricles`` relabels fluid by
+    connectivity (:func:`~bids_infantseg.refine.refine_ventricles`), in that order. View
+    labels and MC uncertainty come from the network alone, without these options.
     """
     _check_shape(model, volume)
     placements = fallback_placements(torch.device(device))
+    refined = refine_em or refine_ventricles
     probs, views = _with_fallback(lambda place: _aggregate(
-        model, volume, place, batch_size, view_labels=True, compile=compile, dtype=dtype,
+        model, volume, place, batch_size, view_labels=True, compile=compile,
+        dtype=torch.float32 if refined else dtype, flip=flip,
     ), placements)
+    if refined:
+        probs = _refine(model, volume, probs, em=refine_em, ventricles=refine_ventricles)
+        probs = torch.from_numpy(probs).to(dtype).numpy()
     result = Prediction(probs, views)
     if mc_samples > 0:
         del probs
@@ -165,6 +179,23 @@ def predict_with_qc(model: Model, volume: np.ndarray, *, device: torch.device | 
             lambda place: _mc_dropout(model, volume, place, batch_size, mc_samples, seed),
             placements)
     return result
+
+
+def _refine(model: Model, volume: np.ndarray, probs: np.ndarray, *, em: bool,
+            ventricles: bool) -> np.ndarray:
+    """The refinements asked for, timed and logged."""
+    labels = model.card.labels
+    if em:
+        began = time.perf_counter()
+        probs, fit = refine.refine_em(volume, probs, refine.brain_classes(labels))
+        LOGGER.debug("EM refinement in %.1f s: class means %s, SDs %s", time.perf_counter()
+                     - began, np.round(fit.mean, 3).tolist(), np.round(fit.sd, 3).tolist())
+    if ventricles:
+        began = time.perf_counter()
+        probs, moved = refine.refine_ventricles(probs, refine.fluid_classes(labels))
+        LOGGER.debug("ventricles by connectivity in %.1f s: voxels moved %s",
+                     time.perf_counter() - began, moved)
+    return probs
 
 
 def _check_shape(model: Model, volume: np.ndarray) -> None:
@@ -209,8 +240,16 @@ def _to_host(tensor: torch.Tensor, dtype: torch.dtype) -> np.ndarray:
 @torch.inference_mode()
 def _aggregate(model: Model, volume: np.ndarray, place: Placement, batch_size: int, *,
                view_labels: bool, compile: CompileMode, dtype: torch.dtype,
-               ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """View-weighted softmax ``(C, X, Y, Z)``; with ``view_labels`` also each view's argmax."""
+               flip: bool = False) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """View-weighted softmax ``(C, X, Y, Z)``; with ``view_labels`` also each view's argmax.
+
+    With ``flip`` (left-right flip averaging), each view's softmax is the mean of that of
+    its slices and of their mirror images (axis 0 of the RAS grid, left-right, reversed),
+    mirrored back, with lateralised classes swapped (:func:`refine.mirror_classes`). Only
+    the views whose slices contain the left-right axis are run twice: a sagittal slice's
+    mirror image is another sagittal slice of the same content, so its prediction would be
+    the same. ``view_labels`` stay those of the unmirrored slices.
+    """
     card = model.card
     image = _image(volume, place)
     weights = {v: w / sum(card.views.values()) for v, w in card.views.items()}
@@ -219,11 +258,16 @@ def _aggregate(model: Model, volume: np.ndarray, place: Placement, batch_size: i
                         device=place.accumulator)
     labels: dict[str, torch.Tensor] = {}
     todo = {view: _occupied(image, view, bool(outside.size)) for view in model.nets}
-    policy = _CompilePolicy(compile, place, sum(i.numel() for i in todo.values()))
+    mirrored = {view for view in model.nets if flip and VIEW_AXIS[view] != 0}
+    perm = torch.from_numpy(refine.mirror_classes([lab.name for lab in card.labels.labels])
+                            ) if mirrored else None
+    policy = _CompilePolicy(compile, place, sum(i.numel() * (2 if v in mirrored else 1)
+                                                for v, i in todo.items()))
     for view, net in model.nets.items():
-        slices = to_slices(image, view)  # (N, H, W)
+        slices = to_slices(image, view)  # (N, H, W); H is the left-right axis unless sagittal
         acc = to_slices(probs, view)  # (N, C, H, W), a view into probs
         index = todo[view]
+        share = weights[view] / (2 if view in mirrored else 1)
         if view_labels:
             labels[view] = torch.zeros(image.shape, dtype=torch.uint8, device=place.accumulator)
         if outside.size:
@@ -233,9 +277,13 @@ def _aggregate(model: Model, volume: np.ndarray, place: Placement, batch_size: i
             if view_labels:
                 to_slices(labels[view], view)[empty] = int(outside[0])
         for batch_index, soft in _batches(net, slices, index, batch_size, place, policy):
-            acc[batch_index] += weights[view] * soft
+            acc[batch_index] += share * soft
             if view_labels:
                 to_slices(labels[view], view)[batch_index] = soft.argmax(dim=1).to(torch.uint8)
+        if view in mirrored:
+            for batch_index, soft in _batches(net, slices.flip(1), index, batch_size, place,
+                                              policy):
+                acc[batch_index] += share * soft.flip(2)[:, perm.to(soft.device)]
     return _to_host(probs, dtype), {v: t.cpu().numpy() for v, t in labels.items()}
 
 

@@ -131,6 +131,10 @@ class _SegmentInputSpec(BaseInterfaceInputSpec):
     mc_samples = traits.Int(0, usedefault=True, desc="MC-dropout passes for uncertainty")
     compile = traits.Enum("auto", "always", "never", usedefault=True, nohash=True,
                           desc="torch.compile on CPU: auto compiles when it pays")
+    tta_flip = traits.Bool(False, usedefault=True, desc="left-right flip averaging")
+    refine_em = traits.Bool(False, usedefault=True, desc="per-scan EM intensity refinement")
+    refine_ventricles = traits.Bool(False, usedefault=True,
+                                    desc="ventricles vs CSF by connectivity")
 
 
 class _SegmentOutputSpec(TraitedSpec):
@@ -165,7 +169,9 @@ class Segment(SimpleInterface):
         result = predict_with_qc(model, volume, device=self.inputs.device,
                                  batch_size=self.inputs.batch_size,
                                  mc_samples=self.inputs.mc_samples, compile=self.inputs.compile,
-                                 dtype=torch.float16 if on_gpu else torch.float32)
+                                 dtype=torch.float16 if on_gpu else torch.float32,
+                                 flip=self.inputs.tta_flip, refine_em=self.inputs.refine_em,
+                                 refine_ventricles=self.inputs.refine_ventricles)
         out = os.path.abspath("probabilities.npy")
         save_probabilities(out, result.probs)
         self._results["out_probs"] = out
@@ -383,6 +389,8 @@ class _WriteInputSpec(BaseInterfaceInputSpec):
     qc_tsv = File(exists=True, desc="per-label QC table")
     qc_json = File(exists=True, desc="scan-level QC")
     report = File(exists=True, desc="HTML report")
+    inference_options = traits.List(traits.Str, desc="inference-side options that were on, "
+                                    "recorded in the dseg sidecar")
 
 
 class _WriteOutputSpec(TraitedSpec):
@@ -439,6 +447,8 @@ class WriteDerivatives(SimpleInterface):
         dseg_meta = dseg_sidecar(source=scan.rel_path, labels=labels, age=scan.age, **model)
         if isdefined(self.inputs.pose):
             dseg_meta["PoseNormalization"] = json.loads(Path(self.inputs.pose).read_text())
+        if isdefined(self.inputs.inference_options):
+            dseg_meta["InferenceOptions"] = list(self.inputs.inference_options)
         written.append(atomic_write_json(sidecar(paths.dseg), dseg_meta))
         written.append(atomic_save_nifti(nib.load(self.inputs.dseg), paths.dseg))
         self._results["out_files"] = [str(p) for p in written]

@@ -15,7 +15,6 @@ from nipype import config as nipype_config
 from nipype import logging as nipype_logging
 
 from bids_infantseg import __version__
-from bids_infantseg.ages import implausible_age
 from bids_infantseg.bids import DiscoveryError, FilterFileError, Scan, discover, load_filter_file
 from bids_infantseg.derivatives import (
     OutputDirError,
@@ -26,9 +25,10 @@ from bids_infantseg.derivatives import (
     write_dataset_files,
 )
 from bids_infantseg.failures import crash_reason, scan_failures
-from bids_infantseg.images import BadImageError, implausibilities, load_t2w
+from bids_infantseg.images import BadImageError, load_t2w
 from bids_infantseg.inference import DeviceError, resolve_device
 from bids_infantseg.model.card import ModelError, load_model
+from bids_infantseg.refine import RefineError, resolve_options
 from bids_infantseg.report.outputs import IGNORED as QC_IGNORED
 from bids_infantseg.resources import (
     PluginError,
@@ -44,13 +44,8 @@ from bids_infantseg.workflow import SegmentSettings, init_participant_wf, scan_w
 LOGGER = logging.getLogger("bids_infantseg")
 
 
-class ImplausibleInputError(ValueError):
-    """--strict and some input that no infant scan can be (each was logged in one line)."""
-
-
 UserError = (DiscoveryError, FilterFileError, OutputDirError, ModelError, DeviceError,
-             TemplateError, PluginError,
-             ImplausibleInputError)
+             TemplateError, PluginError, RefineError)
 """Problems with the command line or its inputs: one line, exit status 2, nothing run."""
 
 
@@ -63,6 +58,9 @@ def run_participant(args: argparse.Namespace) -> int:
     check_plugin(args.plugin, args.plugin_args)
     device = resolve_device(args.device)
     model = load_model(args.model)  # fails early on a bad model, before any work
+    options = resolve_options(model.card.labels, tta_flip=args.tta_flip,
+                              refine_em=args.refine_em,
+                              refine_ventricles=args.refine_ventricles)
     filters = load_filter_file(args.bids_filter_file) if args.bids_filter_file else None
     check_writable(output_dir, "output")
     check_writable(work_dir, "work")
@@ -70,7 +68,7 @@ def run_participant(args: argparse.Namespace) -> int:
     scans = discover(bids_dir, output_dir=output_dir, work_dir=work_dir,
                      participant_labels=args.participant_label,
                      session_labels=args.session_label, bids_filters=filters)
-    good, failed = _check_images(scans, strict=args.strict)
+    good, failed = _check_images(scans)
     pose_templates = _pose_templates(good) if args.pose_normalize else None
 
     write_dataset_description(output_dir, bids_dir=bids_dir, version=__version__)
@@ -85,7 +83,7 @@ def run_participant(args: argparse.Namespace) -> int:
         model_card=model.path / "card.json", model_sha256=model.sha256, card=model.card,
         output_dir=output_dir, bids_dir=bids_dir, write_probseg=args.write_probseg,
         device=str(device), batch_size=args.batch_size, num_threads=plan.threads,
-        mc_samples=args.mc_samples, compile=args.compile,
+        mc_samples=args.mc_samples, compile=args.compile, **options,
     )
     _log_plan(plan, args.omp_nthreads, cpus)
     LOGGER.info("model %s %s (sha256 %s) on %s, %d scan(s)", model.card.name,
@@ -135,30 +133,17 @@ def _describe(problems: dict[Path, str], outputs: ScanOutputs) -> str:
     return "; ".join(f"{path.name} {problem}" for path, problem in problems.items())
 
 
-def _check_images(scans: list[Scan], strict: bool = False) -> tuple[list[Scan], list[str]]:
-    """Open every image before any heavy work, so a bad file costs one line, not a crash.
-
-    What no infant scan can be (voxel sizes, field of view, head size, age) is one warning
-    line naming the file; with ``strict`` each is an error and nothing runs.
-    """
-    good, failed, implausible = [], [], []
+def _check_images(scans: list[Scan]) -> tuple[list[Scan], list[str]]:
+    """Open every image before any heavy work, so a bad file costs one line, not a crash."""
+    good, failed = [], []
     for scan in scans:
         try:
-            img = load_t2w(scan.path)
+            load_t2w(scan.path)
         except BadImageError as exc:
             LOGGER.error("%s", exc)
             failed.append(str(exc))
-            continue
-        good.append(scan)
-        problems = implausibilities(img)
-        if scan.age is not None and (age := implausible_age(scan.age)):
-            problems.append(age)
-        for problem in problems:
-            (LOGGER.error if strict else LOGGER.warning)("%s: %s", scan.path, problem)
-        implausible += problems
-    if strict and implausible:
-        raise ImplausibleInputError(f"{len(implausible)} implausible input(s) with --strict "
-                                    "(listed above); nothing was run")
+        else:
+            good.append(scan)
     return good, failed
 
 

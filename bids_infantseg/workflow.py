@@ -45,6 +45,16 @@ class SegmentSettings:
     num_threads: int
     mc_samples: int = 0
     compile: str = "auto"
+    tta_flip: bool = False
+    refine_em: bool = False
+    refine_ventricles: bool = False
+
+    @property
+    def inference_options(self) -> list[str]:
+        """The inference-side options on, as command-line flags (for provenance)."""
+        return [f"--{name.replace('_', '-')}" for name in ("tta_flip", "refine_em",
+                                                           "refine_ventricles")
+                if getattr(self, name)]
 
 
 def scan_wf_name(scan: Scan) -> str:
@@ -104,7 +114,8 @@ def init_scan_wf(scan: Scan, settings: SegmentSettings, *,
                 device=settings.device, batch_size=settings.batch_size,
                 num_threads=settings.num_threads,
                 use_gpu=settings.device.startswith("cuda"), mc_samples=settings.mc_samples,
-                compile=settings.compile),
+                compile=settings.compile, tta_flip=settings.tta_flip,
+                refine_em=settings.refine_em, refine_ventricles=settings.refine_ventricles),
         name="segment", mem_gb=inference_mem_gb(settings.card, settings.mc_samples),
         n_procs=settings.num_threads,
     )
@@ -120,7 +131,8 @@ def init_scan_wf(scan: Scan, settings: SegmentSettings, *,
                                 model_sha256=settings.model_sha256), name="report")
     write = pe.Node(
         WriteDerivatives(scan_json=scan.to_json(), output_dir=str(settings.output_dir),
-                         model_card=card_file, model_sha256=settings.model_sha256),
+                         model_card=card_file, model_sha256=settings.model_sha256,
+                         inference_options=settings.inference_options),
         name="write", overwrite=True,  # cheap; re-creates outputs deleted since the last run
     )
 

@@ -1,10 +1,11 @@
 import logging
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
-from bids_infantseg import inference
+from bids_infantseg import inference, refine
 from bids_infantseg.inference import (
     COMPILE_COST_S,
     COMPILE_SAVING,
@@ -260,3 +261,79 @@ def test_gpu_out_of_memory_falls_back_to_the_cpu(tmp_path, caplog):
     np.testing.assert_allclose(probs, expected, atol=1e-5)
     assert caplog.text.count("retrying with the network on") == 2
     assert next(model.nets["axial"].parameters()).is_cuda  # the shared model stays on the GPU
+
+
+def _counting(net: torch.nn.Module, calls: list[int]) -> torch.nn.Module:
+    net.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+    return net
+
+
+def test_flip_averages_each_view_with_its_mirror_image(tmp_path):
+    model = load_model(make_tiny_model(tmp_path / "model", views={"axial": 1.0, "coronal": 2.0}))
+    volume = _head()
+    plain = predict_with_qc(model, volume).probs
+    mirror = predict_with_qc(model, np.ascontiguousarray(volume[::-1])).probs[:, ::-1]
+    flipped = predict_with_qc(model, volume, flip=True)
+    np.testing.assert_allclose(flipped.probs, (plain + mirror) / 2, atol=1e-5)
+    assert np.abs(flipped.probs - plain).max() > 0.01  # the untrained network is not symmetric
+    assert (flipped.probs.argmax(0) != plain.argmax(0)).any()
+    # view labels stay those of the unmirrored slices
+    for view, labels in predict_with_qc(model, volume).view_labels.items():
+        np.testing.assert_array_equal(flipped.view_labels[view], labels)
+
+
+def test_flip_does_not_run_the_sagittal_view_twice(tmp_path):
+    """A sagittal slice's mirror image is another sagittal slice: same prediction."""
+    model = load_model(make_tiny_model(tmp_path / "model", views={"sagittal": 1.0}))
+    calls: list[int] = []
+    _counting(model.nets["sagittal"], calls)
+    volume = _head()
+    plain = predict_with_qc(model, volume).probs
+    slices = sum(calls)
+    mirror = predict_with_qc(model, np.ascontiguousarray(volume[::-1])).probs[:, ::-1]
+    np.testing.assert_allclose(mirror, plain, atol=1e-5)
+    calls.clear()
+    np.testing.assert_array_equal(predict_with_qc(model, volume, flip=True).probs, plain)
+    assert sum(calls) == slices
+
+
+def test_flip_swaps_lateralised_classes(tmp_path):
+    model = load_model(make_tiny_model(tmp_path / "model", views={"axial": 1.0}))
+    labels = list(model.card.labels.labels)
+    labels[2] = replace(labels[2], name="Left-Thing")
+    labels[3] = replace(labels[3], name="Right-Thing")
+    model.card.labels = replace(model.card.labels, labels=tuple(labels))
+    volume = _head()
+    plain = predict_with_qc(model, volume).probs
+    mirror = predict_with_qc(model, np.ascontiguousarray(volume[::-1])).probs[:, ::-1]
+    mirror[[2, 3]] = mirror[[3, 2]]
+    np.testing.assert_allclose(predict_with_qc(model, volume, flip=True).probs,
+                               (plain + mirror) / 2, atol=1e-5)
+
+
+def test_refinements_follow_the_network_in_order(tiny_model):
+    volume = _head()
+    labels = tiny_model.card.labels
+    plain = predict_with_qc(tiny_model, volume)
+    em, _ = refine.refine_em(volume, plain.probs, refine.brain_classes(labels))
+    both, _ = refine.refine_ventricles(em, refine.fluid_classes(labels))
+    result = predict_with_qc(tiny_model, volume, refine_em=True, refine_ventricles=True)
+    np.testing.assert_allclose(result.probs, both, atol=1e-6)
+    assert np.abs(em - plain.probs).max() > 0.01  # the refinement did something
+    half = predict_with_qc(tiny_model, volume, refine_em=True, dtype=torch.float16)
+    assert half.probs.dtype == np.float16
+    np.testing.assert_allclose(half.probs, em, atol=1e-3)
+    for view, view_labels in plain.view_labels.items():
+        np.testing.assert_array_equal(result.view_labels[view], view_labels)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_flip_and_refinements_match_the_cpu(tmp_path):
+    model = shared_model(make_tiny_model(tmp_path / "model"), device="cuda")
+    options = {"flip": True, "refine_em": True, "refine_ventricles": True}
+    gpu = predict_with_qc(model, _head(), device="cuda", dtype=torch.float16, **options)
+    cpu = predict_with_qc(model, _head(), **options)
+    assert gpu.probs.dtype == np.float16
+    np.testing.assert_allclose(gpu.probs, cpu.probs, atol=0.05)
+    assert (gpu.probs.argmax(0) == cpu.probs.argmax(0)).mean() >= 0.99
