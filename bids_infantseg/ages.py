@@ -25,6 +25,12 @@ WEEKS_PER_MONTH = 4.345
 TERM_WEEKS = 40.0
 """Post-menstrual age at term birth: corrected postnatal age = scan_age - 40."""
 
+PLAUSIBLE_WEEKS = (-20.0, 150.0)
+"""Postnatal ages (weeks) a scan of this app's subjects can have: from 20 weeks' gestation
+(-20, the earliest fetal brain MRI) to ~ 3 years (150), past the first year the models and
+QC bounds are made for. Outside: almost always wrong units or a wrong column (e.g. years
+read as weeks, a birth year), which would silently skew the age-dependent QC."""
+
 _WEEKS_PER_UNIT = {
     **dict.fromkeys(("d", "day", "days"), 1 / 7),
     **dict.fromkeys(("w", "wk", "wks", "week", "weeks"), 1.0),
@@ -47,6 +53,16 @@ class Age:
     @property
     def months(self) -> float:
         return self.weeks / WEEKS_PER_MONTH
+
+
+def implausible_age(age: Age) -> str | None:
+    """A sentence when ``age`` is outside ``PLAUSIBLE_WEEKS``, else None."""
+    low, high = PLAUSIBLE_WEEKS
+    if low <= age.weeks <= high:
+        return None
+    years = f" = {age.weeks / (12 * WEEKS_PER_MONTH):.3g} years" if abs(age.weeks) >= 104 else ""
+    return (f"age {age.weeks:.1f} weeks postnatal{years} (from {age.source}) is outside "
+            f"{low:g} to {high:g} weeks: check the age's column and units")
 
 
 def weeks_per_unit(units: str) -> float:

@@ -86,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--plugin-args", "--plugin_args", dest="plugin_args", type=_json_object,
                      metavar="JSON", help="the plugin's arguments as a JSON object, e.g. "
                      '\'{"sbatch_args": "--gres=gpu:1 --time=1:00:00"}\'')
+    run.add_argument("--strict", action="store_true",
+                     help="inputs no infant scan can be (voxel sizes, field of view, head "
+                          "size, an age outside -20..150 weeks) are errors: exit 2, nothing "
+                          "run (default: a warning line each)")
     run.add_argument("-v", "--verbose", action="count", default=0,
                      help="more logging (-vv for debug)")
 

@@ -23,6 +23,25 @@ a localiser or a wrong header, not a head."""
 MIN_VOXELS = 16
 """Fewer voxels than this along an axis cannot be segmented slice by slice."""
 
+PLAUSIBLE_VOXEL_MM = (0.1, 3.0, 6.0)
+"""Smallest voxel side, largest in-plane side and largest slice thickness (the largest side)
+an infant head scan has. Infant T2w are acquired at 0.4-1.2 mm in-plane, as 3D volumes or
+2D slices up to ~ 4-5 mm thick; beyond 3 mm in-plane or 6 mm slices the 1-3 mm thin infant
+cortex cannot be resolved, and below 0.1 mm no MRI scanner images a head: such sizes are
+almost always a header in other units (cm, m) or a localiser."""
+
+PLAUSIBLE_FOV_MM = (80.0, 400.0)
+"""Field of view along every voxel axis. A term newborn's head is ~ 90 mm across at its
+narrowest (biparietal), so less than 80 mm cannot hold an infant head (a slab, a crop or a
+wrong voxel size); a 3-year-old's head with neck and shoulders fits in 300 mm, body coils
+reach ~ 400 mm, and more is a whole-body scan or a header in other units."""
+
+PLAUSIBLE_HEAD_MM = (40.0, 250.0)
+"""Extent of the imaged head (voxels brighter than a tenth of the bright tissue): its longest
+side at least 40 mm (a 20-week fetal brain is ~ 55 mm long) and its shortest side at most
+250 mm (a 3-year-old's head is ~ 140 mm wide, 180 mm long; a neck and shoulders add less
+than that across the thinnest side). Outside: an adult or a body, or wrong voxel sizes."""
+
 MAX_NONFINITE_FRACTION = 0.001
 """Up to this fraction of NaN/Inf voxels (stray voxels from a converter) are set to 0 with a
 warning; more means the data are broken."""
@@ -131,6 +150,56 @@ def _checked_values(path: Path, data: np.ndarray) -> np.ndarray:
         what = "all zero" if high == 0 else f"constant ({high:g})"
         raise _bad(path, f"image data are {what}")
     return data
+
+
+def implausibilities(img: nib.Nifti1Image) -> list[str]:
+    """What about a loadable image (from :func:`load_t2w`) no infant head scan can be: voxel
+    sizes, field of view and head size outside the ``PLAUSIBLE_*`` bounds, one sentence each
+    (empty when plausible). Warnings, not errors: a rare scan may be right and odd."""
+    zooms = np.linalg.norm(img.affine[:3, :3], axis=0)
+    shape = np.asarray(img.shape[:3])
+    problems = []
+    smallest, in_plane, thickness = np.sort(zooms)
+    low, plane_max, thick_max = PLAUSIBLE_VOXEL_MM
+    too = [f"below {low:g} mm" if smallest < low else "",
+           f"above {plane_max:g} mm in-plane" if in_plane > plane_max else "",
+           f"slices thicker than {thick_max:g} mm" if thickness > thick_max else ""]
+    if any(too):
+        problems.append(f"voxels {_mm(zooms, '.2f')} mm ({', '.join(t for t in too if t)}): "
+                        "not an infant head scan, or a header in other units")
+    fov = shape * zooms
+    low, high = PLAUSIBLE_FOV_MM
+    if fov.min() < low or fov.max() > high:
+        problems.append(f"field of view {_mm(fov)} mm is outside {low:g}-{high:g} mm along "
+                        "some axis: not an infant head, or wrong voxel sizes")
+    head = head_extent_mm(np.asanyarray(img.dataobj), zooms)
+    low, high = PLAUSIBLE_HEAD_MM
+    if head is not None and (head.max() < low or head.min() > high):
+        problems.append(f"the head measures {_mm(head)} mm, not the size of an infant head "
+                        f"(longest side at least {low:g} mm, shortest at most {high:g} mm): "
+                        "wrong voxel sizes, or not an infant")
+    return problems
+
+
+def head_extent_mm(data: np.ndarray, zooms: np.ndarray) -> np.ndarray | None:
+    """Extent in mm along each voxel axis of what is brighter than a tenth of the bright
+    tissue (99th percentile); slabs with only a few such voxels (noise) do not count. None
+    for an image without contrast."""
+    sample = data[::2, ::2, ::2]
+    bright = float(np.percentile(sample, 99))
+    if not bright > float(sample.min()):
+        return None
+    foreground = data > 0.1 * bright
+    extents = []
+    for axis in range(3):
+        counts = foreground.sum(axis=tuple(a for a in range(3) if a != axis))
+        inside = np.flatnonzero(counts >= max(5, 0.02 * counts.max()))
+        extents.append(0 if inside.size == 0 else inside[-1] - inside[0] + 1)
+    return np.asarray(extents) * zooms
+
+
+def _mm(values: np.ndarray, fmt: str = ".0f") -> str:
+    return " x ".join(format(float(v), fmt) for v in values)
 
 
 def _float_header(img: nib.Nifti1Image) -> nib.Nifti1Header:

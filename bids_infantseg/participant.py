@@ -15,6 +15,7 @@ from nipype import config as nipype_config
 from nipype import logging as nipype_logging
 
 from bids_infantseg import __version__
+from bids_infantseg.ages import implausible_age
 from bids_infantseg.bids import DiscoveryError, FilterFileError, Scan, discover, load_filter_file
 from bids_infantseg.derivatives import (
     OutputDirError,
@@ -25,7 +26,7 @@ from bids_infantseg.derivatives import (
     write_dataset_files,
 )
 from bids_infantseg.failures import crash_reason, scan_failures
-from bids_infantseg.images import BadImageError, load_t2w
+from bids_infantseg.images import BadImageError, implausibilities, load_t2w
 from bids_infantseg.inference import DeviceError, resolve_device
 from bids_infantseg.model.card import ModelError, load_model
 from bids_infantseg.refine import RefineError, resolve_options
@@ -44,8 +45,13 @@ from bids_infantseg.workflow import SegmentSettings, init_participant_wf, scan_w
 LOGGER = logging.getLogger("bids_infantseg")
 
 
+class ImplausibleInputError(ValueError):
+    """--strict and some input that no infant scan can be (each was logged in one line)."""
+
+
 UserError = (DiscoveryError, FilterFileError, OutputDirError, ModelError, DeviceError,
-             TemplateError, PluginError, RefineError)
+             TemplateError, PluginError, RefineError,
+             ImplausibleInputError)
 """Problems with the command line or its inputs: one line, exit status 2, nothing run."""
 
 
@@ -68,7 +74,7 @@ def run_participant(args: argparse.Namespace) -> int:
     scans = discover(bids_dir, output_dir=output_dir, work_dir=work_dir,
                      participant_labels=args.participant_label,
                      session_labels=args.session_label, bids_filters=filters)
-    good, failed = _check_images(scans)
+    good, failed = _check_images(scans, strict=args.strict)
     pose_templates = _pose_templates(good) if args.pose_normalize else None
 
     write_dataset_description(output_dir, bids_dir=bids_dir, version=__version__)
@@ -133,17 +139,30 @@ def _describe(problems: dict[Path, str], outputs: ScanOutputs) -> str:
     return "; ".join(f"{path.name} {problem}" for path, problem in problems.items())
 
 
-def _check_images(scans: list[Scan]) -> tuple[list[Scan], list[str]]:
-    """Open every image before any heavy work, so a bad file costs one line, not a crash."""
-    good, failed = [], []
+def _check_images(scans: list[Scan], strict: bool = False) -> tuple[list[Scan], list[str]]:
+    """Open every image before any heavy work, so a bad file costs one line, not a crash.
+
+    What no infant scan can be (voxel sizes, field of view, head size, age) is one warning
+    line naming the file; with ``strict`` each is an error and nothing runs.
+    """
+    good, failed, implausible = [], [], []
     for scan in scans:
         try:
-            load_t2w(scan.path)
+            img = load_t2w(scan.path)
         except BadImageError as exc:
             LOGGER.error("%s", exc)
             failed.append(str(exc))
-        else:
-            good.append(scan)
+            continue
+        good.append(scan)
+        problems = implausibilities(img)
+        if scan.age is not None and (age := implausible_age(scan.age)):
+            problems.append(age)
+        for problem in problems:
+            (LOGGER.error if strict else LOGGER.warning)("%s: %s", scan.path, problem)
+        implausible += problems
+    if strict and implausible:
+        raise ImplausibleInputError(f"{len(implausible)} implausible input(s) with --strict "
+                                    "(listed above); nothing was run")
     return good, failed
 
 

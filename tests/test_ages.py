@@ -2,7 +2,7 @@ import logging
 
 import pytest
 
-from bids_infantseg.ages import Age, AgeLookup, age_from_row, weeks_per_unit
+from bids_infantseg.ages import Age, AgeLookup, age_from_row, implausible_age, weeks_per_unit
 from tests.bids_factory import write_json, write_tsv
 
 SCAN = "sub-01/ses-02/anat/sub-01_ses-02_T2w.nii.gz"
@@ -111,3 +111,15 @@ def test_participant_row(tmp_path):
     lookup = AgeLookup(_dataset(tmp_path))
     assert lookup.participant("01")["age"] == "2"
     assert lookup.participant("99") is None
+
+
+@pytest.mark.parametrize("weeks", [-20.0, -13.0, 0.0, 52.0, 150.0])
+def test_ages_from_fetal_to_three_years_are_plausible(weeks):
+    assert implausible_age(Age(weeks, "sessions.tsv:age_weeks")) is None
+
+
+def test_300_years_and_a_fetus_too_young_are_implausible():
+    old = implausible_age(Age(300 * 12 * 4.345, "participants.tsv:age"))
+    assert old == ("age 15642.0 weeks postnatal = 300 years (from participants.tsv:age) is "
+                   "outside -20 to 150 weeks: check the age's column and units")
+    assert "-25.0 weeks" in implausible_age(Age(-25.0, "sessions.tsv:scan_age"))

@@ -5,7 +5,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from bids_infantseg.images import BadImageError, load_label_map, load_t2w
+from bids_infantseg.images import BadImageError, implausibilities, load_label_map, load_t2w
+from tests.conftest import head_image
 
 AFFINE = np.diag([1.0, 1.0, 2.0, 1.0])
 SHAPE = (80, 80, 40)  # 80 x 80 x 80 mm
@@ -200,3 +201,36 @@ def test_unusable_label_maps_are_one_line_naming_the_file(tmp_path, values, prob
     with pytest.raises(BadImageError, match=problem) as error:
         load_label_map(path)
     assert str(error.value).startswith(str(path)) and "\n" not in str(error.value)
+
+
+def _infant_head(zooms=(1.0, 1.0, 1.0), shape=(150, 180, 140)) -> nib.Nifti1Image:
+    """The test head (~ 120 x 150 x 110 mm) on a grid of ``zooms``, centred."""
+    grid = tuple(int(round(n / z)) for n, z in zip(shape, zooms, strict=True))
+    return nib.Nifti1Image(head_image(grid, zooms), np.diag([*zooms, 1.0]))
+
+
+def test_an_infant_head_scan_is_plausible():
+    assert implausibilities(_infant_head()) == []
+    assert implausibilities(_infant_head((0.8, 0.8, 3.0))) == []  # thick 2D slices
+
+
+def test_10_mm_voxels_and_a_1_3_m_field_of_view_are_named():
+    img = nib.Nifti1Image(head_image((130, 130, 130), (1.0, 1.0, 1.0)), np.diag([10.0] * 3 + [1]))
+    problems = implausibilities(img)
+    assert problems == [
+        "voxels 10.00 x 10.00 x 10.00 mm (above 3 mm in-plane, slices thicker than 6 mm): "
+        "not an infant head scan, or a header in other units",
+        "field of view 1300 x 1300 x 1300 mm is outside 80-400 mm along some axis: not an "
+        "infant head, or wrong voxel sizes",
+        "the head measures 1180 x 1300 x 1080 mm, not the size of an infant head (longest "
+        "side at least 40 mm, shortest at most 250 mm): wrong voxel sizes, or not an infant",
+    ]
+
+
+def test_sub_millimetre_units_and_thin_slabs_are_named():
+    tiny = implausibilities(nib.Nifti1Image(head_image((150, 180, 140), (1.0, 1.0, 1.0)),
+                                            np.diag([0.05] * 3 + [1])))
+    assert [p.split(" ")[0] for p in tiny] == ["voxels", "field", "the"]
+    assert "below 0.1 mm" in tiny[0]
+    slab = _infant_head((1.0, 1.0, 7.0), shape=(150, 180, 70))
+    assert implausibilities(slab)[0].startswith("voxels 1.00 x 1.00 x 7.00 mm (slices thicker")

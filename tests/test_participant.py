@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 from bids_infantseg.cli import main
+from tests.bids_factory import write_tsv
 from tests.conftest import t2w_path, write_head
 from tests.validator import ACCEPTED_WARNINGS, validate
 
@@ -282,6 +283,57 @@ def test_a_workflow_that_cannot_start_is_one_line_and_exit_1(tmp_path, tiny_mode
                          "Insufficient resources available for job")
     assert errors[1].startswith(f"FAILED {t2w_path(root, '01')}: nothing written")
     assert len(errors) == 2 and "0 of 1 scan(s) segmented" in caplog.text
+
+
+
+def implausible_inputs(root: Path) -> dict[str, Path]:
+    """The head dataset with a 10 mm voxel header on one scan, sub-02 aged 300 years and
+    sub-01's first session at -13 weeks (a preterm baby: plausible)."""
+    write_tsv(root / "participants.tsv", [{"participant_id": "sub-01", "sex": "F"},
+                                          {"participant_id": "sub-02", "sex": "M",
+                                           "age_months": str(300 * 12)}])
+    write_tsv(root / "sub-01" / "sub-01_sessions.tsv",
+              [{"session_id": "ses-01", "age_weeks": "-13"},
+               {"session_id": "ses-02", "age_weeks": "26"}])
+    coarse = t2w_path(root, "01", "02")
+    img = nib.load(coarse)
+    nib.save(nib.Nifti1Image(np.asanyarray(img.dataobj), np.diag([10.0, 10.0, 10.0, 1.0])),
+             coarse)
+    return {"coarse": coarse, "old": t2w_path(root, "02", run="1"),
+            "older": t2w_path(root, "02", run="2")}
+
+
+def test_implausible_inputs_are_one_warning_line_each(head_dataset, tmp_path, caplog):
+    from bids_infantseg.bids import discover
+    from bids_infantseg.participant import _check_images
+
+    files = implausible_inputs(head_dataset)
+    good, failed = _check_images(discover(head_dataset, output_dir=tmp_path / "out"))
+    assert len(good) == 4 and failed == []  # warnings: everything still runs
+    lines = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert all("\n" not in line for line in lines)
+    assert [line.split(": ")[1].split(" ")[0] for line in lines if str(files["coarse"]) in line
+            ] == ["voxels", "field", "the"]
+    for old in (files["old"], files["older"]):
+        assert f"{old}: age 15642.0 weeks postnatal = 300 years (from participants.tsv:" \
+               "age_months) is outside -20 to 150 weeks" in "\n".join(lines)
+    assert not any("-13" in line for line in lines)  # -13 weeks is a preterm newborn
+    assert len(lines) == 5
+
+
+def test_implausible_inputs_with_strict_are_errors_and_nothing_runs(head_dataset, tmp_path,
+                                                                     tiny_model_dir, capsys,
+                                                                     caplog):
+    files = implausible_inputs(head_dataset)
+    out = tmp_path / "out"
+    assert run(head_dataset, out, tiny_model_dir, "--strict") == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 5 and all(line.startswith(tuple(map(str, files.values())))
+                                    for line in errors)
+    assert capsys.readouterr().err == ("bids_infantseg: error: 5 implausible input(s) with "
+                                       "--strict (listed above); nothing was run\n")
+    assert not (out / "dataset_description.json").exists()
+    assert not list(out.rglob("*.nii.gz"))
 
 
 def test_inference_options_change_the_result_and_are_recorded(tmp_path, tiny_model_dir):
