@@ -66,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = parser.add_argument_group("running")
     run.add_argument("-w", "--work-dir", "--work_dir", dest="work_dir", type=Path,
-                     help="cache of intermediate results; a killed run resumes from it "
+                     help="cache of intermediate results, one locked subfolder per selection "
+                          "of participants (e.g. sub-01, all); a killed run resumes from it "
                           "(default: OUTPUT_DIR/.work)")
     run.add_argument("--nprocs", "--n-cpus", "--n_cpus", dest="nprocs", type=_positive_int,
                      default=available_cpus(),
@@ -86,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--plugin-args", "--plugin_args", dest="plugin_args", type=_json_object,
                      metavar="JSON", help="the plugin's arguments as a JSON object, e.g. "
                      '\'{"sbatch_args": "--gres=gpu:1 --time=1:00:00"}\'')
+    run.add_argument("--wait-lock", dest="wait_lock", action="store_true",
+                     help="when another run holds this run's work folder (same -w and "
+                          "selection of participants), wait for it instead of exiting with "
+                          "status 2")
     run.add_argument("--strict", action="store_true",
                      help="inputs no infant scan can be (voxel sizes, field of view, head "
                           "size, an age outside -20..150 weeks) are errors: exit 2, nothing "

@@ -8,7 +8,11 @@ workflow engine reported, and the exit status says whether any scan failed.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import logging
+import re
+from contextlib import ExitStack
 from pathlib import Path
 
 from nipype import config as nipype_config
@@ -28,6 +32,7 @@ from bids_infantseg.derivatives import (
 from bids_infantseg.failures import crash_reason, scan_failures
 from bids_infantseg.images import BadImageError, implausibilities, load_t2w
 from bids_infantseg.inference import DeviceError, resolve_device
+from bids_infantseg.locks import LockedError, hold
 from bids_infantseg.model.card import ModelError, load_model
 from bids_infantseg.refine import RefineError, resolve_options
 from bids_infantseg.report.outputs import IGNORED as QC_IGNORED
@@ -51,15 +56,47 @@ class ImplausibleInputError(ValueError):
 
 UserError = (DiscoveryError, FilterFileError, OutputDirError, ModelError, DeviceError,
              TemplateError, PluginError, RefineError,
-             ImplausibleInputError)
+             ImplausibleInputError, LockedError)
 """Problems with the command line or its inputs: one line, exit status 2, nothing run."""
 
 
 def run_participant(args: argparse.Namespace) -> int:
-    """Segment every selected T2w scan; 0 when all succeeded, 1 when some failed."""
+    """Segment every selected T2w scan; 0 when all succeeded, 1 when some failed.
+
+    From its checks to its end the run holds the lock of its work folder (one per selection
+    of scans, see :func:`work_folder`): a second run on it refuses or waits.
+    """
+    with ExitStack() as held:
+        return _run_participant(args, held)
+
+
+def work_folder(root: Path, participant_labels: list[str] | None,
+                session_labels: list[str] | None, filters: dict | None) -> Path:
+    """The run's own folder under the work root, named by its selection of scans.
+
+    ``all``, ``sub-01``, ``sub-01+02_ses-1``, plus ``_filter-<hash>`` with a BIDS filter
+    file: runs of disjoint participants (a SLURM array) on one output folder and work root
+    each get their own Nipype cache and lock, and a rerun of the same selection resumes
+    from its folder. A name that would be long or odd becomes ``sel-<hash>``.
+    """
+    def labels(values: list[str], prefix: str) -> str:
+        return prefix + "+".join(sorted({v.removeprefix(prefix) for v in values}))
+
+    parts = [labels(participant_labels, "sub-") if participant_labels else "all"]
+    if session_labels:
+        parts.append(labels(session_labels, "ses-"))
+    if filters:
+        text = json.dumps(filters, sort_keys=True)
+        parts.append("filter-" + hashlib.sha256(text.encode()).hexdigest()[:8])
+    name = "_".join(parts)
+    if len(name) > 64 or not re.fullmatch(r"[A-Za-z0-9+_-]+", name):
+        name = "sel-" + hashlib.sha256(name.encode()).hexdigest()[:12]
+    return Path(root) / name
+
+
+def _run_participant(args: argparse.Namespace, held: ExitStack) -> int:
     bids_dir = args.bids_dir.resolve()
     output_dir = args.output_dir.resolve()
-    work_dir = (args.work_dir or output_dir / ".work").resolve()
     check_output_dir(output_dir, bids_dir)
     check_plugin(args.plugin, args.plugin_args)
     device = resolve_device(args.device)
@@ -69,7 +106,10 @@ def run_participant(args: argparse.Namespace) -> int:
                               refine_ventricles=args.refine_ventricles)
     filters = load_filter_file(args.bids_filter_file) if args.bids_filter_file else None
     check_writable(output_dir, "output")
+    work_dir = work_folder((args.work_dir or output_dir / ".work").resolve(),
+                           args.participant_label, args.session_label, filters)
     check_writable(work_dir, "work")
+    held.enter_context(hold(work_dir, wait=args.wait_lock))
 
     scans = discover(bids_dir, output_dir=output_dir, work_dir=work_dir,
                      participant_labels=args.participant_label,

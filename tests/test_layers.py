@@ -33,7 +33,7 @@ LAYERS = [
      "failures.py", "demo.py", "scan_outputs.py"},
     {"model/", "conform.py", "images.py", "volumes.py", "synth/", "ages.py", "qc.py",
      "metrics.py"},
-    {"files.py"},
+    {"files.py", "locks.py"},
 ]
 
 

@@ -357,3 +357,60 @@ def test_inference_options_change_the_result_and_are_recorded(tmp_path, tiny_mod
     assert result.stat().st_mtime_ns != stamp
     assert json.loads(files["dseg_json"].read_text())["InferenceOptions"] == ["--tta-flip"]
     assert (np.asanyarray(nib.load(files["dseg"]).dataobj) != default).any()
+
+
+def test_a_second_run_on_the_work_folder_is_one_line_and_exit_2(head_dataset, tmp_path,
+                                                                  tiny_model_dir, capsys):
+    from tests.test_locks import holder_process
+
+    work = tmp_path / "work" / "sub-01"  # the folder of a run selecting sub-01
+    work.mkdir(parents=True)
+    other = holder_process(work, 60)
+    try:
+        assert run(head_dataset, tmp_path / "out", tiny_model_dir, "-w", str(work.parent),
+                   "--participant-label", "01") == 2
+    finally:
+        other.kill()
+        other.wait()
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(
+        f"bids_infantseg: error: the work folder {work} is in use by another run (host "
+        f"{os.uname().nodename}, pid {other.pid}, started "), err
+    assert not list((tmp_path / "out").rglob("*.nii.gz"))
+
+
+def test_with_wait_lock_a_run_waits_for_the_other_then_proceeds(tmp_path, tiny_model_dir,
+                                                                caplog):
+    from tests.test_locks import holder_process
+
+    root, out = one_scan_dataset(tmp_path / "bids"), tmp_path / "out"
+    (out / ".work" / "all").mkdir(parents=True)
+    other = holder_process(out / ".work" / "all", 3)
+    try:
+        assert run(root, out, tiny_model_dir, "--wait-lock") == 0
+        assert other.poll() == 0  # it had finished
+    finally:
+        other.kill()
+        other.wait()
+    waits = [r.getMessage() for r in caplog.records if r.getMessage().startswith("waiting")]
+    assert len(waits) == 1 and f"pid {other.pid}" in waits[0]
+    assert outputs(out, "sub-01", "sub-01/anat")["dseg"].is_file()
+
+
+def test_runs_of_disjoint_participants_on_one_output_folder_both_succeed(head_dataset,
+                                                                         tmp_path,
+                                                                         tiny_model_dir):
+    """Two terminals or a SLURM array, at the same time, default work folder: each run has
+    its own work subfolder and lock (before: both ended "0 of 2 scan(s) segmented")."""
+    out = tmp_path / "out"
+    runs = [subprocess.Popen([sys.executable, "-m", "bids_infantseg", str(head_dataset),
+                              str(out), "participant", "--model", str(tiny_model_dir),
+                              "--device", "cpu", "--nprocs", "1", "--omp-nthreads", "1",
+                              "--participant-label", label],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            for label in ("01", "02")]
+    logs = [proc.communicate(timeout=600)[0] for proc in runs]
+    assert [proc.returncode for proc in runs] == [0, 0], logs
+    assert all("2 of 2 scan(s) segmented" in log for log in logs), logs
+    assert all(outputs(out, *scan)["volumes"].is_file() for scan in SCANS)
+    assert sorted(p.name for p in (out / ".work").iterdir()) == ["sub-01", "sub-02"]
