@@ -11,7 +11,8 @@ A configuration (JSON, e.g. ``configs/drawem9-synth-starter.json``) lists source
         "files": {"1mo_aseg.nii.gz": 1.0, "...": 0}, "held_out": ["2mo_aseg.nii.gz"]}],
      "ages": {"range_months": [0, 12], "newborn_share": 0.35, "age_window_months": 9}}
 
-Roots may use environment variables and are relative to the configuration file; a source
+Roots may use environment variables (whose values are relative to the working directory)
+and are otherwise relative to the configuration file; a source
 whose root, files or variable is missing is an error naming it (never a silent fall-back to
 fewer sources), and no path of a development machine is a default. ``held_out`` files and
 folders never enter training; ``SourceMix.load(..., held_out=True)`` gives only them, for
@@ -38,13 +39,19 @@ class SourceError(ValueError):
     """A source configuration that cannot be used as written."""
 
 
+_VARIABLE = re.compile(r"\$\{?(\w+)\}?")
+
+
 def _root(spec: dict, base: Path) -> Path:
+    """A source's folder: environment variables expanded (their values relative to the
+    working directory, as a user types them), the rest relative to the config's folder."""
     raw = str(spec.get("root", ""))
-    unset = [v for v in re.findall(r"\$\{?(\w+)\}?", raw) if v not in os.environ]
+    unset = [v for v in _VARIABLE.findall(raw) if v not in os.environ]
     if not raw or unset:
         raise SourceError(f"source {spec.get('name')!r}: root {raw!r} needs "
                           f"{', '.join(unset) or 'a value'}")
-    root = (base / os.path.expandvars(raw)).resolve()
+    expanded = _VARIABLE.sub(lambda m: str(Path(os.environ[m.group(1)]).resolve()), raw)
+    root = (base / expanded).resolve()
     if not root.is_dir():
         raise SourceError(f"source {spec.get('name')!r}: {root} is not a folder")
     return root

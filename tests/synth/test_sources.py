@@ -62,10 +62,14 @@ def test_a_source_that_cannot_be_used_is_an_error(tmp_path, aseg_dir, change, me
         SourceMix.load(config)
 
 
-def test_root_from_an_environment_variable(tmp_path, aseg_dir, monkeypatch):
-    monkeypatch.setenv("MY_DATA", str(tmp_path))
-    config = write_config(tmp_path / "c.json",
-                          [aseg_source(root="${MY_DATA}/asegs")])
+@pytest.mark.parametrize("relative", [False, True])
+def test_root_from_an_environment_variable(tmp_path, aseg_dir, monkeypatch, relative):
+    """A variable's value is absolute or relative to the working directory (not to the
+    config's folder, which a user does not think of when typing it)."""
+    (tmp_path / "configs").mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MY_DATA", "." if relative else str(tmp_path))
+    config = write_config(tmp_path / "configs" / "c.json", [aseg_source(root="${MY_DATA}/asegs")])
     assert len(SourceMix.load(config).sources[0].anatomies) == 3
 
 
