@@ -96,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "size, an age outside -20..150 weeks) are errors: exit 2, nothing "
                           "run (default: a warning line each)")
     run.add_argument("-v", "--verbose", action="count", default=0,
-                     help="more logging (-vv for debug)")
+                     help="-v: also debug lines and tracebacks; -vv: also Nipype's "
+                          "per-node lines and other libraries' information")
 
     seg = parser.add_argument_group("segmentation")
     seg.add_argument("--model", default="default",

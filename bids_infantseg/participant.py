@@ -37,11 +37,13 @@ from bids_infantseg.model.card import ModelError, load_model
 from bids_infantseg.refine import RefineError, resolve_options
 from bids_infantseg.report.outputs import IGNORED as QC_IGNORED
 from bids_infantseg.resources import (
+    NIPYPE_LOG_LEVELS,
     PluginError,
     RunPlan,
     available_cpus,
     check_plugin,
     plan_run,
+    plugin_runner,
 )
 from bids_infantseg.scan_outputs import ScanOutputs, output_problems, scan_outputs
 from bids_infantseg.templates import TemplateError, cohort_for_age, template_path
@@ -136,8 +138,9 @@ def _run_participant(args: argparse.Namespace, held: ExitStack) -> int:
                 model.card.version, model.sha256[:12], device, len(good))
     workflow_ok = True
     if good:
-        _quiet_nipype(args.verbose)
-        workflow_ok, crashes = _run_workflow(good, settings, work_dir, plan, pose_templates)
+        levels = _quiet_nipype(args.verbose)
+        workflow_ok, crashes = _run_workflow(good, settings, work_dir, plan, pose_templates,
+                                             levels)
         failed += _failed_scans(good, settings, crashes)
     done = len(scans) - len(failed)
     LOGGER.info("%d of %d scan(s) segmented; outputs in %s", done, len(scans), output_dir)
@@ -216,18 +219,20 @@ def _pose_templates(scans: list[Scan]) -> dict[str, Path]:
     return templates
 
 
-def _quiet_nipype(verbosity: int) -> None:
-    """Nipype's per-node chatter only with -vv; its own handler, not ours twice."""
+def _quiet_nipype(verbosity: int) -> dict[str, str]:
+    """Nipype's per-node chatter only with -vv; its own handler, not ours twice. Returns the
+    levels, which MultiProc's workers are given too (``resources.plugin_runner``)."""
     level = "INFO" if verbosity >= 2 else "WARNING"
-    nipype_config.update_config({"logging": {"workflow_level": level, "interface_level": level,
-                                             "utils_level": level}})
+    levels = dict.fromkeys(NIPYPE_LOG_LEVELS, level)
+    nipype_config.update_config({"logging": levels})
     nipype_logging.update_logging(nipype_config)
     logging.getLogger("nipype").propagate = False
+    return levels
 
 
 def _run_workflow(scans: list[Scan], settings: SegmentSettings, work_dir: Path,
                   plan: RunPlan, pose_templates: dict[str, Path] | None = None,
-                  ) -> tuple[bool, dict[str, str]]:
+                  log_levels: dict[str, str] | None = None) -> tuple[bool, dict[str, str]]:
     """Run all scans' workflows; whether the run finished, and each crashed scan's reason.
 
     Nipype raises both when a node crashed (the crash file says why; the others still ran)
@@ -247,7 +252,7 @@ def _run_workflow(scans: list[Scan], settings: SegmentSettings, work_dir: Path,
     started = {p.name for p in crash_dir.glob("crash-*")} if crash_dir.exists() else set()
     error = None
     try:
-        wf.run(plugin=plan.plugin, plugin_args=plan.plugin_args)
+        wf.run(plugin=plugin_runner(plan, log_levels or {}), plugin_args=plan.plugin_args)
     except Exception as exc:  # Nipype raises whatever stopped it; the crash files tell which
         LOGGER.debug("the workflow stopped with an error", exc_info=True)
         error = exc

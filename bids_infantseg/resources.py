@@ -18,6 +18,9 @@ CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
 SLURM_CPUS = ("SLURM_CPUS_PER_TASK", "SLURM_CPUS_ON_NODE")
 """SLURM's allocation, the first one set wins (per task is what one job step may use)."""
 
+NIPYPE_LOG_LEVELS = ("workflow_level", "interface_level", "utils_level")
+"""Nipype's logging settings, passed to MultiProc's workers."""
+
 POOL_PLUGINS = ("MultiProc", "LegacyMultiProc")
 """Plugins that run nodes on this machine and check each node's request against n_procs."""
 
@@ -116,3 +119,40 @@ def plan_run(plugin: str | None, plugin_args: dict | None, *, scans: int, cpus: 
         # (seen in grid_sample); the fork server starts them from a clean process.
         args.setdefault("mp_context", "forkserver")
     return RunPlan(name, args, concurrent, threads)
+
+
+def plugin_runner(plan: RunPlan, log_levels: Mapping[str, str]) -> Any:
+    """What ``Workflow.run(plugin=...)`` takes: the plugin's name, or for MultiProc a plugin
+    whose workers log at ``log_levels`` (Nipype's ``[logging]`` settings).
+
+    Why: MultiProc's workers come from a fork server, so they import Nipype afresh and log
+    every node at Nipype's default INFO ("[Node] Setting-up ...", ~45 lines a scan)
+    whatever this process set. Their pool is made again here with an initializer that runs
+    Nipype's own (the working folder) and then sets the levels; the pool has started no
+    worker yet. Linear runs in this process, LegacyMultiProc forks it, and cluster plugins'
+    job scripts apply the workflow's configuration, levels included: all already quiet.
+    """
+    if plan.plugin != "MultiProc":
+        return plan.plugin
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    from nipype.pipeline.plugins import MultiProcPlugin
+
+    runner = MultiProcPlugin(plugin_args=plan.plugin_args)
+    runner.pool.shutdown(wait=False)
+    runner.pool = ProcessPoolExecutor(
+        max_workers=runner.processors, initializer=init_worker,
+        initargs=(runner._cwd, dict(log_levels)),
+        mp_context=mp.get_context(runner.plugin_args.get("mp_context")))
+    return runner
+
+
+def init_worker(cwd: str, log_levels: dict[str, str]) -> None:
+    """A MultiProc worker's start: Nipype's own initializer, then the run's log levels."""
+    from nipype import config, logging
+    from nipype.pipeline.plugins.multiproc import process_initializer
+
+    process_initializer(cwd)
+    config.update_config({"logging": log_levels})
+    logging.update_logging(config)

@@ -414,3 +414,22 @@ def test_runs_of_disjoint_participants_on_one_output_folder_both_succeed(head_da
     assert all("2 of 2 scan(s) segmented" in log for log in logs), logs
     assert all(outputs(out, *scan)["volumes"].is_file() for scan in SCANS)
     assert sorted(p.name for p in (out / ".work").iterdir()) == ["sub-01", "sub-02"]
+
+
+def test_nipype_is_quiet_under_multiproc_unless_vv(head_dataset, tmp_path, tiny_model_dir):
+    """MultiProc's workers (fork server) read Nipype's configuration afresh: they printed
+    ~45 "[Node]" lines a scan whatever the run asked for."""
+    def participant(*extra: str) -> str:
+        proc = subprocess.run(
+            [sys.executable, "-m", "bids_infantseg", str(head_dataset), str(tmp_path / "out"),
+             "participant", "--model", str(tiny_model_dir), "--device", "cpu",
+             "--participant-label", "01", "--nprocs", "2", "--omp-nthreads", "1", *extra],
+            capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return proc.stdout + proc.stderr
+
+    quiet = participant("-w", str(tmp_path / "quiet"))
+    assert "MultiProc: 2 scan(s) at once" in quiet and "2 of 2 scan(s) segmented" in quiet
+    assert "[Node]" not in quiet, quiet
+    loud = participant("-w", str(tmp_path / "loud"), "-vv")
+    assert loud.count('[Node] Executing "segment"') == 2, loud
