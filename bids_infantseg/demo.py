@@ -1,10 +1,13 @@
-"""A small synthetic BIDS dataset to try the app on: ``python -m bids_infantseg.demo OUT_DIR``.
+"""A small synthetic BIDS dataset to try the app on: ``bids_infantseg_demo OUT_DIR``.
 
+Generated, not shipped: the package draws it from fixed seeds into the folder named.
 Two subjects, three T2w scans of synthetic phantoms (``bids_infantseg.synth``): sub-01 at two
-weeks and at six months, sub-02 at twelve months. Ages are in ``sessions.tsv`` (months, per
-``sessions.json``). The scans use different, realistic voxel orders and tilts (LAS, oblique
-RAS, LPS) so orientation handling is exercised. The phantoms' true labels are included as a
-derivative dataset (``derivatives/phantom-truth``) to score the app's output against.
+weeks and at six months, sub-02 at twelve months, each with a real infant's brain tissue
+volume (the newborn's procedural head is enlarged to it, see ``DemoScan.scale``). Ages are
+in ``sessions.tsv`` (months, per ``sessions.json``). The scans use different, realistic voxel
+orders and tilts (LAS, oblique RAS, LPS) so orientation handling is exercised. The
+phantoms' true labels are included as a derivative dataset (``derivatives/phantom-truth``) to
+score the app's output against.
 """
 
 from __future__ import annotations
@@ -22,6 +25,22 @@ from bids_infantseg.model.labels import DRAWEM9
 
 
 @dataclass(frozen=True)
+class Enlarged:
+    """A procedural head ``factor`` times larger along every axis (cortex and scalp too).
+
+    Painted on coordinates and voxel sizes divided by ``factor``, so the same seed draws the
+    same head; the synthesis itself (and so the training data) is unchanged.
+    """
+
+    factor: float
+
+    def paint(self, p: np.ndarray, rng: np.random.Generator, voxel_size: np.ndarray,
+              age_months: float) -> np.ndarray:
+        return synth.Procedural().paint(p / self.factor, rng, voxel_size / self.factor,
+                                        age_months)
+
+
+@dataclass(frozen=True)
 class DemoScan:
     subject: str
     session: str
@@ -31,6 +50,13 @@ class DemoScan:
     voxel_size: tuple[float, float, float]
     axcodes: str
     oblique_deg: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    scale: float = 1.0
+    """Size of the head against the procedural one of its age, along each axis. The
+    procedural cerebrum is sized to ``synth.brain_volume_ml`` but holds sulcal CSF and
+    ventricles, so a procedural newborn has ~ 240 mL of brain tissue, where term newborns
+    have 350-450 mL (dHCP) and the 1-month real aseg map 537 mL
+    (``shared/data/infant-aseg-labels``); its 6- and 12-month heads (~ 700 and 820 mL) are
+    within the real range."""
 
     @property
     def stem(self) -> str:
@@ -42,7 +68,7 @@ class DemoScan:
 
 
 SCANS = (
-    DemoScan("01", "01", 0.5, 101, (120, 140, 112), (1.1, 1.1, 1.1), "LAS"),
+    DemoScan("01", "01", 0.5, 101, (120, 140, 112), (1.1, 1.1, 1.1), "LAS", scale=1.15),
     DemoScan("01", "02", 6.0, 102, (128, 150, 112), (1.1, 1.1, 1.3), "RAS", (12.0, 0.0, 6.0)),
     DemoScan("02", "01", 12.0, 201, (136, 160, 128), (1.2, 1.2, 1.2), "LPS", (0.0, -5.0, 0.0)),
 )
@@ -123,15 +149,17 @@ def write_demo_dataset(path: Path) -> Path:
     _write_raw_metadata(root)
     _write_truth_metadata(truth)
     for scan in SCANS:
+        anatomy = Enlarged(scan.scale) if scan.scale != 1.0 else None
         image, labels, affine = synth.phantom(scan.age_months, scan.seed, scan.shape,
                                               scan.voxel_size, axcodes=scan.axcodes,
-                                              oblique_deg=scan.oblique_deg)
+                                              oblique_deg=scan.oblique_deg, anatomy=anatomy)
         anat = root / scan.folder
         _save_nifti(anat / f"{scan.stem}_T2w.nii.gz", np.round(image).astype(np.int16), affine)
         _write_json(anat / f"{scan.stem}_T2w.json", {
             "MRAcquisitionType": "3D",
             "SyntheticPhantom": {"Generator": "bids_infantseg.synth.phantom",
-                                 "AgeMonths": scan.age_months, "Seed": scan.seed},
+                                 "AgeMonths": scan.age_months, "Seed": scan.seed,
+                                 "Scale": scan.scale},
         })
         _save_nifti(truth / scan.folder / f"{scan.stem}_space-T2w_desc-{DRAWEM9.name}_dseg.nii.gz",
                     labels, affine)
@@ -143,7 +171,10 @@ def main(argv: list[str] | None = None) -> int:
                                      description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", type=Path, help="folder to write the BIDS dataset into")
     args = parser.parse_args(argv)
-    print(write_demo_dataset(args.out_dir))
+    root = write_demo_dataset(args.out_dir).resolve()
+    subjects = len({scan.subject for scan in SCANS})
+    print(f"wrote the generated demo dataset ({len(SCANS)} T2w scans of {subjects} synthetic "
+          f"infants, true labels in derivatives/phantom-truth) to {root}")
     return 0
 
 

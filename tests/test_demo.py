@@ -10,7 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bids_infantseg import demo
+from bids_infantseg import demo, qc
+from bids_infantseg.ages import WEEKS_PER_MONTH
+from bids_infantseg.model.labels import DRAWEM9
+from bids_infantseg.volumes import label_volumes
 from tests.validator import ACCEPTED_WARNINGS, validate
 
 
@@ -58,5 +61,22 @@ def test_main_writes_and_prints(tmp_path, capsys, monkeypatch):
     small = replace(demo.SCANS[0], shape=(40, 48, 40), voxel_size=(4.0, 4.0, 4.0))
     monkeypatch.setattr(demo, "SCANS", (small,))
     assert demo.main([str(tmp_path / "out")]) == 0
-    assert capsys.readouterr().out.strip() == str(tmp_path / "out")
+    assert capsys.readouterr().out == (
+        "wrote the generated demo dataset (1 T2w scans of 1 synthetic infants, true labels in "
+        f"derivatives/phantom-truth) to {(tmp_path / 'out').resolve()}\n")
     assert (tmp_path / "out" / "sub-01" / "ses-01" / "anat" / "sub-01_ses-01_T2w.nii.gz").is_file()
+
+
+@pytest.mark.parametrize("scan", demo.SCANS, ids=lambda s: s.stem)
+def test_phantoms_have_a_real_infants_brain_volume(dataset, scan):
+    """Brain tissue of the true labels: the newborn within 350-550 mL (term newborns 350-450,
+    dHCP; the real 1-month aseg map 537), and no scan flagged by QC's bounds for its age
+    (before: the newborn had 242 mL, and its segmentation was flagged below 325-667)."""
+    truth = nib.load(dataset / "derivatives" / "phantom-truth" / scan.folder
+                     / f"{scan.stem}_space-T2w_desc-drawem9_dseg.nii.gz")
+    volumes = label_volumes(np.asarray(truth.dataobj), truth.affine, DRAWEM9)
+    tissue_ml = volumes.loc[volumes["index"].isin(qc.tissue_indices(DRAWEM9)),
+                            "volume_mm3"].sum() / 1000
+    if scan.age_months < 1:
+        assert 350 <= tissue_ml <= 550, tissue_ml
+    assert qc.volume_check(tissue_ml, scan.age_months * WEEKS_PER_MONTH) == ("ok", {})
