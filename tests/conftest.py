@@ -1,7 +1,11 @@
-"""Shared fixtures: a tiny model folder and small head-like BIDS datasets."""
+"""Shared fixtures: a tiny model folder, small head-like BIDS datasets, and one finished
+study that the tests reading participant outputs share (the pipeline runs once a session)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
@@ -49,14 +53,14 @@ def t2w_path(root: Path, subject: str, session: str | None = None, **entities: s
     return folder / ("_".join(parts) + "_T2w.nii.gz")
 
 
-@pytest.fixture
-def head_dataset(tmp_path) -> Path:
-    """sub-01 with two sessions (2 and 26 weeks), sub-02 with two runs (age in months)."""
-    root = tmp_path / "bids"
+def write_head_dataset(root: Path, *, sub_03: bool = False) -> Path:
+    """sub-01 with two sessions (2 and 26 weeks), sub-02 with two runs (age in months);
+    ``sub_03``: a participant in participants.tsv without any image."""
     write_description(root)
     write_tsv(root / "participants.tsv", [{"participant_id": "sub-01", "sex": "F"},
                                           {"participant_id": "sub-02", "sex": "M",
-                                           "age_months": "12"}])
+                                           "age_months": "12"}]
+              + ([{"participant_id": "sub-03", "sex": "F"}] if sub_03 else []))
     write_tsv(root / "sub-01" / "sub-01_sessions.tsv",
               [{"session_id": "ses-01", "age_weeks": "2"},
                {"session_id": "ses-02", "age_weeks": "26"}])
@@ -67,3 +71,61 @@ def head_dataset(tmp_path) -> Path:
     for path in root.rglob("*_T2w.nii.gz"):
         write_json(path.with_name(path.name.replace(".nii.gz", ".json")), {"EchoTime": 0.15})
     return root
+
+
+@pytest.fixture
+def head_dataset(tmp_path) -> Path:
+    """sub-01 with two sessions (2 and 26 weeks), sub-02 with two runs (age in months)."""
+    return write_head_dataset(tmp_path / "bids")
+
+
+@dataclass(frozen=True)
+class FinishedRun:
+    """A participant run done in its own process, as a user runs it: outputs, log, status."""
+
+    out: Path
+    log: str
+    status: int
+
+
+@dataclass(frozen=True)
+class FinishedStudy:
+    """The head dataset (and sub-03 without images) segmented by the participant level."""
+
+    bids: Path
+    together: FinishedRun
+    apart: dict[str, FinishedRun]
+
+
+@pytest.fixture(scope="session")
+def finished_study(tmp_path_factory, tiny_model_dir) -> FinishedStudy:
+    """One finished study for every test that only reads participant outputs (copy what you
+    change). Three runs at the same time, in their own processes as users start them:
+
+    - ``together``: all four scans in one run, ``--plugin MultiProc`` with ``n_procs`` 2;
+    - ``apart["01"]`` and ``apart["02"]``: one run per participant on one output folder with
+      the default work folder (two terminals or a SLURM array); sub-01's runs its 2 scans at
+      once (MultiProc) with ``-vv``, sub-02's one at a time (Linear).
+
+    All with the tiny model, ``--write-probseg`` and ``--mc-samples 2``.
+    """
+    root = tmp_path_factory.mktemp("finished")
+    bids = write_head_dataset(root / "bids", sub_03=True)
+    common = ["--model", str(tiny_model_dir), "--device", "cpu", "--omp-nthreads", "1",
+              "--write-probseg", "--mc-samples", "2"]
+    runs = {
+        "together": (root / "together", [*common, "-w", str(root / "work"), "--plugin",
+                                         "MultiProc", "--plugin-args", '{"n_procs": 2}']),
+        "01": (root / "apart", [*common, "--participant-label", "01", "--nprocs", "2", "-vv"]),
+        "02": (root / "apart", [*common, "--participant-label", "02", "--nprocs", "1"]),
+    }
+    procs = {name: subprocess.Popen([sys.executable, "-m", "bids_infantseg", str(bids),
+                                     str(out), "participant", *args],
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for name, (out, args) in runs.items()}
+    done = {}
+    for name, proc in procs.items():
+        log = proc.communicate(timeout=900)[0]
+        done[name] = FinishedRun(runs[name][0], log, proc.returncode)
+    together = done.pop("together")
+    return FinishedStudy(bids, together, done)

@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from bids_infantseg.cli import main
-from tests.bids_factory import write_description, write_tsv
-from tests.conftest import t2w_path, write_head
 from tests.report.pages import (
     CHROMIUM,
     NO_CHROMIUM,
@@ -27,41 +23,22 @@ from tests.validator import ACCEPTED_WARNINGS, validate
 SCANS = ("sub-01_ses-01", "sub-01_ses-02", "sub-02_run-1", "sub-02_run-2")
 
 
-def participant(bids: Path, out: Path, model: Path, *extra: str) -> None:
-    """In a fresh process, as a user runs it: MultiProc forks its workers, and a fork of a
-    process whose torch thread pool already ran (earlier tests) can deadlock."""
-    args = [str(bids), str(out), "participant", "--model", str(model), "--device", "cpu",
-            "--omp-nthreads", "1", "--mc-samples", "2", "-w", str(out.parent / "work" / out.name),
-            *extra]
-    subprocess.run([sys.executable, "-m", "bids_infantseg", *args], check=True,
-                   capture_output=True, timeout=600)
-
-
 def group(bids: Path, out: Path) -> int:
     return main([str(bids), str(out), "group"])
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory, tiny_model_dir) -> dict[str, Path]:
-    """Four scans of two infants segmented twice: in one parallel run, and one run per
-    participant; sub-03 is in participants.tsv but has no image."""
+def study(tmp_path_factory, finished_study) -> dict[str, Path]:
+    """The shared finished study's four scans of two infants, segmented in one parallel run
+    and one run per participant (sub-03 is in participants.tsv but has no image), copied
+    here and given their group outputs."""
     root = tmp_path_factory.mktemp("study")
-    bids = root / "bids"
-    write_description(bids)
-    write_tsv(bids / "participants.tsv", [{"participant_id": "sub-01", "sex": "F"},
-                                          {"participant_id": "sub-02", "sex": "M",
-                                           "age_months": "12"},
-                                          {"participant_id": "sub-03", "sex": "F"}])
-    write_tsv(bids / "sub-01" / "sub-01_sessions.tsv",
-              [{"session_id": "ses-01", "age_weeks": "2"},
-               {"session_id": "ses-02", "age_weeks": "26"}])
-    for seed, path in enumerate((t2w_path(bids, "01", "01"), t2w_path(bids, "01", "02"),
-                                 t2w_path(bids, "02", run="1"), t2w_path(bids, "02", run="2"))):
-        write_head(path, seed=seed + 1)
-    together, apart = root / "together", root / "apart"
-    participant(bids, together, tiny_model_dir, "--nprocs", "2")
-    for label in ("01", "02"):
-        participant(bids, apart, tiny_model_dir, "--nprocs", "1", "--participant-label", label)
+    for run in (finished_study.together, *finished_study.apart.values()):
+        assert run.status == 0, run.log
+    for name, out in (("together", finished_study.together.out),
+                      ("apart", finished_study.apart["01"].out)):  # both runs' outputs
+        shutil.copytree(out, root / name, ignore=shutil.ignore_patterns(".work"))
+    bids, together, apart = finished_study.bids, root / "together", root / "apart"
     assert group(bids, together) == 0 and group(bids, apart) == 0
     return {"bids": bids, "together": together, "apart": apart, "root": root}
 

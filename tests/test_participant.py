@@ -42,10 +42,9 @@ SCANS = [("sub-01_ses-01", "sub-01/ses-01/anat"), ("sub-01_ses-02", "sub-01/ses-
          ("sub-02_run-1", "sub-02/anat"), ("sub-02_run-2", "sub-02/anat")]
 
 
-def test_every_scan_gets_outputs_on_its_own_grid(head_dataset, tmp_path, tiny_model_dir):
-    out = head_dataset / "derivatives" / "bids_infantseg"
-    assert run(head_dataset, out, tiny_model_dir, "-w", str(tmp_path / "work"),
-               "--write-probseg") == 0
+def test_every_scan_gets_outputs_on_its_own_grid(finished_study):
+    head_dataset, out = finished_study.bids, finished_study.together.out
+    assert finished_study.together.status == 0, finished_study.together.log
     errors, warnings = validate(out)
     assert errors == [], errors
     assert warnings <= ACCEPTED_WARNINGS, warnings
@@ -186,12 +185,13 @@ def test_left_right_flip_in_the_header_mirrors_the_label_map(tmp_path, tiny_mode
 def test_work_directory_cache_is_reused(head_dataset, tmp_path, tiny_model_dir):
     work = tmp_path / "work"
     out = tmp_path / "out"
-    assert run(head_dataset, out, tiny_model_dir, "-w", str(work)) == 0
+    sub_02 = ("-w", str(work), "--participant-label", "02")
+    assert run(head_dataset, out, tiny_model_dir, *sub_02) == 0
     results = sorted(work.rglob("segment/result_segment.pklz"))
-    assert len(results) == 4
+    assert len(results) == 2
     stamps = [p.stat().st_mtime_ns for p in results]
     outputs(out, *SCANS[2])["dseg"].unlink()
-    assert run(head_dataset, out, tiny_model_dir, "-w", str(work)) == 0
+    assert run(head_dataset, out, tiny_model_dir, *sub_02) == 0
     assert [p.stat().st_mtime_ns for p in results] == stamps  # nothing re-segmented
     assert outputs(out, *SCANS[2])["dseg"].is_file()  # the deleted output is written again
 
@@ -397,39 +397,23 @@ def test_with_wait_lock_a_run_waits_for_the_other_then_proceeds(tmp_path, tiny_m
     assert outputs(out, "sub-01", "sub-01/anat")["dseg"].is_file()
 
 
-def test_runs_of_disjoint_participants_on_one_output_folder_both_succeed(head_dataset,
-                                                                         tmp_path,
-                                                                         tiny_model_dir):
+def test_runs_of_disjoint_participants_on_one_output_folder_both_succeed(finished_study):
     """Two terminals or a SLURM array, at the same time, default work folder: each run has
     its own work subfolder and lock (before: both ended "0 of 2 scan(s) segmented")."""
-    out = tmp_path / "out"
-    runs = [subprocess.Popen([sys.executable, "-m", "bids_infantseg", str(head_dataset),
-                              str(out), "participant", "--model", str(tiny_model_dir),
-                              "--device", "cpu", "--nprocs", "1", "--omp-nthreads", "1",
-                              "--participant-label", label],
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            for label in ("01", "02")]
-    logs = [proc.communicate(timeout=600)[0] for proc in runs]
-    assert [proc.returncode for proc in runs] == [0, 0], logs
-    assert all("2 of 2 scan(s) segmented" in log for log in logs), logs
+    apart = finished_study.apart
+    assert [run.status for run in apart.values()] == [0, 0], [r.log for r in apart.values()]
+    assert all("2 of 2 scan(s) segmented" in run.log for run in apart.values())
+    out = apart["01"].out
     assert all(outputs(out, *scan)["volumes"].is_file() for scan in SCANS)
     assert sorted(p.name for p in (out / ".work").iterdir()) == ["sub-01", "sub-02"]
 
 
-def test_nipype_is_quiet_under_multiproc_unless_vv(head_dataset, tmp_path, tiny_model_dir):
+def test_nipype_is_quiet_under_multiproc_unless_vv(finished_study):
     """MultiProc's workers (fork server) read Nipype's configuration afresh: they printed
     ~45 "[Node]" lines a scan whatever the run asked for."""
-    def participant(*extra: str) -> str:
-        proc = subprocess.run(
-            [sys.executable, "-m", "bids_infantseg", str(head_dataset), str(tmp_path / "out"),
-             "participant", "--model", str(tiny_model_dir), "--device", "cpu",
-             "--participant-label", "01", "--nprocs", "2", "--omp-nthreads", "1", *extra],
-            capture_output=True, text=True, timeout=600)
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-        return proc.stdout + proc.stderr
-
-    quiet = participant("-w", str(tmp_path / "quiet"))
-    assert "MultiProc: 2 scan(s) at once" in quiet and "2 of 2 scan(s) segmented" in quiet
+    quiet = finished_study.together.log  # 4 scans, 2 at a time
+    assert "MultiProc: 2 scan(s) at once" in quiet and "4 of 4 scan(s) segmented" in quiet
     assert "[Node]" not in quiet, quiet
-    loud = participant("-w", str(tmp_path / "loud"), "-vv")
+    loud = finished_study.apart["01"].log  # 2 scans at once, -vv
+    assert "MultiProc: 2 scan(s) at once" in loud
     assert loud.count('[Node] Executing "segment"') == 2, loud

@@ -35,11 +35,13 @@ def test_plugin_args_must_be_a_json_object(capsys):
     assert "--plugin-args" in capsys.readouterr().err
 
 
-def test_run_with_an_explicit_plugin(head_dataset, tmp_path, tiny_model_dir, capsys):
+def test_run_with_an_explicit_plugin(head_dataset, tmp_path, tiny_model_dir, capsys,
+                                    finished_study):
     out = tmp_path / "out"
     common = [str(head_dataset), str(out), "participant", "--model", str(tiny_model_dir),
               "--device", "cpu", "--participant-label", "01", "-w", str(tmp_path / "work")]
     assert main([*common, "--plugin", "Nope"]) == 2
     assert "not a Nipype plugin" in capsys.readouterr().err
-    assert main([*common, "--plugin", "MultiProc", "--plugin-args", '{"n_procs": 2}']) == 0
-    assert len(list(out.glob("sub-01/*/anat/*_dseg.nii.gz"))) == 2
+    together = finished_study.together  # --plugin MultiProc --plugin-args '{"n_procs": 2}'
+    assert together.status == 0 and "MultiProc: 2 scan(s) at once" in together.log
+    assert len(list(together.out.glob("sub-*/**/anat/*_dseg.nii.gz"))) == 4
