@@ -31,7 +31,7 @@ LAYERS = [
     {"interfaces.py"},
     {"inference.py", "bids.py", "derivatives.py", "templates.py", "pose.py", "report/",
      "failures.py", "demo.py", "scan_outputs.py"},
-    {"model/", "conform.py", "images.py", "volumes.py", "synth/", "ages.py", "qc.py",
+    {"model/", "conform.py", "images.py", "volumes.py", "synth/", "ages.py", "qc.py", "refine.py",
      "metrics.py"},
     {"files.py", "locks.py"},
 ]
