@@ -110,16 +110,16 @@ def build_parser() -> argparse.ArgumentParser:
                      help="MC-dropout passes for per-label uncertainty in the QC report "
                           "(Bayesian QuickNAT); N more network passes; default 0: none")
     seg.add_argument("--tta-flip", dest="tta_flip", action=argparse.BooleanOptionalAction,
-                     help="also segment the left-right mirror image and average (about 2/3 "
-                          "more network time; off by default: measured gain 0.002-0.003 Dice)")
+                     help="also segment the left-right mirror image and average (2/3 more "
+                          "network time; off by default: measured gain 0.001-0.003 Dice)")
     seg.add_argument("--refine-em", dest="refine_em", action=argparse.BooleanOptionalAction,
                      help="refit each brain label's intensity to the scan (EM, the network's "
-                          "probabilities as priors); on by default")
+                          "probabilities as priors); on by default (--no-refine-em: off)")
     seg.add_argument("--refine-ventricles", dest="refine_ventricles",
                      action=argparse.BooleanOptionalAction,
-                     help="fluid enclosed by deep tissue is ventricle, ventricle on the "
-                          "brain's surface is CSF (connectivity); on by default where the "
-                          "labels have CSF, Ven and cGM")
+                     help="enclosed CSF next to the ventricles and bordered by deep tissue is "
+                          "ventricle, ventricle in the extra-axial space is CSF (connectivity; "
+                          "labels CSF, Ven and cGM needed); off by default: no measured gain")
     seg.add_argument("--pose-normalize", action="store_true",
                      help="rigidly align each scan to its age-matched MNIInfant template "
                           "before slicing (outputs stay on the native grid)")

@@ -183,16 +183,18 @@ def predict_with_qc(model: Model, volume: np.ndarray, *, device: torch.device | 
 
 def _refine(model: Model, volume: np.ndarray, probs: np.ndarray, *, em: bool,
             ventricles: bool) -> np.ndarray:
-    """The refinements asked for, timed and logged."""
+    """The refinements asked for, timed and logged; ``probs`` (the network's float32
+    accumulator, no one else's) is changed in place, so no class-first copy is made."""
     labels = model.card.labels
     if em:
         began = time.perf_counter()
-        probs, fit = refine.refine_em(volume, probs, refine.brain_classes(labels))
+        probs, fit = refine.refine_em(volume, probs, refine.brain_classes(labels), inplace=True)
         LOGGER.debug("EM refinement in %.1f s: class means %s, SDs %s", time.perf_counter()
                      - began, np.round(fit.mean, 3).tolist(), np.round(fit.sd, 3).tolist())
     if ventricles:
         began = time.perf_counter()
-        probs, moved = refine.refine_ventricles(probs, refine.fluid_classes(labels))
+        probs, moved = refine.refine_ventricles(probs, refine.fluid_classes(labels),
+                                                inplace=True)
         LOGGER.debug("ventricles by connectivity in %.1f s: voxels moved %s",
                      time.perf_counter() - began, moved)
     return probs

@@ -344,7 +344,7 @@ def test_inference_options_change_the_result_and_are_recorded(tmp_path, tiny_mod
     files = outputs(out, "sub-01", "sub-01/anat")
     assert run(root, out, tiny_model_dir, "-w", str(work)) == 0
     sidecar = json.loads(files["dseg_json"].read_text())
-    assert sidecar["InferenceOptions"] == ["--refine-em", "--refine-ventricles"]
+    assert sidecar["InferenceOptions"] == ["--refine-em"]
     default = np.asanyarray(nib.load(files["dseg"]).dataobj)
     result = next(work.rglob("segment/result_segment.pklz"))
     stamp = result.stat().st_mtime_ns
@@ -353,9 +353,10 @@ def test_inference_options_change_the_result_and_are_recorded(tmp_path, tiny_mod
     assert result.stat().st_mtime_ns == stamp  # how it runs is not what it computes
 
     assert run(root, out, tiny_model_dir, "-w", str(work), "--no-refine-em",
-               "--no-refine-ventricles", "--tta-flip") == 0
+               "--refine-ventricles", "--tta-flip") == 0
     assert result.stat().st_mtime_ns != stamp
-    assert json.loads(files["dseg_json"].read_text())["InferenceOptions"] == ["--tta-flip"]
+    assert json.loads(files["dseg_json"].read_text())["InferenceOptions"] == [
+        "--tta-flip", "--refine-ventricles"]
     assert (np.asanyarray(nib.load(files["dseg"]).dataobj) != default).any()
 
 
