@@ -27,7 +27,13 @@ from bids_infantseg.derivatives import (
     write_bidsignore,
 )
 from bids_infantseg.model.labels import BUILTIN, LabelSet, read_dseg_tsv
-from bids_infantseg.qc import BOUNDS_SOURCE, tissue_indices, volume_check
+from bids_infantseg.qc import (
+    BOUNDS_SOURCE,
+    age_dependent,
+    structure_checks,
+    tissue_indices,
+    volume_check,
+)
 from bids_infantseg.report.group import group_report
 from bids_infantseg.report.outputs import report_path
 
@@ -197,16 +203,19 @@ def long_table(wide: pd.DataFrame, labels: LabelSet) -> pd.DataFrame:
 
 
 def qc_table(collected: Collected, wide: pd.DataFrame) -> pd.DataFrame:
-    """One row per scan: age-dependent brain-volume check redone at the group's age, the
-    participant level's other checks, and whether anything was flagged."""
+    """One row per scan: age-dependent volume checks (brain, structures) redone at the group's
+    age, the participant level's other checks, and whether anything was flagged."""
     rows = []
+    labels = collected.labels
     for scan, (_, row) in zip(collected.scans, wide.iterrows(), strict=True):
         qc = scan["qc"] or {}
         age = None if pd.isna(row["age_weeks"]) else float(row["age_weeks"])
         brain_ml = row["brain_volume_mm3"] / 1000
         status, flags = volume_check(brain_ml, age)
-        flags |= {k: v for k, v in (qc.get("flags") or {}).items()
-                  if k not in ("brain_volume", "age")}
+        volumes = {lab.abbreviation: row.get(f"{lab.abbreviation}_mm3", float("nan")) / 1000
+                   for lab in labels.labels if lab.index != 0}
+        flags |= structure_checks(volumes, age, labels)[1]
+        flags |= {k: v for k, v in (qc.get("flags") or {}).items() if not age_dependent(k)}
         if scan["qc"] is None:
             flags["qc"] = "no QC table from the participant level"
         rows.append({**{c: row[c] for c in _id_columns(wide)},
@@ -271,7 +280,8 @@ def _qc_sidecar(ids: list[str]) -> dict:
 
 
 QC_COLUMNS = {
-    "age_weeks": {"Description": "age used for the brain-volume bounds", "Units": "weeks"},
+    "age_weeks": {"Description": "age used for the volume bounds (brain and structures)",
+                  "Units": "weeks"},
     "brain_volume_ml": {"Description": "brain tissue volume", "Units": "mL"},
     "intracranial_volume_ml": {"Description": "all brain labels, fluid included", "Units": "mL"},
     "brain_volume_status": {"Description": "brain volume against age-appropriate bounds",
@@ -283,7 +293,9 @@ QC_COLUMNS = {
     "mc_samples": {"Description": "MC-dropout samples (0: uncertainty not measured)"},
     "mc_entropy_mean": {"Description": "mean normalised MC entropy over brain labels (0-1)"},
     "flagged": {"Description": "true when any check raised a flag"},
-    "flags": {"Description": "the flags' messages, separated by '; '"},
+    "flags": {"Description": "the flags' messages, separated by '; ': brain or structure "
+                             "volume outside its bounds at the age (redone here), structure "
+                             "where none can be, views that disagree, ..."},
     "report": {"Description": "the scan's HTML report, relative to the output folder"},
 }
 

@@ -292,7 +292,8 @@ class _QCOutputSpec(TraitedSpec):
 
 
 class QualityControl(SimpleInterface):
-    """Age-appropriate volume check, agreement between views, pieces, MC uncertainty."""
+    """Age-appropriate volume checks (brain and structures), structures out of place,
+    agreement between views, pieces, MC uncertainty."""
 
     input_spec = _QCInputSpec
     output_spec = _QCOutputSpec
@@ -302,7 +303,8 @@ class QualityControl(SimpleInterface):
         scan = Scan.from_json(self.inputs.scan_json)
         arrays = np.load(self.inputs.in_qc)
         views = {str(v): arrays["view_labels"][i] for i, v in enumerate(arrays["views"])}
-        label_map = np.asanyarray(nib.load(self.inputs.dseg).dataobj)
+        dseg = nib.load(self.inputs.dseg)
+        label_map = np.asanyarray(dseg.dataobj)
         uncertain, samples = None, 0
         if "entropy" in arrays:
             grid_classes = np.load(self.inputs.in_probs, mmap_mode="r").argmax(axis=0)
@@ -310,11 +312,15 @@ class QualityControl(SimpleInterface):
                                        arrays["sample_counts"], card.labels)
             samples = int(arrays["sample_counts"].shape[0])
         agreement, pairs = qc.view_agreement(views, card.labels)
+        boxes = qc.label_boxes(label_map)
         table = qc.label_table(pd.read_csv(self.inputs.volumes, sep="\t"), card.labels,
-                               agreement=agreement, pieces=qc.components(label_map, card.labels),
+                               agreement=agreement,
+                               pieces=qc.components(label_map, card.labels, boxes),
                                uncertain=uncertain)
         summary = qc.summary(table, card.labels, age_weeks=scan.age.weeks if scan.age else None,
-                             view_pairs=pairs, mc_samples=samples)
+                             view_pairs=pairs, mc_samples=samples,
+                             misplaced_ml=qc.misplaced(label_map, dseg.affine, card.labels,
+                                                       boxes))
         self._results["out_tsv"] = os.path.abspath("qc.tsv")
         table.to_csv(self._results["out_tsv"], sep="\t", index=False, na_rep="n/a")
         self._results["out_json"] = os.path.abspath("qc.json")

@@ -34,6 +34,7 @@ from bids_infantseg.images import BadImageError, implausibilities, load_t2w
 from bids_infantseg.inference import DeviceError, resolve_device
 from bids_infantseg.locks import LockedError, hold
 from bids_infantseg.model.card import ModelError, load_model
+from bids_infantseg.qc import summary_line
 from bids_infantseg.refine import RefineError, resolve_options
 from bids_infantseg.report.outputs import IGNORED as QC_IGNORED
 from bids_infantseg.resources import (
@@ -45,7 +46,7 @@ from bids_infantseg.resources import (
     plan_run,
     plugin_runner,
 )
-from bids_infantseg.scan_outputs import ScanOutputs, output_problems, scan_outputs
+from bids_infantseg.scan_outputs import ScanOutputs, output_problems, scan_outputs, sidecar
 from bids_infantseg.templates import TemplateError, cohort_for_age, template_path
 from bids_infantseg.workflow import SegmentSettings, init_participant_wf, scan_wf_name
 
@@ -142,6 +143,7 @@ def _run_participant(args: argparse.Namespace, held: ExitStack) -> int:
         workflow_ok, crashes = _run_workflow(good, settings, work_dir, plan, pose_templates,
                                              levels)
         failed += _failed_scans(good, settings, crashes)
+        _log_qc(good, settings, failed)
     done = len(scans) - len(failed)
     LOGGER.info("%d of %d scan(s) segmented; outputs in %s", done, len(scans), output_dir)
     for line in failed:
@@ -173,6 +175,21 @@ def _failed_scans(scans: list[Scan], settings: SegmentSettings,
         if reasons:
             failed.append(f"{scan.path}: {'; '.join(reasons)}")
     return failed
+
+
+def _log_qc(scans: list[Scan], settings: SegmentSettings, failed: list[str]) -> None:
+    """One line per segmented scan from the QC sidecar it wrote: ``QC ok`` or its flags."""
+    for scan in scans:
+        if any(line.startswith(f"{scan.path}:") for line in failed):
+            continue
+        outputs = scan_outputs(scan, settings.output_dir, settings.card.labels,
+                               settings.write_probseg)
+        try:
+            flags = json.loads(sidecar(outputs.qc).read_text())["QC"]["flags"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        (LOGGER.warning if flags else LOGGER.info)("%s: %s", scan.source_stem,
+                                                   summary_line(flags))
 
 
 def _describe(problems: dict[Path, str], outputs: ScanOutputs) -> str:

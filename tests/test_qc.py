@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pandas as pd
@@ -11,6 +12,7 @@ import torch
 from scipy import ndimage
 
 from bids_infantseg import qc
+from bids_infantseg.group import Collected, qc_table, wide_table
 from bids_infantseg.inference import predict, predict_with_qc
 from bids_infantseg.model.card import load_model, save_model
 from bids_infantseg.model.labels import DRAWEM9
@@ -30,7 +32,67 @@ def test_bounds_depend_on_age_and_accept_a_normal_neonate():
     assert qc.brain_volume_bounds(None) is None
     assert qc.volume_check(450, None)[0] == "no age"
     assert qc.brain_volume_bounds(53).extrapolated is False  # 12 months in weeks is 52.1
-    assert qc.brain_volume_bounds(80).extrapolated is True
+    # the table reaches the ages the participant level accepts (-20..150 weeks)
+    assert qc.brain_volume_bounds(-20).extrapolated is False
+    assert qc.brain_volume_bounds(150).extrapolated is False
+    assert qc.brain_volume_bounds(170).extrapolated is True
+    assert qc.brain_volume_bounds(-23).extrapolated is True
+
+
+def test_brain_bounds_keep_the_published_ranges_they_replace():
+    """The table's brain rows are QC's former bounds where those were defined."""
+    for weeks, lower, upper in ((-10, 150, 350), (0, 300, 630), (13, 450, 850),
+                                (26, 560, 1000), (39, 630, 1100), (52, 680, 1150)):
+        bounds = qc.brain_volume_bounds(weeks)
+        assert (bounds.lower_ml, bounds.upper_ml) == (pytest.approx(lower, abs=0.5),
+                                                      pytest.approx(upper, abs=0.5))
+    assert qc.BOUNDS_ML[0][0] == pytest.approx(-20, abs=0.1)
+
+
+def test_the_bounds_table_names_a_source_for_every_row():
+    table = pd.read_csv(qc.BOUNDS_FILE, sep="\t")
+    assert list(table.columns) == ["label", "age_months", "low_ml", "high_ml", "source"]
+    assert table["source"].str.len().min() > 20
+    assert (table["low_ml"] > 0).all() and (table["low_ml"] < table["high_ml"]).all()
+    # every DrawEM9 brain label but CSF; not CSF or non-brain tissue (no source for them)
+    assert set(table["label"]) == {"brain", "cGM", "WM", "Ven", "Cbm", "dGM", "BS", "Hip"}
+    assert qc.STRUCTURES == ("cGM", "WM", "Ven", "Cbm", "dGM", "BS", "Hip")
+    for label, rows in table.groupby("label"):
+        assert rows["age_months"].min() < -4.5 and rows["age_months"].max() >= 36, label
+        if label != "Ven":  # growth: bounds never fall with age
+            assert rows.sort_values("age_months")["high_ml"].is_monotonic_increasing, label
+
+
+# DrawEM9 volumes (mL) of the real 1-month and 12-month aseg maps the bounds were fitted to
+# (../shared/data/infant-aseg-labels, mapped as benchmarks/qc_volume_bounds.py does)
+ASEG_1MO = {"cGM": 257.2, "WM": 187.6, "Ven": 8.5, "Cbm": 45.1, "dGM": 25.2, "BS": 8.5,
+            "Hip": 4.9}
+ASEG_12MO = {"cGM": 575.0, "WM": 257.8, "Ven": 12.8, "Cbm": 106.3, "dGM": 42.4, "BS": 9.8,
+             "Hip": 9.0}
+
+
+def test_structure_bounds_accept_real_infants_and_flag_what_is_missing_or_swollen():
+    for volumes, weeks in ((ASEG_1MO, 4.3), (ASEG_12MO, 52.1)):
+        bounds, flags = qc.structure_checks(volumes, weeks, DRAWEM9)
+        assert flags == {} and set(bounds) == set(qc.STRUCTURES)
+    # the 12-month MIT template has no cerebellum; 0.3.0 paints 32 mL of hippocampus on it
+    _, flags = qc.structure_checks(ASEG_12MO | {"Cbm": 0.0, "Hip": 32.2}, 52.1, DRAWEM9)
+    assert set(flags) == {"volume_Cbm", "volume_Hip"}
+    assert flags["volume_Cbm"].startswith("cerebellum 0.0 mL is below the plausible")
+    assert "above" in flags["volume_Hip"]
+    # the 12-month brain at 1 month: several structures too large for the age
+    assert "volume_Cbm" in qc.structure_checks(ASEG_12MO, 4.3, DRAWEM9)[1]
+    assert qc.structure_checks(ASEG_1MO, None, DRAWEM9) == ({}, {})  # no age, no bounds
+    assert qc.age_dependent("volume_Cbm") and not qc.age_dependent("misplaced_Cbm")
+
+
+def test_summary_line():
+    assert qc.summary_line({}) == "QC ok"
+    assert qc.summary_line({"views": "views disagree: mean Dice 0.27 < 0.35",
+                            "misplaced_Cbm": "cerebellum 16.8 of 23.7 mL out of place"}) \
+        == ("QC: 2 flags (cerebellum 16.8 of 23.7 mL out of place; views disagree: mean Dice "
+            "0.27 < 0.35)")
+    assert qc.summary_line({"age": "x"}) == "QC: 1 flag (x)"
 
 
 def test_tissue_excludes_fluid():
@@ -75,16 +137,136 @@ def test_components_within_bounding_boxes_equal_labelling_the_whole_grid():
             assert largest == pytest.approx(sizes.max() / sizes.sum())
 
 
-def test_summary_flags_views_and_volume():
+def _table(agreement: float, volumes_ml: dict[str, float] | None = None) -> pd.DataFrame:
+    volumes_ml = {"CSF": 50, "cGM": 200, "WM": 200, "Ven": 10, "Cbm": 30, "dGM": 20, "BS": 5,
+                  "Hip": 5} | (volumes_ml or {})
     volumes = pd.DataFrame({"index": [lab.index for lab in DRAWEM9.labels],
-                            "volume_mm3": [0, 50e3, 200e3, 200e3, 0, 10e3, 30e3, 30e3, 5e3, 5e3]})
-    table = qc.label_table(volumes, DRAWEM9, agreement=dict.fromkeys(range(10), 0.5),
-                           pieces=dict.fromkeys(range(10), (1, 1.0)), uncertain=None)
-    summary = qc.summary(table, DRAWEM9, age_weeks=1.0, view_pairs={"a-b": 0.5}, mc_samples=0)
-    assert summary["brain_volume_ml"] == pytest.approx(470)
+                            "volume_mm3": [1000 * volumes_ml.get(lab.abbreviation, 0)
+                                           for lab in DRAWEM9.labels]})
+    return qc.label_table(volumes, DRAWEM9, agreement=dict.fromkeys(range(10), agreement),
+                          pieces=dict.fromkeys(range(10), (1, 1.0)), uncertain=None)
+
+
+def test_summary_flags_views_that_disagree_as_on_broken_inputs_only():
+    summary = qc.summary(_table(0.45), DRAWEM9, age_weeks=1.0, view_pairs={"a-b": 0.45},
+                         mc_samples=0)
+    assert summary["brain_volume_ml"] == pytest.approx(460)
     assert summary["brain_volume_status"] == "ok"
-    assert set(summary["flags"]) == {"views"}
+    assert summary["flags"] == {}  # the real MIT templates agree 0.44-0.47 (0.7 flagged them)
     assert summary["mc_entropy_mean"] is None
+    assert set(summary["structure_bounds_ml"]) == set(qc.STRUCTURES)
+    broken = qc.summary(_table(0.27), DRAWEM9, age_weeks=1.0, view_pairs={"a-b": 0.27},
+                        mc_samples=0)  # uniform noise: 0.27-0.29
+    assert set(broken["flags"]) == {"views"}
+
+
+def test_summary_flags_structures_out_of_bounds_and_out_of_place():
+    summary = qc.summary(_table(0.6, {"Cbm": 0.0}), DRAWEM9, age_weeks=1.0,
+                         view_pairs={"a-b": 0.6}, mc_samples=0,
+                         misplaced_ml={"Cbm": 0.0, "BS": 0.9, "Hip": 2.5})
+    assert set(summary["flags"]) == {"volume_Cbm", "misplaced_Hip"}  # BS: under 1 mL
+    assert summary["flags"]["misplaced_Hip"].startswith("hippocampus 2.5 of 5.0 mL out of place")
+    assert summary["misplaced_ml"] == {"Cbm": 0.0, "BS": 0.9, "Hip": 2.5}
+    # 1.7 mL of specks in a 90 mL cerebellum (0.3.0 on the demo's 6-month scan): not flagged
+    assert qc.placement_flags({"Cbm": 1.7}, {"Cbm": 89.5}) == {}
+    assert set(qc.placement_flags({"Cbm": 3.4}, {"Cbm": 4.5})) == {"misplaced_Cbm"}
+
+
+# A synthetic brain at 2 mm in RAS world millimetres: cerebrum (cortex around white matter),
+# deep grey matter D at (0, -5, 10), brainstem below it, cerebellum below and behind,
+# hippocampi low and lateral; as real anatomy lies relative to D (qc.PLACEMENTS).
+ZOOM = 2.0
+SHAPE = (60, 70, 60)
+
+
+def _affine() -> np.ndarray:
+    affine = np.diag([ZOOM, ZOOM, ZOOM, 1.0])
+    affine[:3, 3] = -np.array(SHAPE) * ZOOM / 2
+    return affine
+
+
+def _ball(centre, radii) -> np.ndarray:
+    grid = np.indices(SHAPE).reshape(3, -1).T @ _affine()[:3, :3].T + _affine()[:3, 3]
+    inside = (((grid - np.array(centre, float)) / np.array(radii, float)) ** 2).sum(1) <= 1
+    return inside.reshape(SHAPE)
+
+
+def _brain() -> np.ndarray:
+    labels = np.zeros(SHAPE, np.int16)
+    labels[_ball((0, 0, 10), (46, 56, 41))] = 2
+    labels[_ball((0, 0, 10), (42, 52, 37))] = 3
+    labels[_ball((0, -5, 10), (15, 12, 10))] = 7
+    labels[_ball((0, -18, -20), (8, 8, 18))] = 8
+    labels[_ball((0, -42, -25), (30, 15, 12))] = 6
+    for x in (-25, 25):
+        labels[_ball((x, -10, -8), (5, 12, 5))] = 9
+    return labels
+
+
+def _painted(labels: np.ndarray, label: int, centre, radius=7.0) -> tuple[np.ndarray, float]:
+    """``labels`` with a ball of ``label`` added, and the ball's mL."""
+    ball = _ball(centre, (radius,) * 3) & (labels != label)
+    out = labels.copy()
+    out[ball] = label
+    return out, float(ball.sum()) * ZOOM ** 3 / 1000
+
+
+def test_real_anatomy_has_nothing_out_of_place_whatever_the_voxel_order_or_a_tilt():
+    labels, affine = _brain(), _affine()
+    assert qc.misplaced(labels, affine, DRAWEM9) == {"Cbm": 0.0, "BS": 0.0, "Hip": 0.0}
+    flipped = affine @ np.diag([-1.0, 1, 1, 1])  # LAS voxel order, same world
+    flipped[0, 3] = affine[0, 3] + (SHAPE[0] - 1) * ZOOM
+    assert qc.misplaced(labels[::-1], flipped, DRAWEM9) == {"Cbm": 0.0, "BS": 0.0, "Hip": 0.0}
+    for degrees in (-20, 20):  # head pitched nose down / up in the scanner
+        t = np.radians(degrees)
+        pitch = np.array([[1, 0, 0, 0], [0, np.cos(t), -np.sin(t), 0],
+                          [0, np.sin(t), np.cos(t), 0], [0, 0, 0, 1]])
+        assert sum(qc.misplaced(labels, pitch @ affine, DRAWEM9).values()) == 0, degrees
+
+
+def test_cerebellum_above_the_tentorium_or_along_the_temporal_lobes_is_out_of_place():
+    brain, affine = _brain(), _affine()
+    above, ml = _painted(brain, 6, (0, -30, 35))  # a piece above the deep grey matter
+    assert ml > 1 and qc.misplaced(above, affine, DRAWEM9)["Cbm"] == pytest.approx(ml)
+    temporal, left = _painted(brain, 6, (-36, 5, -12))  # in front of D: the temporal lobes
+    temporal, right = _painted(temporal, 6, (36, 5, -12))
+    found = qc.misplaced(temporal, affine, DRAWEM9)
+    assert found["Cbm"] == pytest.approx(left + right) and found["BS"] == 0
+    # the cerebellum grown up through the tentorium in one piece: the part above D + 0.2 R
+    tall = brain.copy()
+    tall[_ball((0, -45, 10), (6, 6, 30)) & (brain != 7)] = 6
+    assert qc.misplaced(tall, affine, DRAWEM9)["Cbm"] > 1
+    # a piece 4-5 mm from the main cerebellum (a flocculus) belongs to it; farther, it does not
+    i, j, k = max(np.argwhere(brain == 6), key=lambda v: v[0])  # its rightmost voxel
+    near = brain.copy()
+    near[i + 2, j - 1:j + 1, k - 1:k + 1] = 6  # 2 mm gap: a piece of its own
+    assert qc.components(near, DRAWEM9)[6][0] == 2
+    assert qc.misplaced(near, affine, DRAWEM9)["Cbm"] == 0
+    far = brain.copy()
+    far[i + 4, j - 1:j + 1, k - 1:k + 1] = 6  # 6 mm gap
+    assert qc.misplaced(far, affine, DRAWEM9)["Cbm"] == pytest.approx(4 * ZOOM ** 3 / 1000)
+    # without a cerebellum where one belongs (the MIT templates), no piece is its main piece
+    no_cerebellum = np.where(brain == 6, 3, brain)
+    lonely, ml = _painted(no_cerebellum, 6, (36, 5, -12))
+    assert qc.misplaced(lonely, affine, DRAWEM9)["Cbm"] == pytest.approx(ml)
+
+
+def test_brainstem_above_the_thalami_and_hippocampus_in_the_parietal_lobe_are_out_of_place():
+    brain, affine = _brain(), _affine()
+    stem, ml = _painted(brain, 8, (0, -5, 35))
+    assert qc.misplaced(stem, affine, DRAWEM9) == {"Cbm": 0.0, "BS": pytest.approx(ml),
+                                                   "Hip": 0.0}
+    hippocampus, ml = _painted(brain, 9, (20, -20, 38))
+    assert qc.misplaced(hippocampus, affine, DRAWEM9)["Hip"] == pytest.approx(ml)
+
+
+def test_nothing_is_placed_without_deep_grey_matter_or_in_another_label_set():
+    brain = _brain()
+    assert qc.misplaced(np.where(brain == 7, 3, brain), _affine(), DRAWEM9) == {}
+    other = dataclasses.replace(DRAWEM9, labels=tuple(
+        dataclasses.replace(lab, abbreviation=f"x{lab.index}") for lab in DRAWEM9.labels))
+    assert qc.misplaced(brain, _affine(), other) == {}
+    assert qc.structure_checks(ASEG_1MO, 4.3, other) == ({}, {})
 
 
 @pytest.fixture(scope="module")
@@ -124,3 +306,33 @@ def test_each_views_labels_are_that_views_argmax(tmp_path):
     result = predict_with_qc(model, _volume())
     np.testing.assert_array_equal(result.view_labels["axial"], result.probs.argmax(axis=0))
     assert result.entropy is None and result.sample_counts is None
+
+
+def test_the_group_level_redoes_the_structure_bounds_at_its_age():
+    """A scan segmented without an age got no volume flags; the group level knows it is 12
+    months old: the missing cerebellum is flagged there, the view flag is kept."""
+    volumes = pd.DataFrame({"index": [lab.index for lab in DRAWEM9.labels],
+                            "volume_mm3": [1000 * (ASEG_12MO | {"Cbm": 0.0, "CSF": 90.0}).get(
+                                lab.abbreviation, 0.0) for lab in DRAWEM9.labels]})
+    stale = {"volume_Hip": "hippocampus 9.0 mL is above ... at 2.0 weeks",
+             "views": "views disagree: mean Dice 0.20 < 0.35"}
+    scan = {"participant_id": "sub-01", "session_id": None, "age_weeks": 52.1,
+            "age_source": "participants.tsv:age", "sex": None, "volumes": volumes,
+            "qc": {"flags": stale}, "model": {}, "report": None}
+    collected = Collected(DRAWEM9, scans=[scan])
+    table = qc_table(collected, wide_table(collected))
+    flags = table["flags"].iloc[0]
+    assert "cerebellum 0.0 mL is below" in flags and "views disagree" in flags
+    assert "hippocampus" not in flags  # redone at 52.1 weeks: 9.0 mL is plausible
+
+
+def test_the_log_says_each_scans_qc_in_one_line(finished_study):
+    run = finished_study.together
+    sidecars = sorted(run.out.glob("sub-*/**/anat/*_qc.json"))
+    assert len(sidecars) == 4, run.log
+    for path in sidecars:
+        stem = path.name.split("_desc-")[0]
+        flags = json.loads(path.read_text())["QC"]["flags"]
+        lines = [line for line in run.log.splitlines() if f"{stem}: QC" in line]
+        assert len(lines) == 1, run.log
+        assert lines[0].endswith(f"{stem}: {qc.summary_line(flags)}")

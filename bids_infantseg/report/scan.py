@@ -27,6 +27,8 @@ def _qc_section(summary: Mapping, qc_table: pd.DataFrame) -> str:
         "intracranial volume": f"{summary['intracranial_volume_ml']:.1f} mL",
         "plausible at this age": bounds,
         "brain volume check": summary["brain_volume_status"],
+        "out of place (mL)": ", ".join(f"{k} {v:.1f}" for k, v in
+                                       summary.get("misplaced_ml", {}).items()) or "n/a",
         "agreement between views (mean Dice, brain labels)": summary.get("view_dice_mean"),
         **{f"Dice {pair}": value for pair, value in summary.get("view_dice_pairs", {}).items()},
         "MC-dropout samples": summary.get("mc_samples") or "0 (run with --mc-samples N)",
