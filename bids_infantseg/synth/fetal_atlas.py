@@ -23,7 +23,7 @@ from scipy import ndimage
 
 from bids_infantseg.synth.classes import brain_volume_ml
 from bids_infantseg.synth.fields import separable_noise, smooth_noise
-from bids_infantseg.synth.geometry import Frame, apply_affine
+from bids_infantseg.synth.geometry import Frame, apply_affine, bounding_box, padded
 from bids_infantseg.synth.head import cortical_ribbon, paint_head, paint_hippocampi
 
 ATLAS_TO_GEN = np.array([0, 3, 5, 6, 1, 2, 7, 8, 3], dtype=np.uint8)
@@ -64,24 +64,16 @@ def _load_atlas(folder: str) -> _Atlas:
     raw = np.asarray(image.dataobj).astype(np.int64)
     if raw.max() >= len(ATLAS_TO_GEN):
         raise ValueError(f"{folder}: unexpected atlas label {raw.max()}")
-    pad = 24
-    labels = np.pad(ATLAS_TO_GEN[raw], pad)
-    shift = np.eye(4)
-    shift[:3, 3] = -pad
-    affine = image.affine @ shift
-    zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    labels, affine, zooms = padded(ATLAS_TO_GEN[raw], image.affine, 24)
     brain = labels > 0
     half = labels[::2, ::2, ::2]
 
     def depth(inside: np.ndarray) -> np.ndarray:
         return ndimage.distance_transform_edt(inside, sampling=2 * zooms).astype(np.float32)
 
-    cerebrum = np.argwhere(np.isin(labels, (1, 2, 3, 5, 7)))
-    lo, hi = cerebrum.min(axis=0), cerebrum.max(axis=0)
-    center = (affine @ np.append((lo + hi) / 2.0, 1.0))[:3]
+    center, radii = bounding_box(np.isin(labels, (1, 2, 3, 5, 7)), affine, zooms)
     return _Atlas(labels, depth(half == 0), depth(np.isin(half, (2, 3, 5, 7))), depth(half == 5),
-                  np.linalg.inv(affine), center, (hi - lo) / 2.0 * zooms,
-                  float(brain.sum() * zooms.prod() / 1000.0))
+                  np.linalg.inv(affine), center, radii, float(brain.sum() * zooms.prod() / 1000.0))
 
 
 def _fold_cortex(gen: np.ndarray, depth_mm: np.ndarray, rng: np.random.Generator,

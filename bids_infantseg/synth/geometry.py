@@ -90,3 +90,21 @@ def apply_affine(affine: np.ndarray, q: np.ndarray) -> np.ndarray:
     m = affine.astype(np.float32)
     return np.stack([m[i, 0] * q[0] + m[i, 1] * q[1] + m[i, 2] * q[2] + m[i, 3]
                      for i in range(3)])
+
+
+def padded(labels: np.ndarray, affine: np.ndarray,
+           pad: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A source's labels padded with ``pad`` voxels of 0 (room for deformation and the painted
+    head), with the padded grid's affine and voxel sizes."""
+    shift = np.eye(4)
+    shift[:3, 3] = -pad
+    affine = affine @ shift
+    return np.pad(labels, pad), affine, np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+
+
+def bounding_box(mask: np.ndarray, affine: np.ndarray,
+                 zooms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Centre (world mm) and half-extent (mm) of the bounding box of ``mask``'s voxels."""
+    found = np.argwhere(mask)
+    lo, hi = found.min(axis=0), found.max(axis=0)
+    return (affine @ np.append((lo + hi) / 2.0, 1.0))[:3], (hi - lo) / 2.0 * zooms

@@ -27,7 +27,7 @@ import numpy as np
 from scipy import ndimage
 
 from bids_infantseg.synth.classes import CGM, CLASSES, CSF, INDEX, brain_volume_ml
-from bids_infantseg.synth.geometry import Frame, apply_affine
+from bids_infantseg.synth.geometry import Frame, apply_affine, bounding_box, padded
 from bids_infantseg.synth.head import paint_head
 
 SCHEMES = Path(__file__).resolve().parents[1] / "data" / "synth"
@@ -100,19 +100,13 @@ def _prepare(path: str, scheme: Scheme) -> _Prepared:
     if (labels == 255).any():
         missing = sorted(set(np.unique(raw[labels == 255]).tolist()))
         raise SchemeError(f"{path}: labels {missing} are not in scheme {scheme.name!r}")
-    labels = np.pad(labels, _PAD)
-    shift = np.eye(4)
-    shift[:3, 3] = -_PAD
-    affine = image.affine @ shift
-    zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    labels, affine, zooms = padded(labels, image.affine, _PAD)
     brain = labels > 0
     half = brain[::2, ::2, ::2]
     outside = ndimage.distance_transform_edt(~half, sampling=2 * zooms).astype(np.float32)
-    cerebrum = np.argwhere(np.isin(labels, _CEREBRUM))
-    lo, hi = cerebrum.min(axis=0), cerebrum.max(axis=0)
-    center = (affine @ np.append((lo + hi) / 2.0, 1.0))[:3]
+    center, radii = bounding_box(np.isin(labels, _CEREBRUM), affine, zooms)
     return _Prepared(labels, outside, _cortex_depth(labels, zooms), np.linalg.inv(affine),
-                     center, (hi - lo) / 2.0 * zooms, float(brain.sum() * zooms.prod() / 1000.0))
+                     center, radii, float(brain.sum() * zooms.prod() / 1000.0))
 
 
 def _cortex_depth(labels: np.ndarray, zooms: np.ndarray) -> np.ndarray:
