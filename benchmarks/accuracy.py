@@ -183,10 +183,16 @@ def write_overlays(bids_dir: Path, output_dir: Path, labels_dir: Path, per_scan:
     return written
 
 
-def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
+def split_participant_args(argv: list[str] | None) -> tuple[list[str], list[str]]:
+    """This script's arguments, and those after ``--`` for the participant level."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    extra = argv[argv.index("--") + 1:] if "--" in argv else []
-    argv = argv[:argv.index("--")] if "--" in argv else argv
+    if "--" not in argv:
+        return argv, []
+    return argv[:argv.index("--")], argv[argv.index("--") + 1:]
+
+
+def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
+    argv, extra = split_participant_args(argv)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("bids_dir", type=Path, help="BIDS dataset of T2w images")
     parser.add_argument("labels_dir", type=Path, help="derivatives folder of manual _dseg")

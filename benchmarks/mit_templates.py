@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from accuracy import overlay_figure  # noqa: E402
+from accuracy import overlay_figure, split_participant_args  # noqa: E402
 
 from bids_infantseg.model.labels import DRAWEM9  # noqa: E402
 from bids_infantseg.synth.classes import GEN_TO_DRAWEM9  # noqa: E402
@@ -80,9 +80,7 @@ def model_volumes(out: Path, month: int) -> pd.Series:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    extra = argv[argv.index("--") + 1:] if "--" in argv else []
-    argv = argv[:argv.index("--")] if "--" in argv else argv
+    argv, extra = split_participant_args(argv)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("work", type=Path)
     parser.add_argument("--templates", type=Path, required=True)

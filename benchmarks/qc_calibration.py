@@ -30,6 +30,7 @@ import nibabel as nib
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from accuracy import split_participant_args  # noqa: E402
 from mit_templates import build_dataset  # noqa: E402
 
 from bids_infantseg.demo import write_demo_dataset  # noqa: E402
@@ -64,9 +65,7 @@ def qc_rows(out: Path) -> list[tuple[str, dict]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    extra = argv[argv.index("--") + 1:] if "--" in argv else []
-    argv = argv[:argv.index("--")] if "--" in argv else argv
+    argv, extra = split_participant_args(argv)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("work", type=Path)
     parser.add_argument("--templates", type=Path, required=True)
