@@ -19,9 +19,8 @@ from pathlib import Path
 import torch
 
 from bids_infantseg.model.card import load_model
-from bids_infantseg.synth import Procedural
 from bids_infantseg.synth.sources import SourceMix
-from bids_infantseg.train.evaluate import evaluate_synthetic
+from bids_infantseg.train.evaluate import evaluate_synthetic, heldout_cases
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,8 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     held_out = SourceMix.load(args.config, held_out=True).sources
-    cases = {"procedural": (Procedural(),) * args.procedural,
-             **{s.name: s.anatomies for s in held_out}}
+    cases = heldout_cases(held_out, args.procedural)
     results = {}
     header = None
     for spec in args.models:

@@ -110,16 +110,15 @@ def synthetic_check(config: Path, model_spec: str, names: list[str]) -> dict:
 
     from bids_infantseg.inference import predict_with_qc
     from bids_infantseg.model.card import load_model
-    from bids_infantseg.synth import Procedural
     from bids_infantseg.synth.sources import SourceMix
     from bids_infantseg.train.data import SynthSource, draw_volume
-    from bids_infantseg.train.evaluate import dice_per_label
+    from bids_infantseg.train.evaluate import dice_per_label, heldout_cases
 
     torch.set_num_threads(1)
     model = load_model(model_spec)
     card, labels = model.card, model.card.labels
     held_out = SourceMix.load(config, held_out=True).sources
-    cases = {"procedural": (Procedural(),), **{s.name: s.anatomies for s in held_out}}
+    cases = heldout_cases(held_out, 1)
     scored = list(LABELS.values())
     results: dict = {}
     for strip, kind in ((0.0, "full head"), (1.0, "skull-stripped")):

@@ -13,6 +13,7 @@ from bids_infantseg import synth
 from bids_infantseg.inference import predict
 from bids_infantseg.metrics import confusion_matrix, scores
 from bids_infantseg.model.card import Model, ModelCard
+from bids_infantseg.synth.sources import Source
 from bids_infantseg.train.data import SynthSource, draw_volume
 
 
@@ -22,6 +23,14 @@ def dice_per_label(predicted: np.ndarray, truth: np.ndarray, card: ModelCard) ->
     dice = scores(confusion_matrix(predicted, truth, classes))["dice"]
     return {label.abbreviation: float(d) for label, d in zip(card.labels.labels, dice,
                                                               strict=True)}
+
+
+def heldout_cases(held_out: tuple[Source, ...],
+                  procedural: int) -> dict[str, tuple[synth.Anatomy, ...]]:
+    """The evaluation groups: ``procedural`` procedural heads, then each held-out source's
+    anatomies (``SourceMix.load(config, held_out=True).sources``)."""
+    return {"procedural": (synth.Procedural(),) * procedural,
+            **{s.name: s.anatomies for s in held_out}}
 
 
 def evaluate_synthetic(model: Model, cases: dict[str, tuple[synth.Anatomy, ...]],

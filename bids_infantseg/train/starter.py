@@ -44,7 +44,6 @@ from bids_infantseg.model.card import (
 )
 from bids_infantseg.model.labels import DRAWEM9
 from bids_infantseg.model.quicknat import QuickNAT, QuickNATConfig
-from bids_infantseg.synth import Procedural
 from bids_infantseg.synth.sources import SourceMix
 from bids_infantseg.train.batches import SyntheticStream
 from bids_infantseg.train.checkpoint import net_weights, read_checkpoint
@@ -60,7 +59,7 @@ from bids_infantseg.train.engine import (
     train_unit,
     unit_views,
 )
-from bids_infantseg.train.evaluate import evaluate_synthetic
+from bids_infantseg.train.evaluate import evaluate_synthetic, heldout_cases
 
 LOGGER = logging.getLogger("bids_infantseg.train")
 
@@ -297,8 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         card.training["warm_start"] = provenance
     save_model(args.out, card, trained.nets)
     shipped = load_model(args.out)  # score what ships (float16 weights), not the fp32 copy
-    cases = {"procedural": (Procedural(),) * args.eval_procedural,
-             **{s.name: s.anatomies for s in held_out}}
+    cases = heldout_cases(tuple(held_out), args.eval_procedural)
     card.metrics = evaluate_synthetic(shipped, cases)
     stripped = evaluate_synthetic(shipped, cases, skull_strip=True)
     card.metrics["heldout_synthetic_dice_skull_stripped"] = stripped["heldout_synthetic_dice"]
