@@ -16,7 +16,7 @@ def paint_head(gen: np.ndarray, p: np.ndarray, d_brain: np.ndarray, frame: Frame
     """Neck, face, eyes and the CSF/skull/fat/scalp shells around a brain (in place)."""
     a, b, c = frame.radii
     shell_noise = separable_noise(rng, gen.shape, voxel_size, 30.0)
-    csf = rng.uniform(1.0, 6.5) + 0.6 * shell_noise
+    csf = rng.uniform(0.5, 3.0) + 0.5 * shell_noise  # newborn subarachnoid space: 1-4 mm
     skull = csf + rng.uniform(1.0, 2.5) + 0.3 * age_months / 12.0
     fat = skull + rng.uniform(1.0, 3.0)
     scalp = fat + rng.uniform(2.0, 5.0) + 0.8 * shell_noise
@@ -59,12 +59,14 @@ def paint_hippocampi(gen: np.ndarray, p: np.ndarray, frame: Frame, rng: np.rando
 
 
 def cortical_ribbon(gen: np.ndarray, mantle: np.ndarray, thickness_mm: float,
-                     voxel_size: np.ndarray) -> None:
+                     voxel_size: np.ndarray, inside: np.ndarray | None = None) -> None:
     """Label the ``mantle`` (cerebral tissue) cortex within ``thickness_mm`` of CSF or the
     cerebrum's surface, white matter deeper (in place): a ribbon of even thickness that
     lines every sulcus. Depth is to the voxel's centre, so the outermost voxel is always
-    cortex."""
-    inside = mantle | np.isin(gen, (5, 7))
+    cortex. ``inside`` (default: the mantle, ventricles and deep grey matter) is what the
+    depth is measured within; everything else counts as surface."""
+    if inside is None:
+        inside = mantle | np.isin(gen, (5, 7))
     depth = ndimage.distance_transform_edt(inside, sampling=voxel_size)
     step = float(np.min(voxel_size))
     gen[mantle] = np.where(depth[mantle] <= max(thickness_mm + 0.5 * step, step), 2, 3)

@@ -26,9 +26,9 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from bids_infantseg.synth.classes import CGM, CLASSES, CSF, INDEX, brain_volume_ml
+from bids_infantseg.synth.classes import CGM, CLASSES, CSF, INDEX, WM, brain_volume_ml
 from bids_infantseg.synth.geometry import Frame, apply_affine, bounding_box, padded
-from bids_infantseg.synth.head import paint_head
+from bids_infantseg.synth.head import cortical_ribbon, paint_head
 
 SCHEMES = Path(__file__).resolve().parents[1] / "data" / "synth"
 """Folder of the shipped schemes."""
@@ -119,16 +119,18 @@ def _cortex_depth(labels: np.ndarray, zooms: np.ndarray) -> np.ndarray:
 @dataclass(frozen=True)
 class LabelMap:
     """Anatomy from one label map file through a scheme; ``age_months`` is the source's own
-    age (used to choose maps near a drawn age), ``thin_cortex`` the chance of capping the
-    cortex at a thickness drawn from ``cortex_mm`` (source millimetres at birth; both bounds
-    grow by ``cortex_growth_mm`` over the first year, as the cortex thickens)."""
+    age (used to choose maps near a drawn age), ``thin_cortex`` the chance of opening fused
+    sulci (cortex deeper than ``open_mm`` from white matter, source mm, becomes CSF) and
+    repainting the cortex as a ribbon ``cortex_mm`` thick at birth (both bounds grow by
+    ``cortex_growth_mm`` over the first year, as the cortex thickens)."""
 
     path: Path
     scheme: Scheme
     age_months: float
     thin_cortex: float = 0.8
-    cortex_mm: tuple[float, float] = (1.8, 3.0)
+    cortex_mm: tuple[float, float] = (1.3, 2.6)
     cortex_growth_mm: float = 0.8
+    open_mm: tuple[float, float] = (2.5, 4.0)
 
     def paint(self, p: np.ndarray, rng: np.random.Generator, voxel_size: np.ndarray,
               age_months: float) -> np.ndarray:
@@ -145,9 +147,12 @@ class LabelMap:
         if rng.uniform() < self.thin_cortex:
             depth = ndimage.map_coordinates(m.cortex_depth, vox, order=0, mode="constant",
                                             cval=0)
+            gen[(gen == CGM) & (depth > 4.0 * rng.uniform(*self.open_mm))] = CSF
             grow = self.cortex_growth_mm * min(age_months, 12.0) / 12.0
-            cap = rng.uniform(self.cortex_mm[0] + grow, self.cortex_mm[1] + grow)
-            gen[(gen == CGM) & (depth > 4.0 * cap)] = CSF
+            mantle = np.isin(gen, (CGM, WM))
+            cortical_ribbon(gen, mantle, rng.uniform(self.cortex_mm[0] + grow,
+                                                     self.cortex_mm[1] + grow),
+                            voxel_size, inside=(gen > 0) & (gen != CSF))
         outside = ndimage.map_coordinates(m.outside_mm, vox / 2.0, order=1,
                                           mode="nearest") * scale
         head = np.zeros_like(gen)
