@@ -52,7 +52,7 @@ import pandas as pd
 from scipy import ndimage
 
 from bids_infantseg.accuracy import compare, dseg_files, output_label_set, read_mapping
-from bids_infantseg.bids import source_key
+from bids_infantseg.naming import source_key
 from bids_infantseg.pose import rotation_angle_deg
 from bids_infantseg.synth import ATLAS_HELD_OUT
 

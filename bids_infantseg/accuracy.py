@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bids_infantseg.bids import parse_entities, source_key
 from bids_infantseg.images import BadImageError, load_label_map
 from bids_infantseg.metrics import overlap_table
 from bids_infantseg.model.labels import LabelSet, read_dseg_tsv
+from bids_infantseg.naming import parse_entities, source_key
 
 
 class AccuracyError(ValueError):

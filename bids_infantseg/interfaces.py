@@ -25,7 +25,6 @@ from nipype.interfaces.base import (
 )
 
 from bids_infantseg import qc
-from bids_infantseg.bids import Scan
 from bids_infantseg.conform import (
     Grid,
     conform,
@@ -43,6 +42,7 @@ from bids_infantseg.derivatives import (
     probseg_sidecar,
     volumes_sidecar,
 )
+from bids_infantseg.discovery import Scan
 from bids_infantseg.images import load_t2w
 from bids_infantseg.model.card import read_card
 from bids_infantseg.pose import load_transform, rigid_to_template, save_transform

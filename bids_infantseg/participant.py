@@ -20,7 +20,6 @@ from nipype import logging as nipype_logging
 
 from bids_infantseg import __version__
 from bids_infantseg.ages import implausible_age
-from bids_infantseg.bids import DiscoveryError, FilterFileError, Scan, discover, load_filter_file
 from bids_infantseg.derivatives import (
     OutputDirError,
     check_output_dir,
@@ -28,6 +27,13 @@ from bids_infantseg.derivatives import (
     write_bidsignore,
     write_dataset_description,
     write_dataset_files,
+)
+from bids_infantseg.discovery import (
+    DiscoveryError,
+    FilterFileError,
+    Scan,
+    discover,
+    load_filter_file,
 )
 from bids_infantseg.failures import crash_reason, scan_failures
 from bids_infantseg.images import BadImageError, implausibilities, load_t2w

@@ -13,8 +13,9 @@ from pathlib import Path
 import nibabel as nib
 import pandas as pd
 
-from bids_infantseg.bids import Scan, derivative_dir, derivative_name
+from bids_infantseg.discovery import Scan
 from bids_infantseg.model.labels import LabelSet
+from bids_infantseg.naming import derivative_dir, derivative_name
 from bids_infantseg.report.outputs import report_path
 
 
@@ -45,10 +46,10 @@ def sidecar(path: Path) -> Path:
 def scan_outputs(scan: Scan, output_dir: Path, labels: LabelSet,
                  write_probseg: bool) -> ScanOutputs:
     """The output paths of ``scan`` in ``output_dir`` (BIDS names from its entities)."""
-    anat = Path(output_dir) / derivative_dir(scan)
+    anat = Path(output_dir) / derivative_dir(scan.entities)
 
     def name(**entities: str) -> Path:
-        return anat / derivative_name(scan, **entities)
+        return anat / derivative_name(scan.entities, **entities)
 
     probseg = tuple(name(space="T2w", label=label.abbreviation, suffix="probseg",
                          extension=".nii.gz") for label in labels.labels) if write_probseg else ()

@@ -15,8 +15,8 @@ import nibabel as nib
 import numpy as np
 from nipype.pipeline import engine as pe
 
-from bids_infantseg.bids import Scan
 from bids_infantseg.conform import GROUP_BYTES, SLAB_VOXELS
+from bids_infantseg.discovery import Scan
 from bids_infantseg.interfaces import (
     Conform,
     Measure,

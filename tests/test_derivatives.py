@@ -11,7 +11,6 @@ import pytest
 
 from bids_infantseg import derivatives
 from bids_infantseg.ages import Age
-from bids_infantseg.bids import Scan, derivative_dir, derivative_name, discover
 from bids_infantseg.derivatives import (
     OutputDirError,
     atomic_save_nifti,
@@ -28,7 +27,9 @@ from bids_infantseg.derivatives import (
     write_dataset_description,
     write_dataset_files,
 )
+from bids_infantseg.discovery import Scan, discover
 from bids_infantseg.model.labels import DRAWEM9, read_dseg_tsv
+from bids_infantseg.naming import derivative_dir, derivative_name
 from tests.bids_factory import example_dataset, write_description, write_json
 from tests.validator import ACCEPTED_WARNINGS, validate
 
@@ -186,14 +187,14 @@ def test_sidecars():
 
 def _write_outputs(scan: Scan, out: Path) -> None:
     """What a participant run writes for one scan, named as DESIGN.md says."""
-    folder = out / derivative_dir(scan)
+    folder = out / derivative_dir(scan.entities)
     native = nib.load(scan.path)
     labels = np.random.default_rng(0).integers(0, 10, native.shape).astype(np.int16)
     model = {"model_name": "drawem9-quicknat", "model_version": "0.1.0",
              "model_sha256": "0" * 64}
 
     def name(suffix: str, extension: str = ".nii.gz", **entities: str) -> str:
-        return derivative_name(scan, suffix=suffix, extension=extension, **entities)
+        return derivative_name(scan.entities, suffix=suffix, extension=extension, **entities)
 
     dseg = name("dseg", space="T2w", desc="drawem9")
     atomic_save_nifti(nib.Nifti1Image(labels, native.affine), folder / dseg)
@@ -204,7 +205,7 @@ def _write_outputs(scan: Scan, out: Path) -> None:
                       folder / name("mask", space="T2w", desc="brain"))
     atomic_write_json(folder / name("mask", ".json", space="T2w", desc="brain"),
                       mask_sidecar(source=scan.rel_path,
-                                   dseg=(derivative_dir(scan) / dseg).as_posix()))
+                                   dseg=(derivative_dir(scan.entities) / dseg).as_posix()))
     probs = np.random.default_rng(1).random(native.shape).astype(np.float32)
     atomic_save_nifti(nib.Nifti1Image(probs, native.affine),
                       folder / name("probseg", space="T2w", label="WM"))

@@ -15,7 +15,7 @@ PACKAGE = Path(bids_infantseg.__file__).parent
 
 # library -> modules (paths relative to the package) allowed to import it
 CONFINED = {
-    "bids": {"bids.py"},  # PyBIDS
+    "bids": {"discovery.py"},  # PyBIDS
     "nipype": {"interfaces.py", "workflow.py", "participant.py", "resources.py"},
     "templateflow": {"templates.py"},
     "SimpleITK": {"pose.py"},
@@ -29,10 +29,10 @@ LAYERS = [
     {"participant.py", "group.py", "train/", "accuracy.py"},
     {"workflow.py", "resources.py"},
     {"interfaces.py"},
-    {"inference.py", "bids.py", "derivatives.py", "templates.py", "pose.py", "report/",
+    {"inference.py", "discovery.py", "derivatives.py", "templates.py", "pose.py", "report/",
      "failures.py", "demo.py", "scan_outputs.py"},
     {"model/", "conform.py", "images.py", "volumes.py", "synth/", "ages.py", "qc.py", "refine.py",
-     "metrics.py"},
+     "metrics.py", "naming.py"},
     {"files.py", "locks.py"},
 ]
 

@@ -304,7 +304,7 @@ def implausible_inputs(root: Path) -> dict[str, Path]:
 
 
 def test_implausible_inputs_are_one_warning_line_each(head_dataset, tmp_path, caplog):
-    from bids_infantseg.bids import discover
+    from bids_infantseg.discovery import discover
     from bids_infantseg.participant import _check_images
 
     files = implausible_inputs(head_dataset)

@@ -24,7 +24,6 @@ from pathlib import Path
 import torch
 
 from bids_infantseg import __version__
-from bids_infantseg.bids import DiscoveryError, FilterFileError, load_filter_file
 from bids_infantseg.derivatives import (
     OutputDirError,
     atomic_write_tsv,
@@ -33,6 +32,7 @@ from bids_infantseg.derivatives import (
     write_bidsignore,
     write_dataset_description,
 )
+from bids_infantseg.discovery import DiscoveryError, FilterFileError, load_filter_file
 from bids_infantseg.inference import DeviceError, resolve_device
 from bids_infantseg.model.card import (
     DEFAULT_MODEL,

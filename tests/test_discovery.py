@@ -1,3 +1,5 @@
+"""Finding T2w scans with PyBIDS: entities, ages, sex, selections, filters, the index."""
+
 import json
 import logging
 from pathlib import Path
@@ -5,16 +7,12 @@ from pathlib import Path
 import pytest
 
 from bids_infantseg.ages import Age
-from bids_infantseg.bids import (
-    ENTITIES,
+from bids_infantseg.discovery import (
     DiscoveryError,
     FilterFileError,
     Scan,
-    derivative_dir,
-    derivative_name,
     discover,
     load_filter_file,
-    parse_entities,
 )
 from tests.bids_factory import example_dataset, write_description, write_image
 
@@ -143,54 +141,8 @@ def test_filter_file_loads(tmp_path):
         load_filter_file(tmp_path / "missing.json")
 
 
-def _scan(name: str, session: str | None = "02") -> Scan:
-    root = Path("/data")
-    folder = root / "sub-01" / (f"ses-{session}" if session else "") / "anat"
-    return Scan(folder / name, root, parse_entities(name))
-
-
-def test_derivative_names_follow_bids_order():
-    scan = _scan("sub-01_ses-02_acq-fast_rec-x_run-1_T2w.nii.gz")
-    assert scan.source_stem == "sub-01_ses-02_acq-fast_rec-x_run-1"
-    assert derivative_name(scan, suffix="dseg", extension=".nii.gz", space="T2w",
-                           desc="drawem9") == \
-        "sub-01_ses-02_acq-fast_rec-x_run-1_space-T2w_desc-drawem9_dseg.nii.gz"
-    assert derivative_name(scan, suffix="probseg", extension="nii.gz", desc="x", label="WM",
-                           space="T2w") == \
-        "sub-01_ses-02_acq-fast_rec-x_run-1_space-T2w_label-WM_desc-x_probseg.nii.gz"
-    assert derivative_name(scan, suffix="volumes", extension=".tsv", desc="drawem9") == \
-        "sub-01_ses-02_acq-fast_rec-x_run-1_desc-drawem9_volumes.tsv"
-
-
-def test_two_runs_never_collide_and_padding_is_kept():
-    runs = [_scan(f"sub-01_ses-02_run-{run}_T2w.nii.gz") for run in ("01", "02")]
-    names = {derivative_name(s, suffix="dseg", extension=".nii.gz", space="T2w",
-                             desc="drawem9") for s in runs}
-    assert names == {"sub-01_ses-02_run-01_space-T2w_desc-drawem9_dseg.nii.gz",
-                     "sub-01_ses-02_run-02_space-T2w_desc-drawem9_dseg.nii.gz"}
-
-
-def test_derivative_name_rejects_bad_labels():
-    scan = _scan("sub-01_ses-02_T2w.nii.gz")
-    with pytest.raises(ValueError, match="invalid BIDS label"):
-        derivative_name(scan, suffix="dseg", extension=".nii.gz", desc="drawem-9")
-    with pytest.raises(ValueError, match="unknown BIDS entity"):
-        derivative_name(scan, suffix="dseg", extension=".nii.gz", colour="red")
-
-
-def test_derivative_dir():
-    assert derivative_dir(_scan("sub-01_ses-02_T2w.nii.gz")) == Path("sub-01/ses-02/anat")
-    assert derivative_dir(_scan("sub-01_T2w.nii", session=None)) == Path("sub-01/anat")
-
-
 def test_scan_round_trips_through_json_and_is_hashable():
     scan = Scan(Path("/d/sub-01/anat/sub-01_T2w.nii.gz"), Path("/d"), {"subject": "01"},
                 Age(3.0, "participants.tsv:age_weeks"), "F")
     assert Scan.from_json(scan.to_json()) == scan
     assert len({scan, Scan.from_json(scan.to_json())}) == 1
-
-
-def test_entity_order_matches_the_bids_schema():
-    schema = pytest.importorskip("bidsschematools.schema").load_schema()
-    keys = [schema.objects.entities[name].name for name in schema.rules.entities]
-    assert [key for key, _ in ENTITIES] == keys

@@ -1,8 +1,7 @@
-"""BIDS input: which T2w scans to segment, and what their outputs are called.
+"""BIDS input: which T2w scans to segment, with their entities, age and sex.
 
 The only module that imports PyBIDS, so the rest of the package deals in plain ``Scan``
-records. Output names use the project's own patterns (PyBIDS' default derivative patterns
-drop ``run-``, so two runs would overwrite each other).
+records; what outputs are called is :mod:`bids_infantseg.naming`'s job.
 """
 
 from __future__ import annotations
@@ -23,25 +22,9 @@ from bids import BIDSLayout, BIDSLayoutIndexer
 from bids.layout import Query
 
 from bids_infantseg.ages import Age, AgeLookup
+from bids_infantseg.naming import ENTITY_NAMES, ENTITY_PATTERN, format_entities, parse_entities
 
 logger = logging.getLogger("bids_infantseg")
-
-# Every BIDS entity as (key in file names, PyBIDS name), in the specification's order.
-ENTITIES: tuple[tuple[str, str], ...] = (
-    ("sub", "subject"), ("tpl", "template"), ("ses", "session"), ("cohort", "cohort"),
-    ("sample", "sample"), ("task", "task"), ("tracksys", "tracksys"),
-    ("acq", "acquisition"), ("nuc", "nucleus"), ("voi", "volume"), ("ce", "ceagent"),
-    ("trc", "tracer"), ("stain", "staining"), ("rec", "reconstruction"),
-    ("dir", "direction"), ("run", "run"), ("mod", "modality"), ("echo", "echo"),
-    ("flip", "flip"), ("inv", "inv"), ("mt", "mt"), ("part", "part"), ("proc", "proc"),
-    ("hemi", "hemi"), ("space", "space"), ("split", "split"), ("recording", "recording"),
-    ("chunk", "chunk"), ("atlas", "atlas"), ("seg", "segmentation"), ("scale", "scale"),
-    ("res", "res"), ("den", "den"), ("label", "label"), ("desc", "desc"),
-)
-_KEY_TO_NAME = dict(ENTITIES)
-_NAME_TO_KEY = {name: key for key, name in ENTITIES}
-_ORDER = {name: i for i, (_, name) in enumerate(ENTITIES)}
-_LABEL = re.compile(r"[0-9a-zA-Z+]+")
 
 T2W_QUERY: dict[str, Any] = {"datatype": "anat", "suffix": "T2w",
                              "extension": [".nii", ".nii.gz"]}
@@ -51,9 +34,8 @@ FILTER_QUERIES = ("t2w",)
 # PyBIDS' default ignores, which passing ``ignore`` replaces (dot-files are always ignored).
 DEFAULT_IGNORED = ("code", "derivatives", "models", "sourcedata", "stimuli")
 
-_ENTITY = "_(?:" + "|".join(key for key, _ in ENTITIES) + ")-[0-9a-zA-Z+]+"
-SPACE_T2W = re.compile(rf"^/sub-[^/]+/(?:ses-[^/]+/)?anat/sub-[0-9a-zA-Z+]+(?:{_ENTITY})*"
-                       rf"_space-[0-9a-zA-Z+]+(?:{_ENTITY})*_T2w\.nii(?:\.gz)?$")
+SPACE_T2W = re.compile(rf"^/sub-[^/]+/(?:ses-[^/]+/)?anat/sub-[0-9a-zA-Z+]+(?:{ENTITY_PATTERN})*"
+                       rf"_space-[0-9a-zA-Z+]+(?:{ENTITY_PATTERN})*_T2w\.nii(?:\.gz)?$")
 """A T2w named with a ``space`` (resampled; Baby Open Brains ships its scans as
 ``sub-X_ses-Y_space-INFANTMNIacpc_T2w``): BIDS validation rejects it in raw data, so the train
 level indexes it explicitly (``discover(with_space=True)``)."""
@@ -108,67 +90,6 @@ class Scan:
         return cls(Path(data["path"]), Path(data["root"]), data["entities"], age, data["sex"])
 
 
-def format_entities(entities: Mapping[str, str]) -> str:
-    """``key-value`` pairs joined by ``_`` in BIDS order; names may be long or short keys."""
-    pairs: list[tuple[int, str, str]] = []
-    for name, value in entities.items():
-        long_name = _KEY_TO_NAME.get(name, name)
-        if long_name not in _ORDER:
-            raise ValueError(f"unknown BIDS entity {name!r}")
-        value = str(value)
-        if not _LABEL.fullmatch(value):
-            raise ValueError(f"invalid BIDS label {value!r} for entity {name!r}")
-        pairs.append((_ORDER[long_name], _NAME_TO_KEY[long_name], value))
-    return "_".join(f"{key}-{value}" for _, key, value in sorted(pairs))
-
-
-def parse_entities(filename: str) -> dict[str, str]:
-    """Entities of a BIDS file name, with long names and values exactly as written."""
-    stem = filename.split(".", 1)[0]
-    entities: dict[str, str] = {}
-    for part in stem.split("_")[:-1]:  # the last part is the suffix
-        key, sep, value = part.partition("-")
-        if not sep or key not in _KEY_TO_NAME:
-            raise ValueError(f"{filename}: {part!r} is not a BIDS entity")
-        entities[_KEY_TO_NAME[key]] = value
-    return entities
-
-
-DERIVED_ENTITIES = ("space", "desc", "label", "res", "den", "segmentation", "atlas")
-"""Entities a derivative adds to its source's name; dropped when matching it to its source."""
-
-
-def source_entities(filename: str) -> dict[str, str]:
-    """The source entities of a derivative file name (derived entities dropped)."""
-    return {k: v for k, v in parse_entities(filename).items() if k not in DERIVED_ENTITIES}
-
-
-def source_key(filename: str) -> str:
-    """A derivative's source entities as one ``key-value_...`` string, to match it to others."""
-    return format_entities(source_entities(filename))
-
-
-def derivative_name(scan: Scan, *, suffix: str, extension: str, **entities: str) -> str:
-    """Output file name: the scan's entities plus ``entities``, in BIDS order.
-
-    ``derivative_name(scan, suffix="dseg", extension=".nii.gz", space="T2w",
-    desc="drawem9")`` -> ``sub-01_ses-02_run-1_space-T2w_desc-drawem9_dseg.nii.gz``.
-    """
-    if not _LABEL.fullmatch(suffix):
-        raise ValueError(f"invalid BIDS suffix {suffix!r}")
-    merged = {**scan.entities}
-    merged.update({_KEY_TO_NAME.get(k, k): v for k, v in entities.items()})
-    return f"{format_entities(merged)}_{suffix}.{extension.lstrip('.')}"
-
-
-def derivative_dir(scan: Scan) -> Path:
-    """Folder of a scan's outputs, relative to the output dataset: ``sub-X[/ses-Y]/anat``."""
-    folder = Path(f"sub-{scan.subject}")
-    if scan.session:
-        folder /= f"ses-{scan.session}"
-    return folder / "anat"
-
-
 def load_filter_file(path: Path) -> dict[str, dict[str, Any]]:
     """Read a ``--bids-filter-file`` (``{"t2w": {entity: value | [values] | null}}``)."""
     path = Path(path)
@@ -202,7 +123,7 @@ def _t2w_query(filters: Any) -> dict[str, Any]:
         if name in ("subject", "session"):
             option = "--participant-label" if name == "subject" else "--session-label"
             raise FilterFileError(f"select the {name} with {option}, not in the filter file")
-        if name not in _ORDER and name not in T2W_QUERY:
+        if name not in ENTITY_NAMES and name not in T2W_QUERY:
             raise FilterFileError(f"unknown entity {name!r} in the 't2w' filter "
                                  "(use long names, e.g. 'acquisition', 'reconstruction')")
         query[name] = _query_value(value)
