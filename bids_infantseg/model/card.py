@@ -14,10 +14,18 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from bids_infantseg.files import atomic_write
+from bids_infantseg.model.architectures import (
+    NetworkSettings,
+    UnknownArchitectureError,
+    architecture_of,
+    build_network,
+    settings_from_card,
+    settings_to_card,
+)
 from bids_infantseg.model.labels import LabelSet
-from bids_infantseg.model.quicknat import QuickNAT, QuickNATConfig
 from bids_infantseg.model.views import VIEW_AXIS
 
 CARD_FILE = "card.json"
@@ -37,7 +45,7 @@ class ModelCard:
 
     name: str
     version: str
-    architecture: QuickNATConfig
+    architecture: NetworkSettings  # its class names the network (model/architectures.py)
     labels: LabelSet
     voxel_size_mm: float
     grid_shape: tuple[int, int, int]
@@ -54,9 +62,10 @@ class ModelCard:
         if unknown or not self.views:
             raise ModelError(f"model {self.name!r}: views must be among {sorted(VIEW_AXIS)}, "
                              f"got {sorted(self.views)}")
-        if any(s % 16 for s in self.grid_shape):
+        network = architecture_of(self.architecture)
+        if any(s % network.grid_multiple for s in self.grid_shape):
             raise ModelError(f"model {self.name!r}: grid {self.grid_shape} is not a multiple "
-                             "of 16 (QuickNAT pools four times)")
+                             f"of {network.grid_multiple} ({network.name} pools that much)")
         if self.architecture.num_classes != len(self.labels):
             raise ModelError(f"model {self.name!r}: {self.architecture.num_classes} classes "
                              f"but {len(self.labels)} labels")
@@ -67,7 +76,7 @@ class ModelCard:
             "name": self.name,
             "version": self.version,
             "description": self.description,
-            "architecture": {"type": "QuickNAT", **self.architecture.to_dict()},
+            "architecture": settings_to_card(self.architecture),
             "labels": {"name": self.labels.name, "non_brain": list(self.labels.non_brain),
                        "labels": self.labels.to_records()},
             "voxel_size_mm": self.voxel_size_mm,
@@ -83,12 +92,11 @@ class ModelCard:
     def from_dict(cls, data: dict) -> ModelCard:
         if data.get("format") != CARD_FORMAT:
             raise ModelError(f"not a {CARD_FORMAT} model card (format={data.get('format')!r})")
-        arch = {k: v for k, v in data["architecture"].items() if k != "type"}
         return cls(
             name=data["name"],
             version=data["version"],
             description=data.get("description", ""),
-            architecture=QuickNATConfig(**arch),
+            architecture=settings_from_card(data["architecture"]),
             labels=LabelSet.from_records(data["labels"]["name"], data["labels"]["labels"],
                                          tuple(data["labels"].get("non_brain", (0,)))),
             voxel_size_mm=float(data["voxel_size_mm"]),
@@ -106,7 +114,7 @@ class Model:
     """A loaded model: its card, one network per view, where it came from and its checksum."""
 
     card: ModelCard
-    nets: dict[str, QuickNAT]
+    nets: dict[str, nn.Module]
     path: Path
     sha256: str
 
@@ -145,9 +153,12 @@ def sha256_file(path: Path) -> str:
 
 
 def read_card(folder: Path) -> ModelCard:
+    """The card of a model folder; every problem is one :class:`ModelError` line naming it."""
     path = Path(folder) / CARD_FILE
     try:
         return ModelCard.from_dict(json.loads(path.read_text()))
+    except UnknownArchitectureError as exc:
+        raise ModelError(f"{path}: {exc}") from exc
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
         raise ModelError(f"{path}: unreadable model card ({exc})") from exc
 
@@ -164,7 +175,7 @@ def load_model(spec: str | Path, device: str | torch.device = "cpu") -> Model:
     for view in card.views:
         prefix = f"{view}."
         state = {k[len(prefix):]: v.float() for k, v in tensors.items() if k.startswith(prefix)}
-        net = QuickNAT(card.architecture)
+        net = build_network(card.architecture)
         try:
             net.load_state_dict(state, strict=True)
         except RuntimeError as exc:
@@ -179,7 +190,7 @@ FILE_MODE = 0o644
 container image run as another user), whatever the writer's umask."""
 
 
-def save_model(folder: Path, card: ModelCard, nets: dict[str, QuickNAT]) -> Path:
+def save_model(folder: Path, card: ModelCard, nets: dict[str, nn.Module]) -> Path:
     """Write a model folder; weights in ``card.weights_dtype`` (float16 halves the file).
 
     One network may serve several views (``nets`` then maps those views to the same object):

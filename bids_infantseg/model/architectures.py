@@ -1,0 +1,84 @@
+"""The networks a model card may name: ``architecture.type`` -> settings and builder.
+
+A card stores its network as ``{"type": <name>, <settings>...}``; this registry turns that
+into the settings dataclass and the torch module. A second network type is one more entry
+here, not a new card format. Cards written before the field existed mean QuickNAT.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from torch import nn
+
+from bids_infantseg.model.quicknat import QuickNAT, QuickNATConfig
+
+DEFAULT = "quicknat"
+"""What a card without ``architecture.type`` holds (the only network before the registry)."""
+
+
+class NetworkSettings(Protocol):
+    """What every architecture's settings dataclass offers the card and the checks."""
+
+    num_classes: int
+
+    def to_dict(self) -> dict: ...
+
+
+class UnknownArchitectureError(ValueError):
+    """A card names a network this version cannot build; one-line message."""
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """One registry entry: how cards spell it, its settings, how to build it."""
+
+    name: str
+    """As written in a card's ``architecture.type`` (looked up case-insensitively)."""
+    settings: type
+    """Dataclass of the card's settings (keyword arguments; ``to_dict`` writes them back)."""
+    build: Callable[[Any], nn.Module]
+    """Settings -> a freshly initialised network."""
+    grid_multiple: int
+    """Each side of the model grid must divide by this (the network's total pooling)."""
+
+
+ARCHITECTURES: dict[str, Architecture] = {
+    "quicknat": Architecture("QuickNAT", QuickNATConfig, QuickNAT, grid_multiple=16),
+}
+
+
+def architecture(name: str) -> Architecture:
+    """The entry called ``name`` (any case); :class:`UnknownArchitectureError` otherwise."""
+    try:
+        return ARCHITECTURES[str(name).lower()]
+    except KeyError:
+        raise UnknownArchitectureError(
+            f"unknown architecture {name!r} (known: {', '.join(sorted(ARCHITECTURES))})"
+        ) from None
+
+
+def architecture_of(settings: NetworkSettings) -> Architecture:
+    """The entry whose settings class ``settings`` is."""
+    for entry in ARCHITECTURES.values():
+        if isinstance(settings, entry.settings):
+            return entry
+    raise UnknownArchitectureError(f"no architecture takes {type(settings).__name__} settings")
+
+
+def settings_from_card(data: Mapping[str, Any]) -> NetworkSettings:
+    """A card's ``architecture`` block -> its entry's settings (``type`` defaults to QuickNAT)."""
+    entry = architecture(data.get("type", DEFAULT))
+    return entry.settings(**{k: v for k, v in data.items() if k != "type"})
+
+
+def settings_to_card(settings: NetworkSettings) -> dict[str, Any]:
+    """The card's ``architecture`` block: ``type`` first, then the settings."""
+    return {"type": architecture_of(settings).name, **settings.to_dict()}
+
+
+def build_network(settings: NetworkSettings) -> nn.Module:
+    """A new, untrained network of the kind and shape ``settings`` describe."""
+    return architecture_of(settings).build(settings)
