@@ -100,7 +100,7 @@ def test_reports_are_self_contained(study):
         text = page.read_text()
         assert external_references(text) == [], page
         images = decoded_images(text)
-        assert len(images) == (10 if "group" in page.parts else 3), page
+        assert len(images) == (10 if "group" in page.parts else 2), page
         assert all(min(i.size) > 20 for i in images)
     assert "sub-03: no outputs" in pages[0].read_text()
     scan_page = pages[2].read_text()  # sub-01_ses-02

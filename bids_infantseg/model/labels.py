@@ -7,7 +7,9 @@ outputs line up with dHCP-trained models and DrawEM results.
 
 from __future__ import annotations
 
+import colorsys
 import csv
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,12 +71,19 @@ class LabelSet:
     @classmethod
     def from_records(cls, name: str, records: list[dict],
                      non_brain: tuple[int, ...] = (0,)) -> LabelSet:
-        labels = tuple(
-            Label(int(r["index"]), str(r["name"]), str(r.get("abbreviation") or r["name"]),
-                  str(r.get("color") or "#808080"))
-            for r in records
-        )
-        return cls(name, labels, tuple(int(i) for i in non_brain))
+        """Labels from table rows; a row without a hex colour (none, empty, ``n/a``) gets the
+        ``distinct_color`` of its class (index 0 black), so a site's table without a colour
+        column still draws every label apart (it once drew them all #808080)."""
+        labels, position = [], 0
+        for r in records:
+            index = int(r["index"])
+            color = str(r.get("color") or "").strip()
+            if not HEX_COLOR.fullmatch(color):
+                color = "#000000" if index == 0 else distinct_color(position)
+            position += index != 0
+            labels.append(Label(index, str(r["name"]), str(r.get("abbreviation") or r["name"]),
+                                color))
+        return cls(name, tuple(labels), tuple(int(i) for i in non_brain))
 
     def dseg_tsv(self) -> str:
         """The BIDS lookup table (``index name abbreviation color brain``) as TSV text;
@@ -84,6 +93,27 @@ class LabelSet:
         lines += [f"{lab.index}\t{lab.name}\t{lab.abbreviation}\t{lab.color}\t"
                   f"{'no' if lab.index in self.non_brain else 'yes'}" for lab in self.labels]
         return "\n".join(lines) + "\n"
+
+
+HEX_COLOR = re.compile(r"#[0-9a-fA-F]{6}|#[0-9a-fA-F]{3}")
+"""The BIDS ``color`` column's form (hexadecimal); anything else counts as no colour."""
+
+KELLY = ("#f3c300", "#875692", "#f38400", "#a1caf1", "#be0032", "#008856", "#e68fac",
+         "#0067a5", "#f99379", "#604e97", "#f6a600", "#b3446c", "#dcd300", "#882d17",
+         "#8db600", "#654522", "#e25822")
+"""Kelly's (1965) colours of maximum contrast, in his order, less white, black, grey, buff and
+olive green, which vanish on a greyscale MRI or on a white page."""
+
+
+def distinct_color(position: int) -> str:
+    """The colour of the ``position``-th labelled class (0 = first label after background):
+    Kelly's colours, then hues a golden angle apart, so any table gets the same colours in
+    the same class order and neighbouring classes differ most."""
+    if position < len(KELLY):
+        return KELLY[position]
+    hue = ((position - len(KELLY)) * 0.381966 + 0.05) % 1.0
+    red, green, blue = colorsys.hsv_to_rgb(hue, 0.9, 0.95)
+    return "#" + "".join(f"{round(c * 255):02x}" for c in (red, green, blue))
 
 
 class BrainColumnError(ValueError):
@@ -125,19 +155,23 @@ def read_dseg_tsv(path: Path, name: str | None = None) -> LabelSet:
 
 # dHCP structural pipeline (DrawEM) tissue labels, as released in desc-drawem9_dseg.
 # 0 is outside the head; 4 "Background" is non-brain tissue inside the head mask.
+# Colours are saturated hues that stand out on a T2w: dark ones (blue, red, violet) for
+# tissue bright on T2 (fluid, newborn white matter), light ones (yellow, green, cyan) for
+# tissue dark on T2 (grey matter); white matter was beige and fluid pale blue, invisible on
+# the bright tissue they outline.
 DRAWEM9 = LabelSet(
     "drawem9",
     (
         Label(0, "Unknown", "UNK", "#000000"),
-        Label(1, "Cerebrospinal fluid", "CSF", "#78b4ff"),
-        Label(2, "Cortical grey matter", "cGM", "#c83c3c"),
-        Label(3, "White matter", "WM", "#f5f5dc"),
-        Label(4, "Background", "BG", "#5a5a5a"),
-        Label(5, "Ventricles", "Ven", "#3c3cdc"),
-        Label(6, "Cerebellum", "Cbm", "#e6b43c"),
-        Label(7, "Deep grey matter", "dGM", "#50c850"),
-        Label(8, "Brainstem", "BS", "#b464c8"),
-        Label(9, "Hippocampus and amygdala", "Hip", "#ff8cc8"),
+        Label(1, "Cerebrospinal fluid", "CSF", "#0050ff"),
+        Label(2, "Cortical grey matter", "cGM", "#ffd400"),
+        Label(3, "White matter", "WM", "#e8000b"),
+        Label(4, "Background", "BG", "#a0522d"),
+        Label(5, "Ventricles", "Ven", "#a000ff"),
+        Label(6, "Cerebellum", "Cbm", "#ff8c00"),
+        Label(7, "Deep grey matter", "dGM", "#00d84a"),
+        Label(8, "Brainstem", "BS", "#00e5ff"),
+        Label(9, "Hippocampus and amygdala", "Hip", "#ff5cc8"),
     ),
     non_brain=(0, 4),
 )

@@ -1,7 +1,9 @@
-"""QC figures as PNG bytes: label contours over the T2w, and volumes against age.
+"""Growth figures of the group report: volume against age, reference bands behind the scans.
 
-PNG (not SVG) because a mosaic of MRI slices is a raster anyway, and bytes embed in a
-self-contained HTML page as base64. Metadata is left out so equal inputs give equal bytes.
+PNG (not SVG) because bytes embed in a self-contained HTML page as base64; metadata is left
+out so equal inputs give equal bytes. Colours are chosen for a white page and for
+colour-blind readers (Okabe-Ito blue and vermillion); the labels' own colours are for
+outlines on a dark MRI and several (yellow, cyan) vanish on white.
 """
 
 from __future__ import annotations
@@ -14,142 +16,208 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from scipy import ndimage  # noqa: E402
 
-from bids_infantseg.model.labels import LabelSet  # noqa: E402
-from bids_infantseg.qc import BOUNDS_ML  # noqa: E402
+from bids_infantseg.ages import PLAUSIBLE_WEEKS, WEEKS_PER_MONTH  # noqa: E402
+from bids_infantseg.model.labels import DRAWEM9, LabelSet  # noqa: E402
+from bids_infantseg.qc import BOUNDS_FILE, BRAIN, STRUCTURES, bounds_table  # noqa: E402
 
-VIEWS = ("axial", "coronal", "sagittal")
-_AXIS = {"sagittal": 0, "coronal": 1, "axial": 2}
+BAND = "#c6dbef"
+"""Reference band fill (opaque, so it is one exact colour in the PNG)."""
+BAND_EDGE = "#6baed6"
+INSIDE = "#0b3d91"
+OUTSIDE = "#d55e00"
+"""Scans inside / outside the band (Okabe-Ito vermillion)."""
+STRIP = "#f2f2f2"
+NEUTRAL = "#666666"
+"""Background and markers of the side strips (no age, age out of range): no band there."""
+MARKERS = {"F": "o", "M": "s"}
+
+
+@dataclass(frozen=True)
+class Reference:
+    """Plausible volumes of one structure by age (a band) and the source they come from."""
+
+    weeks: np.ndarray
+    low_ml: np.ndarray
+    high_ml: np.ndarray
+    source: str
+
+    def outside(self, weeks: np.ndarray, ml: np.ndarray) -> np.ndarray:
+        """Which (age, volume) points lie outside the band (ages beyond it: nearest end)."""
+        low = np.interp(weeks, self.weeks, self.low_ml)
+        high = np.interp(weeks, self.weeks, self.high_ml)
+        return (ml < low) | (ml > high)
+
+
+def references(labels: LabelSet) -> dict[str, Reference]:
+    """Volume column -> band: brain tissue for any label set, the bounded structures for a
+    DrawEM9 set (the bounds are DrawEM9 definitions), each from QC's shipped table."""
+    table = bounds_table()
+    wanted = {BRAIN: "brain_volume_mm3"}
+    drawem9 = [(lab.index, lab.abbreviation) for lab in labels.labels] == \
+        [(lab.index, lab.abbreviation) for lab in DRAWEM9.labels]
+    if drawem9:
+        wanted |= {abbreviation: f"{abbreviation}_mm3" for abbreviation in STRUCTURES}
+    found = {}
+    for label, column in wanted.items():
+        rows = table[table["label"] == label]
+        if rows.empty:
+            continue
+        sources = list(dict.fromkeys(rows["source"]))
+        found[column] = Reference(rows["age_weeks"].to_numpy(float),
+                                  rows["low_ml"].to_numpy(float),
+                                  rows["high_ml"].to_numpy(float),
+                                  f"{BOUNDS_FILE.name}: " + "; ".join(sources))
+    return found
+
+
+@dataclass(frozen=True)
+class Ages:
+    """A growth figure's scans split by age: plotted to scale, out of range, or none."""
+
+    scaled: pd.DataFrame
+    beyond: pd.DataFrame  # age outside ``PLAUSIBLE_WEEKS``: shown in a strip, not to scale
+    missing: pd.DataFrame
+
+
+def split_ages(table: pd.DataFrame, column: str,
+               plausible: tuple[float, float] = PLAUSIBLE_WEEKS) -> Ages:
+    """Scans with a volume in ``column``, by whether their age can share an axis: one age of
+    300 years (a unit mix-up) would otherwise squeeze every infant into one pixel column."""
+    data = table[table[column].notna()].copy()
+    data["age_weeks"] = pd.to_numeric(data["age_weeks"], errors="coerce")
+    known = data["age_weeks"].notna() & np.isfinite(data["age_weeks"])
+    inside = known & data["age_weeks"].between(*plausible)
+    by = ["participant_id", "age_weeks"]
+    return Ages(data[inside].sort_values(by), data[known & ~inside].sort_values(by),
+                data[~known].sort_values("participant_id"))
+
+
+def age_text(weeks: float) -> str:
+    """``15642 wk (300 y)``: weeks, and years or months when that says more."""
+    if abs(weeks) >= 104:
+        return f"{weeks:,.0f} wk ({weeks / (12 * WEEKS_PER_MONTH):,.3g} y)"
+    return f"{weeks:.0f} wk"
 
 
 def _png(fig: plt.Figure) -> bytes:
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, facecolor=fig.get_facecolor(),
-                metadata={"Software": None})
+    fig.savefig(buffer, format="png", dpi=100, facecolor="white", metadata={"Software": None})
     plt.close(fig)
     return buffer.getvalue()
 
 
-def _slice_positions(mask: np.ndarray, axis: int, count: int) -> list[int]:
-    """``count`` slices spread over the brain's extent along ``axis`` (the image's without one)."""
-    other = tuple(a for a in range(3) if a != axis)
-    present = np.flatnonzero(mask.any(axis=other))
-    lo, hi = (present[0], present[-1]) if present.size else (0, mask.shape[axis] - 1)
-    return sorted({int(round(p)) for p in np.linspace(lo, hi, count + 2)[1:-1]})
+def _points(ax: plt.Axes, x: np.ndarray, rows: pd.DataFrame, column: str,
+            outside: np.ndarray | None) -> None:
+    """Markers by sex, vermillion where outside the band, grey where there is no band
+    (``outside`` None)."""
+    ml = rows[column].to_numpy(float) / 1000
+    sexes = rows["sex"].fillna("unknown").to_numpy() if "sex" in rows else \
+        np.full(len(rows), "unknown")
+    for sex in sorted(set(sexes)):
+        pick = sexes == sex
+        ax.scatter(x[pick], ml[pick], s=30, marker=MARKERS.get(sex, "^"), zorder=3,
+                   c=(NEUTRAL if outside is None else np.where(outside[pick], OUTSIDE, INSIDE)),
+                   edgecolor="white",
+                   linewidth=0.6)
 
 
-def _plane(volume: np.ndarray, axis: int, index: int) -> np.ndarray:
-    """A slice shown radiologically upright: rows = superior/anterior at the top."""
-    return np.take(volume, index, axis=axis).T
-
-
-WINDOW_SAMPLES = 2_000_000
-"""Voxels the display window's percentiles are taken from (a regular subsample)."""
-
-
-@dataclass(frozen=True)
-class MosaicSource:
-    """A scan's T2w and label map in RAS, cropped to the labelled head, with the brain mask
-    and the grey-level window: read once for the three views' mosaics (each used to decode,
-    reorient and take percentiles of the whole volume again)."""
-
-    image: np.ndarray
-    label_map: np.ndarray
-    zooms: tuple[float, float, float]
-    brain: np.ndarray
-    window: tuple[float, float]
-    origin: tuple[int, int, int] = (0, 0, 0)  # the crop's first voxel in the RAS volume
-
-    @classmethod
-    def load(cls, t2w: nib.Nifti1Image, dseg: nib.Nifti1Image, labels: LabelSet,
-             margin: int = 4) -> MosaicSource:
-        """Both images reoriented to RAS first, so every scan is shown the same way round
-        whatever its header's axis order; cropped to the labels (head or brain) plus
-        ``margin`` voxels, so small brains in large fields of view fill the panels."""
-        canonical = nib.as_closest_canonical(dseg)
-        label_map = np.asanyarray(canonical.dataobj)
-        image = np.asanyarray(nib.as_closest_canonical(t2w).dataobj, dtype=np.float32)
-        box = ndimage.find_objects((label_map > 0).astype(np.uint8))
-        origin = (0, 0, 0)
-        if box:
-            box = tuple(slice(max(0, b.start - margin), b.stop + margin) for b in box[0])
-            image, label_map = image[box], label_map[box]
-            origin = tuple(b.start for b in box)
-        finite = image[np.isfinite(image) & (image > 0)]
-        finite = finite[::max(1, finite.size // WINDOW_SAMPLES)]
-        low, high = np.percentile(finite, (1, 99)) if finite.size else (0.0, 1.0)
-        return cls(image, label_map, tuple(float(z) for z in canonical.header.get_zooms()[:3]),
-                   np.isin(label_map, labels.brain_indices), (float(low), float(high)),
-                   origin)
-
-
-def contour_mosaic(source: MosaicSource, labels: LabelSet, view: str, *,
-                   count: int = 7) -> bytes:
-    """One row of ``view`` slices: the T2w in grey, each brain label's outline in its colour,
-    in neurological convention (the subject's right on the right, superior and anterior at
-    the top); each slice is numbered as in the RAS-reoriented image."""
-    label_map, zooms = source.label_map, source.zooms
-    axis = _AXIS[view]
-    across, up = (a for a in range(3) if a != axis)  # shown as columns, rows
-    aspect = zooms[up] / zooms[across]
-    positions = _slice_positions(source.brain, axis, count)
-    panel = 1.9
-    ratio = label_map.shape[up] * zooms[up] / (label_map.shape[across] * zooms[across])
-    fig, axes = plt.subplots(1, len(positions), squeeze=False,
-                             figsize=(panel * len(positions), panel * ratio))
-    fig.patch.set_facecolor("black")
-    low, high = source.window
-    for ax, index in zip(axes[0], positions, strict=True):
-        ax.imshow(_plane(source.image, axis, index), cmap="gray", vmin=low, vmax=high,
-                  origin="lower", aspect=aspect, interpolation="nearest")
-        plane = _plane(label_map, axis, index)
-        for lab in labels.labels:
-            if lab.index in labels.brain_indices and (plane == lab.index).any():
-                ax.contour(plane == lab.index, levels=[0.5], colors=[lab.color],
-                           linewidths=0.8)
-        ax.set_axis_off()
-        ax.text(0.02, 0.02, f"{index + source.origin[axis]}", color="white", fontsize=7,
-                transform=ax.transAxes)
-    fig.subplots_adjust(0, 0, 1, 1, 0.01, 0)
-    return _png(fig)
+def _strip(ax: plt.Axes, rows: pd.DataFrame, column: str, title: str, annotate: bool) -> None:
+    """A narrow panel of scans that have no place on the age axis (grey: no band to compare
+    with); ``annotate`` writes each one's age beside it."""
+    ax.set_facecolor(STRIP)
+    x = np.linspace(-0.25, 0.25, len(rows)) if len(rows) > 1 else np.zeros(len(rows))
+    _points(ax, x, rows, column, None)
+    if annotate:
+        for xi, (_, row) in zip(x, rows.iterrows(), strict=True):
+            ax.annotate(age_text(row["age_weeks"]), (xi, row[column] / 1000), fontsize=7,
+                        xytext=(0, 6), textcoords="offset points", ha="center",
+                        rotation=90, va="bottom")
+    ax.set_xlim(-0.6, 0.6)
+    ax.set_xticks([0], [title], fontsize=8)
+    ax.tick_params(axis="y", left=False, labelleft=False)
 
 
 def growth_figure(table: pd.DataFrame, column: str, title: str, *,
-                  color: str = "#1f77b4", bounds: bool = False) -> bytes:
-    """Volume (mL) of one label against age (weeks), one line per participant scanned twice
-    or more; with ``bounds`` the plausible brain-volume range is shaded."""
-    fig, ax = plt.subplots(figsize=(4.2, 3.0))
-    data = table.dropna(subset=["age_weeks", column]).sort_values(["participant_id",
-                                                                   "age_weeks"])
-    if bounds:
-        weeks, lower, upper = zip(*BOUNDS_ML, strict=True)
-        ax.fill_between(weeks, lower, upper, color="#bbbbbb", alpha=0.35,
-                        label="plausible range")
-    for _, rows in data.groupby("participant_id", sort=True):
+                  reference: Reference | None = None) -> bytes:
+    """``growth_plot`` as PNG bytes."""
+    return _png(growth_plot(table, column, title, reference=reference))
+
+
+def growth_plot(table: pd.DataFrame, column: str, title: str, *,
+                reference: Reference | None = None) -> plt.Figure:
+    """Volume (mL) of one label against age (postnatal weeks): the reference band behind,
+    one line per participant scanned twice or more, scans outside the band in vermillion;
+    scans without an age, or with one outside ``PLAUSIBLE_WEEKS``, in strips at the right.
+    The age axis spans the scans (not the band's 3 years), so a study of newborns is not
+    squeezed into a corner."""
+    ages = split_ages(table, column)
+    strips = [(name, rows, annotate) for name, rows, annotate in (
+        ("no age", ages.missing, False), ("age out\nof range", ages.beyond, True)) if len(rows)]
+    fig, axes = plt.subplots(1, 1 + len(strips), figsize=(5.6, 3.9), sharey=True,
+                             squeeze=False, gridspec_kw={
+                                 "width_ratios": [9.0] + [1.0 if not a else 1.3
+                                                          for _, _, a in strips],
+                                 "wspace": 0.1})
+    main, *side = axes[0]
+    scaled = ages.scaled
+    weeks = scaled["age_weeks"].to_numpy(float)
+    ml = scaled[column].to_numpy(float) / 1000
+    if len(weeks):
+        low, high = float(weeks.min()), float(weeks.max())
+        pad = max(8.0, 0.1 * (high - low))
+        low, high = max(PLAUSIBLE_WEEKS[0], low - pad), min(PLAUSIBLE_WEEKS[1], high + pad)
+    elif reference is not None:
+        low, high = float(reference.weeks.min()), float(reference.weeks.max())
+    else:
+        low, high = PLAUSIBLE_WEEKS
+    handles = []
+    values = list(table[column].dropna().to_numpy(float) / 1000)
+    if reference is not None:
+        grid = np.linspace(low, high, 200)
+        band_low = np.interp(grid, reference.weeks, reference.low_ml)
+        band_high = np.interp(grid, reference.weeks, reference.high_ml)
+        main.fill_between(grid, band_low, band_high, color=BAND, lw=0, zorder=0)
+        for edge in (band_low, band_high):
+            main.plot(grid, edge, color=BAND_EDGE, lw=0.8, zorder=1)
+        values += [band_low.min(), band_high.max()]
+        handles.append(plt.Rectangle((0, 0), 1, 1, color=BAND, label="reference range"))
+    for _, rows in scaled.groupby("participant_id", sort=True):
         if len(rows) > 1:
-            ax.plot(rows["age_weeks"], rows[column] / 1000, color=color, alpha=0.4, lw=0.8)
-    markers = {"F": "o", "M": "s"}
-    for sex, rows in data.groupby(data["sex"].fillna("unknown"), sort=True):
-        ax.scatter(rows["age_weeks"], rows[column] / 1000, s=18, color=color,
-                   marker=markers.get(sex, "^"), label=f"sex {sex}", edgecolor="black",
-                   linewidth=0.4)
-    if data.empty:
-        ax.text(0.5, 0.5, "no scan with a known age", ha="center", transform=ax.transAxes)
-    ax.ticklabel_format(axis="y", useOffset=False, style="plain")
-    ax.set_xlabel("age (postnatal weeks)")
-    ax.set_ylabel("volume (mL)")
-    ax.set_title(title, fontsize=10)
-    if not data.empty or bounds:
-        ax.legend(fontsize=7, frameon=False)
-    fig.tight_layout()
-    return _png(fig)
+            main.plot(rows["age_weeks"], rows[column] / 1000, color="#555555", lw=0.9,
+                      alpha=0.7, zorder=2)
+    outside = (reference.outside(weeks, ml) if reference is not None
+               else np.zeros(len(scaled), bool))
+    _points(main, weeks, scaled, column, outside)
+    main.set_xlim(low, high)
+    if values:
+        span = max(values) - min(values)
+        main.set_ylim(max(0.0, min(values) - 0.08 * span - 1e-3),
+                      max(values) + 0.08 * span + 1e-3)
+    else:
+        main.text(0.5, 0.5, "no volume", ha="center", transform=main.transAxes)
+    main.set_xlabel("age (postnatal weeks)")
+    main.set_ylabel("volume (mL)")
+    main.ticklabel_format(axis="y", useOffset=False, style="plain")
+    main.set_title(title, fontsize=11, loc="left")
+    for ax, (name, rows, annotate) in zip(side, strips, strict=True):
+        _strip(ax, rows, column, name, annotate)
+    sexes = sorted(set(table["sex"].fillna("unknown"))) if "sex" in table else ["unknown"]
+    handles += [plt.Line2D([], [], ls="", marker=MARKERS.get(s, "^"), color=INSIDE,
+                           label=f"sex {s}") for s in sexes]
+    if reference is not None:
+        handles.append(plt.Line2D([], [], ls="", marker="o", color=OUTSIDE,
+                                  label="outside range"))
+    fig.legend(handles=handles, fontsize=8, frameon=False, loc="lower center",
+               ncol=len(handles), handletextpad=0.3, columnspacing=1.0)
+    fig.subplots_adjust(left=0.12, right=0.98, bottom=0.22, top=0.92)
+    return fig
 
 
-def figure_labels(labels: LabelSet) -> Sequence[tuple[str, str, str]]:
-    """(column, title, colour) of the label figures: every label that is brain."""
-    return [(f"{lab.abbreviation}_mm3", lab.name, lab.color) for lab in labels.labels
+def figure_labels(labels: LabelSet) -> Sequence[tuple[str, str]]:
+    """(column, title) of the label figures: every label that is brain."""
+    return [(f"{lab.abbreviation}_mm3", lab.name) for lab in labels.labels
             if lab.index in labels.brain_indices]
+

@@ -4,27 +4,73 @@ from __future__ import annotations
 
 import html
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import pandas as pd
 
+from bids_infantseg.ages import PLAUSIBLE_WEEKS
 from bids_infantseg.model.labels import LabelSet
-from bids_infantseg.report.figures import figure_labels, growth_figure
+from bids_infantseg.report.figures import (
+    age_text,
+    figure_labels,
+    growth_figure,
+    references,
+    split_ages,
+)
 from bids_infantseg.report.html import definition_list, notes, page, png_tag, table_html
 
 
-def growth_figures(labels: LabelSet, wide: pd.DataFrame) -> dict[str, bytes]:
-    """File name -> PNG: brain and intracranial volume, then every brain label, by age."""
-    figures = {f"desc-{labels.name}_label-brain_growth.png":
-               growth_figure(wide, "brain_volume_mm3", "Brain tissue (shaded: plausible range)",
-                             color="#345", bounds=True),
-               f"desc-{labels.name}_label-intracranial_growth.png":
-               growth_figure(wide, "intracranial_volume_mm3", "Intracranial (brain labels)",
-                             color="#678")}
-    for column, title, color in figure_labels(labels):
-        abbreviation = column.removesuffix("_mm3")
-        figures[f"desc-{labels.name}_label-{abbreviation}_growth.png"] = growth_figure(
-            wide, column, title, color=color)
+@dataclass(frozen=True)
+class Growth:
+    """One growth figure: its file name, PNG and the source of its reference band."""
+
+    name: str
+    png: bytes
+    source: str | None
+
+
+def growth_figures(labels: LabelSet, wide: pd.DataFrame) -> list[Growth]:
+    """Brain tissue and intracranial volume, then every brain label, by age; a structure
+    with shipped bounds (``references``) gets them as a band behind its scans."""
+    bands = references(labels)
+    panels = [("brain", "brain_volume_mm3", "Brain tissue"),
+              ("intracranial", "intracranial_volume_mm3", "Intracranial (brain labels)")]
+    panels += [(column.removesuffix("_mm3"), column, title)
+               for column, title in figure_labels(labels)]
+    figures = []
+    for name, column, title in panels:
+        band = bands.get(column)
+        figures.append(Growth(f"desc-{labels.name}_label-{name}_growth.png",
+                              growth_figure(wide, column, title, reference=band),
+                              band.source if band else None))
     return figures
+
+
+def _growth_section(figures: Sequence[Growth], wide: pd.DataFrame) -> str:
+    """Figures with their band's source as caption, after the scans whose age is missing or
+    out of range (each figure shows those in a strip at its edge)."""
+    id_columns = list(wide.columns[:list(wide.columns).index("age_weeks")])
+    ages = split_ages(wide, "brain_volume_mm3")
+    low, high = PLAUSIBLE_WEEKS
+    flagged = []
+    if len(ages.beyond):
+        flagged.append(f"Age outside {low:g} to {high:g} postnatal weeks, drawn in the "
+                       "'age out of range' strip of each figure, not to scale: " + ", ".join(
+                           f"{_scan_name(row, id_columns)} ({age_text(row['age_weeks'])})"
+                           for _, row in ages.beyond.iterrows()))
+    if len(ages.missing):
+        flagged.append("No age, drawn in the 'no age' strip of each figure: " + ", ".join(
+            _scan_name(row, id_columns) for _, row in ages.missing.iterrows()))
+    cells = []
+    for figure in figures:
+        caption = (f"Shaded: plausible range by age from {figure.source}. A range, not "
+                   "centiles." if figure.source else "No reference range for this volume.")
+        cells.append(f"<figure>{png_tag(figure.png, figure.name)}"
+                     f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+    return ("<p>Volume against postnatal age; lines join a participant's scans; marker shape "
+            "is sex; the shaded band is the range of volumes plausible at each age, and scans "
+            "outside it are vermillion.</p>" + notes(flagged, "every scan has an age in range")
+            + '<div class="grid">' + "".join(cells) + "</div>")
 
 
 def _scan_name(row: pd.Series, id_columns: Sequence[str]) -> str:
@@ -56,7 +102,7 @@ def group_report(*, labels: LabelSet, wide: pd.DataFrame, qc: pd.DataFrame,
                  problems: Sequence[tuple[str, str]],
                  models: Sequence[Mapping]) -> tuple[str, dict[str, bytes]]:
     """The page and its figures (also returned, to be written next to the tables)."""
-    figures = growth_figures(labels, wide) if not wide.empty else {}
+    growth = growth_figures(labels, wide) if not wide.empty else []
     participants = wide["participant_id"].nunique() if not wide.empty else 0
     summary = {"label set": labels.name, "complete scans": len(wide),
                "participants": participants,
@@ -73,8 +119,8 @@ def group_report(*, labels: LabelSet, wide: pd.DataFrame, qc: pd.DataFrame,
         + "<p>" + "<br>".join(html.escape(m) for m in model_notes) + "</p>"
         + "<h2>Missing or partial outputs</h2>" + notes(warnings, "every scan is complete")
         + "<h2>Quality control</h2>" + _qc_section(qc)
-        + "<h2>Growth trajectories</h2><p>Volume against postnatal age; lines join a "
-          "participant's scans; marker shape is sex.</p><div class=\"grid\">"
-        + "".join(png_tag(png, name) for name, png in figures.items()) + "</div>"
+        + "<h2>Growth trajectories</h2>"
+        + (_growth_section(growth, wide) if growth else "<p>No complete scan.</p>")
     )
-    return page(f"bids_infantseg group report: {labels.name}", body), figures
+    return (page(f"bids_infantseg group report: {labels.name}", body),
+            {figure.name: figure.png for figure in growth})

@@ -1,5 +1,6 @@
-"""Self-contained HTML pages: every image is a base64 PNG inside the page, no scripts, no
-external style sheet or font, so a report opens offline, mailed or archived alone.
+"""Self-contained HTML pages: every image is inside the page (base64 PNG or JPEG), scripts are
+inline (the scan report's slice viewer), no external script, style sheet or font, so a
+report opens offline, mailed or archived alone.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ table{border-collapse:collapse;font-size:.85em;margin:6px 0}
 th,td{padding:3px 9px;border-bottom:1px solid #e3e3e3;text-align:right}
 th{background:#eef1f5}
 td:first-child,th:first-child,td.t{text-align:left}
-.mosaic{width:100%;background:#000;display:block;margin-bottom:4px}
 .warn{background:#fff4e0;border-left:5px solid #e69500;padding:6px 10px;margin:6px 0}
 .ok{background:#eaf6ea;border-left:5px solid #3a3;padding:6px 10px;margin:6px 0}
 .flag{background:#ffe5e5}
@@ -29,7 +29,9 @@ td:first-child{white-space:nowrap}
 .swatch{display:inline-block;width:.9em;height:.9em;border:1px solid #555;margin-right:5px;
 vertical-align:middle}
 .grid{display:flex;flex-wrap:wrap;gap:10px}
-.grid img{width:340px;border:1px solid #ddd}
+.grid figure{width:560px;margin:0}
+.grid img{width:100%;border:1px solid #ddd}
+figcaption{font-size:.75em;color:#444;margin:2px 0 8px}
 dl{display:grid;grid-template-columns:max-content auto;gap:2px 14px;font-size:.9em}
 dt{font-weight:600}dd{margin:0;overflow-wrap:anywhere}
 """
@@ -39,10 +41,16 @@ TEXT_CELL = '<td class="t">'
 WRAP = ' class="wrap"'
 
 
+def image_tag(data: bytes, alt: str, css: str = "", *, mime: str = "image/png",
+              attrs: str = "") -> str:
+    """An ``<img>`` carrying the image itself; ``attrs`` is extra markup (id, hidden, ...)."""
+    encoded = base64.b64encode(data).decode("ascii")
+    extra = (f' class="{css}"' if css else "") + (f" {attrs}" if attrs else "")
+    return f'<img{extra} alt="{html.escape(alt)}" src="data:{mime};base64,{encoded}">'
+
+
 def png_tag(png: bytes, alt: str, css: str = "") -> str:
-    data = base64.b64encode(png).decode("ascii")
-    klass = f' class="{css}"' if css else ""
-    return f'<img{klass} alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+    return image_tag(png, alt, css)
 
 
 def table_html(table: pd.DataFrame, *, flag_rows: Sequence[bool] | None = None,

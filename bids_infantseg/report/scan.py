@@ -9,14 +9,8 @@ import nibabel as nib
 import pandas as pd
 
 from bids_infantseg.model.labels import LabelSet
-from bids_infantseg.report.figures import VIEWS, MosaicSource, contour_mosaic
-from bids_infantseg.report.html import definition_list, notes, page, png_tag, table_html
-
-
-def _legend(labels: LabelSet) -> str:
-    return " ".join(f'<span><span class="swatch" style="background:{lab.color}"></span>'
-                    f"{html.escape(lab.name)}</span>" for lab in labels.labels
-                    if lab.index in labels.brain_indices)
+from bids_infantseg.report.html import definition_list, notes, page, table_html
+from bids_infantseg.report.viewer import ScanImages, viewer
 
 
 def _qc_section(summary: Mapping, qc_table: pd.DataFrame) -> str:
@@ -47,17 +41,13 @@ def scan_report(*, title: str, t2w: nib.Nifti1Image, dseg: nib.Nifti1Image, labe
                 volumes: pd.DataFrame, qc_table: pd.DataFrame, qc_summary: Mapping,
                 scan: Mapping[str, object], provenance: Mapping[str, object]) -> str:
     """The HTML page of one scan: flags first, then pictures, numbers and provenance."""
-    source = MosaicSource.load(t2w, dseg, labels)
-    mosaics = "".join(
-        f"<h3>{view}</h3>" + png_tag(contour_mosaic(source, labels, view),
-                                     f"{view} slices with label contours", "mosaic")
-        for view in VIEWS)
+    source = ScanImages.load(t2w, dseg, labels)
     volume_table = volumes[["index", "name", "voxels", "volume_mm3"]].copy()
     volume_table["volume_mL"] = volume_table["volume_mm3"] / 1000
     body = (
         "<h2>Summary</h2>" + definition_list(scan)
         + "<h2>Warnings</h2>" + notes(qc_summary.get("flags", {}).values(), "no QC flag raised")
-        + "<h2>Segmentation</h2><p>" + _legend(labels) + "</p>" + mosaics
+        + "<h2>Segmentation</h2>" + viewer(source, labels)
         + "<h2>Volumes</h2>" + table_html(volume_table, digits=1)
         + "<h2>Quality control</h2>" + _qc_section(qc_summary, qc_table)
         + "<h2>Provenance</h2>" + definition_list(provenance)

@@ -16,14 +16,14 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 NO_CHROMIUM = "chromium is not installed (Debian: apt-get install chromium)"
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--no-first-run")
-_IMG = re.compile(r'<img [^>]*src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
+_IMG = re.compile(r'<img [^>]*src="data:image/(?:png|jpeg);base64,([A-Za-z0-9+/=]+)"')
 _MARK = """<script>window.addEventListener("load", () => {
 for (const img of document.images) img.setAttribute("data-width", img.naturalWidth);
 document.body.setAttribute("data-loaded", document.images.length);});</script></body>"""
 
 
 def decoded_images(page: str) -> list[Image.Image]:
-    """Every embedded PNG, decoded (PIL raises on a broken one)."""
+    """Every embedded PNG or JPEG, decoded (PIL raises on a broken one)."""
     images = []
     for data in _IMG.findall(page):
         image = Image.open(io.BytesIO(base64.b64decode(data, validate=True)))
@@ -33,8 +33,12 @@ def decoded_images(page: str) -> list[Image.Image]:
 
 
 def external_references(page: str) -> list[str]:
-    """Anything the page would fetch: scripts, style sheets, non-data image sources."""
-    found = re.findall(r'<(?:script|link)\b[^>]*>', page)
+    """Anything the page would fetch: scripts from elsewhere, style sheets, non-data image
+    sources, and addresses inside inline scripts and styles (fetch, import, url(...))."""
+    found = re.findall(r'<script\b[^>]*\bsrc=[^>]*>|<link\b[^>]*>', page)
+    for code in re.findall(r"<(?:script|style)\b[^>]*>(.*?)</(?:script|style)>", page, re.S):
+        found += re.findall(r"\b(?:fetch|import|XMLHttpRequest|WebSocket)\s*\(|url\(\s*['\"]?"
+                            r"(?!data:)[^)]*\)|https?://", code)
     found += [s for s in re.findall(r'src="([^"]*)"', page) if not s.startswith("data:")]
     return found
 
@@ -54,6 +58,17 @@ def loaded_widths(page: Path) -> tuple[int, list[int]]:
     count = re.search(r'data-loaded="(\d+)"', dom)
     return (int(count.group(1)) if count else -1,
             [int(w) for w in re.findall(r'data-width="(\d+)"', dom)])
+
+
+def probe(page: Path, script: str, size: str = "1280,1000") -> str:
+    """The DOM after ``script`` ran in ``page`` (appended before ``</body>``), as Chromium
+    serialises it: a probe writes what it measured into attributes."""
+    with tempfile.TemporaryDirectory() as folder:
+        copy = Path(folder) / page.name
+        copy.write_text(page.read_text().replace("</body>", f"<script>{script}</script></body>",
+                                                 1))
+        return chromium("--dump-dom", "--virtual-time-budget=20000", f"--window-size={size}",
+                        copy.as_uri()).stdout
 
 
 def screenshot(page: Path, png: Path, size: str = "1280,2400") -> Path:

@@ -12,7 +12,7 @@ from tests.report.pages import (
     external_references,
     loaded_widths,
 )
-from tests.report.test_figures import _images
+from tests.report.test_viewer import _images
 
 
 @pytest.fixture
@@ -31,7 +31,9 @@ def report() -> str:
 
 def test_scan_report_shows_views_tables_and_warnings(report):
     assert external_references(report) == []
-    assert len(decoded_images(report)) == 3
+    assert len(decoded_images(report)) == 2  # the viewer's T2w and label volumes
+    assert report.count('<figure class="view"') == 3
+    assert report.count('<input type="checkbox" data-class=') == 9  # every label but 0
     assert "no age: brain volume not checked" in report  # never an adult default
     assert "run with --mc-samples N" in report
     assert "Hippocampus and amygdala" in report
@@ -42,4 +44,4 @@ def test_scan_report_images_load_in_chromium(report, tmp_path):
     page = tmp_path / "report.html"
     page.write_text(report)
     count, widths = loaded_widths(page)
-    assert count == 3 and len(widths) == 3 and min(widths) > 0
+    assert count == 2 and len(widths) == 2 and min(widths) > 0
