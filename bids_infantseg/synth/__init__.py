@@ -17,11 +17,14 @@ configuration (``sources.py``), so a new source of anatomy is a config entry, no
 Every head is randomly posed, scaled to an age-plausible brain volume and deformed; sources
 without extra-axial CSF, skull and scalp get them painted around the brain (``head.py``).
 Training volumes are skull-stripped with some probability, because many users' scans are
-brain-only.
+brain-only. Their labels come in the label sets asked for (``outputs.py``): DrawEM9 from the
+generation classes, or lateralised FreeSurfer aseg labels (with partial labels where a
+source lacks the aseg subdivisions); the head and image drawn do not depend on which.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple, Protocol
 
 import numpy as np
@@ -33,16 +36,22 @@ from bids_infantseg.synth.fields import separable_noise
 from bids_infantseg.synth.geometry import deform, grid_affine, grid_points, rotation
 from bids_infantseg.synth.image import synthesize_image
 from bids_infantseg.synth.labelmaps import LabelMap, Scheme
+from bids_infantseg.synth.outputs import check_label_sets, class_labels
 from bids_infantseg.synth.procedural import Procedural
 
 __all__ = ["ATLAS_HELD_OUT", "ATLAS_TO_GEN", "Anatomy", "FetalAtlas", "GEN_TO_DRAWEM9",
            "LabelMap", "Phantom", "Procedural", "Scheme", "atlas_folders", "brain_volume_ml",
-           "grid_affine", "label_map", "phantom", "skull_strip", "synthesize_image",
-           "training_volume"]
+           "check_label_sets", "grid_affine", "label_map", "phantom", "skull_strip",
+           "synthesize_image", "training_volume", "training_volume_sets"]
 
 
 class Anatomy(Protocol):
-    """A source of anatomy: generation labels at head coordinates ``p`` (3, X, Y, Z), mm."""
+    """A source of anatomy: generation labels at head coordinates ``p`` (3, X, Y, Z), mm.
+
+    A source that knows more than its generation classes (a label map's own codes, a
+    procedural head's own midline) also has ``paint_labels(p, rng, voxel_size, age_months,
+    label_sets) -> (generation labels, {label set: labels})``, with the same random draws as
+    ``paint``; any other source's labels are its classes' on the side of ``p[0]``."""
 
     def paint(self, p: np.ndarray, rng: np.random.Generator, voxel_size: np.ndarray,
               age_months: float) -> np.ndarray: ...
@@ -65,6 +74,16 @@ def label_map(age_months: float, rng: np.random.Generator, shape: tuple[int, int
     about each axis, shift up to ``shift_mm``) and smoothly deformed. ``anatomy`` defaults to
     a procedural head.
     """
+    return _painted(age_months, rng, shape, affine, anatomy, rotation_deg, shift_mm,
+                    deform_mm, ())[0]
+
+
+def _painted(age_months: float, rng: np.random.Generator, shape: tuple[int, int, int],
+             affine: np.ndarray, anatomy: Anatomy | None, rotation_deg: float, shift_mm: float,
+             deform_mm: float,
+             label_sets: tuple[str, ...]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """``label_map``'s generation labels, and the labels of ``label_sets`` (none: DrawEM9 is
+    drawn from the generation labels by the caller)."""
     voxel_size = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
     head_to_world = np.eye(4)
     head_to_world[:3, :3] = rotation(rng.uniform(-rotation_deg, rotation_deg, 3))
@@ -72,7 +91,14 @@ def label_map(age_months: float, rng: np.random.Generator, shape: tuple[int, int
     p = grid_points(shape, affine, head_to_world)
     scale = rng.normal(1.0, 0.04, 3).astype(np.float32)[:, None, None, None]
     p = deform(p * scale, rng, voxel_size, deform_mm)
-    return (anatomy or Procedural()).paint(p, rng, voxel_size, age_months)
+    anatomy = anatomy or Procedural()
+    if not label_sets:
+        return anatomy.paint(p, rng, voxel_size, age_months), {}
+    if hasattr(anatomy, "paint_labels"):
+        return anatomy.paint_labels(p, rng, voxel_size, age_months, label_sets)
+    right = p[0] >= 0
+    gen = anatomy.paint(p, rng, voxel_size, age_months)
+    return gen, class_labels(gen, right, label_sets)
 
 
 def phantom(age_months: float, seed: int, shape: tuple[int, int, int] = (128, 144, 128),
@@ -97,6 +123,13 @@ def skull_strip(image: np.ndarray, gen: np.ndarray, rng: np.random.Generator,
     it; brain tissue itself is never removed) to ``max_margin_mm`` outside (some skull or
     scalp remains); in half the volumes it hugs the surface.
     """
+    removed = _stripped(gen, rng, voxel_size, max_margin_mm, max_cut_mm)
+    return np.where(removed, 0.0, image).astype(np.float32), np.where(removed, 0, gen)
+
+
+def _stripped(gen: np.ndarray, rng: np.random.Generator, voxel_size: float,
+              max_margin_mm: float = 4.0, max_cut_mm: float = 2.0) -> np.ndarray:
+    """Where ``skull_strip`` removes the head (bool)."""
     intracranial = GEN_INTRACRANIAL[gen]
     # signed distance (mm) from the voxel's centre to the surface half a voxel out
     signed = (ndimage.distance_transform_edt(~intracranial, sampling=voxel_size)
@@ -108,21 +141,41 @@ def skull_strip(image: np.ndarray, gen: np.ndarray, rng: np.random.Generator,
     margin = edge + 0.5 * max(abs(edge), voxel_size) * separable_noise(rng, gen.shape,
                                                                        spacing, 60.0)
     tissue = intracranial & (gen != 1)  # brain itself: everything intracranial but CSF
-    removed = (signed > np.clip(margin, -max_cut_mm, max_margin_mm)) & ~tissue
-    return np.where(removed, 0.0, image).astype(np.float32), np.where(removed, 0, gen)
+    return (signed > np.clip(margin, -max_cut_mm, max_margin_mm)) & ~tissue
 
 
 def training_volume(rng: np.random.Generator, age_months: float, grid_shape: tuple[int, int, int],
                     voxel_size: float, *, anatomy: Anatomy | None = None,
-                    rotation_deg: float = 15.0,
-                    strip_probability: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-    """(image float32 ~[0, 1], DrawEM9 labels int16) drawn directly on a canonical RAS grid,
-    skull-stripped with probability ``strip_probability`` (drawn last, so the head itself
-    does not depend on it)."""
+                    rotation_deg: float = 15.0, strip_probability: float = 0.0,
+                    labels: str = "drawem9") -> tuple[np.ndarray, np.ndarray]:
+    """(image float32 ~[0, 1], labels int16 of the label set ``labels``) drawn directly on a
+    canonical RAS grid, skull-stripped with probability ``strip_probability`` (drawn last, so
+    the head itself does not depend on it)."""
+    image, drawn = training_volume_sets(rng, age_months, grid_shape, voxel_size,
+                                        anatomy=anatomy, rotation_deg=rotation_deg,
+                                        strip_probability=strip_probability,
+                                        label_sets=(labels,))
+    return image, drawn[labels]
+
+
+def training_volume_sets(rng: np.random.Generator, age_months: float,
+                         grid_shape: tuple[int, int, int], voxel_size: float, *,
+                         anatomy: Anatomy | None = None, rotation_deg: float = 15.0,
+                         strip_probability: float = 0.0,
+                         label_sets: Sequence[str] = ("drawem9",)
+                         ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """``training_volume`` with the labels of several label sets of the same head (e.g. an
+    aseg model's truth and the DrawEM9 truth it is compared on)."""
+    label_sets = check_label_sets(label_sets)
     affine = grid_affine(grid_shape, voxel_size)
-    gen = label_map(age_months, rng, grid_shape, affine, anatomy=anatomy,
-                    rotation_deg=rotation_deg, shift_mm=10.0, deform_mm=4.0)
+    gen, drawn = _painted(age_months, rng, grid_shape, affine, anatomy, rotation_deg, 10.0, 4.0,
+                          tuple(s for s in label_sets if s != "drawem9"))
     image = synthesize_image(gen, rng, age_months, voxel_size)
     if strip_probability and rng.uniform() < strip_probability:
-        image, gen = skull_strip(image, gen, rng, voxel_size)
-    return image, GEN_TO_DRAWEM9[gen]
+        removed = _stripped(gen, rng, voxel_size)
+        image = np.where(removed, 0.0, image).astype(np.float32)
+        gen = np.where(removed, 0, gen)
+        drawn = {name: np.where(removed, 0, labels) for name, labels in drawn.items()}
+    if "drawem9" in label_sets:
+        drawn["drawem9"] = GEN_TO_DRAWEM9[gen]
+    return image, {name: drawn[name] for name in label_sets}

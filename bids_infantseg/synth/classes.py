@@ -18,38 +18,44 @@ import numpy as np
 
 @dataclass(frozen=True)
 class GenClass:
-    """One tissue: its name, DrawEM9 output label, T2 prior and whether a skull-strip keeps it."""
+    """One tissue: its name, DrawEM9 output label, T2 prior, whether a skull-strip keeps it,
+    and its aseg output where a source says no more than the class: a FreeSurfer name
+    without its side (``Cerebral-Cortex``: Left- or Right- by the voxel's side) or a partial
+    label group of the aseg set (``Deep-Grey-Matter``: a fetal atlas does not tell thalamus
+    from putamen)."""
 
     name: str
     drawem9: int
     t2_birth: float  # mean T2w intensity at term (CSF ~1)
     t2_per_year: float  # change of that mean over the first year (linear in between)
     intracranial: bool
+    aseg: str
 
 
 CLASSES: tuple[GenClass, ...] = (
-    GenClass("air", 0, 0.02, 0.0, False),
-    GenClass("csf", 1, 0.95, 0.0, True),
-    GenClass("cortical_gm", 2, 0.47, -0.02, True),
-    GenClass("wm", 3, 0.68, -0.36, True),  # unmyelinated at birth: brighter than GM
-    GenClass("scalp", 4, 0.30, 0.0, False),  # scalp, muscle, neck, face
-    GenClass("ventricle", 5, 0.97, 0.0, True),
-    GenClass("cerebellum", 6, 0.50, -0.10, True),
-    GenClass("deep_gm", 7, 0.43, -0.07, True),  # caudate, putamen, accumbens
-    GenClass("brainstem", 8, 0.42, -0.12, True),
-    GenClass("hippocampus", 9, 0.52, -0.04, True),
-    GenClass("skull", 4, 0.06, 0.0, False),
-    GenClass("eye", 4, 0.98, 0.0, False),
-    GenClass("fat", 4, 0.62, 0.0, False),
+    GenClass("air", 0, 0.02, 0.0, False, "Unknown"),
+    GenClass("csf", 1, 0.95, 0.0, True, "CSF"),
+    GenClass("cortical_gm", 2, 0.47, -0.02, True, "Cerebral-Cortex"),
+    # white matter, unmyelinated at birth: brighter than GM
+    GenClass("wm", 3, 0.68, -0.36, True, "Cerebral-White-Matter"),
+    GenClass("scalp", 4, 0.30, 0.0, False, "Unknown"),  # scalp, muscle, neck, face
+    GenClass("ventricle", 5, 0.97, 0.0, True, "Ventricles"),
+    GenClass("cerebellum", 6, 0.50, -0.10, True, "Cerebellum"),
+    GenClass("deep_gm", 7, 0.43, -0.07, True, "Deep-Grey-Matter"),  # caudate, putamen, accumbens
+    GenClass("brainstem", 8, 0.42, -0.12, True, "Brain-Stem"),
+    GenClass("hippocampus", 9, 0.52, -0.04, True, "Hippocampus-Amygdala"),
+    GenClass("skull", 4, 0.06, 0.0, False, "Unknown"),
+    GenClass("eye", 4, 0.98, 0.0, False, "Unknown"),
+    GenClass("fat", 4, 0.62, 0.0, False, "Unknown"),
     # Finer classes that only label-map sources (infant asegs) carry:
-    GenClass("thalamus", 7, 0.38, -0.05, True),  # myelinating at term: darker than caudate
-    GenClass("pallidum", 7, 0.36, -0.06, True),
-    GenClass("cerebellar_wm", 6, 0.42, -0.14, True),
-    GenClass("choroid_plexus", 5, 0.60, -0.05, True),
-    GenClass("amygdala", 9, 0.50, -0.05, True),
-    GenClass("ventral_dc", 7, 0.38, -0.08, True),
-    GenClass("vessel", 7, 0.25, 0.0, True),
-    GenClass("third_fourth_ventricle", 1, 0.96, 0.0, True),
+    GenClass("thalamus", 7, 0.38, -0.05, True, "Thalamus"),  # myelinating at term: dark
+    GenClass("pallidum", 7, 0.36, -0.06, True, "Pallidum"),
+    GenClass("cerebellar_wm", 6, 0.42, -0.14, True, "Cerebellum-White-Matter"),
+    GenClass("choroid_plexus", 5, 0.60, -0.05, True, "Lateral-Ventricle"),
+    GenClass("amygdala", 9, 0.50, -0.05, True, "Amygdala"),
+    GenClass("ventral_dc", 7, 0.38, -0.08, True, "VentralDC"),
+    GenClass("vessel", 7, 0.25, 0.0, True, "Cerebral-White-Matter"),
+    GenClass("third_fourth_ventricle", 1, 0.96, 0.0, True, "3rd-4th-Ventricle"),
 )
 
 INDEX = {c.name: i for i, c in enumerate(CLASSES)}

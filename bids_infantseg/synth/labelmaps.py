@@ -13,6 +13,14 @@ Automatic asegs (joint label fusion at 1 mm) label a thick, blocky cortex (about
 infant brain, where newborn DrawEM maps hold little more than a third) with cortex touching
 cortex across sulci: most volumes cap the cortex at a random thickness, and what lies deeper
 becomes CSF, which opens the sulci where two banks meet.
+
+A scheme may also say which source labels lie on which side (``sides``) and what each source
+label is in an output label set (``outputs``, e.g. aseg: a FreeSurfer name without its side,
+``Cerebral-Cortex``), so that a label map gives finer, lateralised training labels than its
+generation classes: each voxel keeps its source label's output where painting left its class
+as the source said, on the source label's side (swapped when the map is mirrored; the head's
+midline for unsided labels); repainted voxels (sulci opened to CSF, the cortical ribbon,
+the head) take their class's output on that side (``outputs.py``).
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from scipy import ndimage
 from bids_infantseg.synth.classes import CGM, CLASSES, CSF, INDEX, WM, brain_volume_ml
 from bids_infantseg.synth.geometry import Frame, apply_affine, bounding_box, padded
 from bids_infantseg.synth.head import cortical_ribbon, paint_head
+from bids_infantseg.synth.outputs import LABEL_SETS, class_labels, sided_index
 
 SCHEMES = Path(__file__).resolve().parents[1] / "data" / "synth"
 """Folder of the shipped schemes."""
@@ -42,10 +51,14 @@ class SchemeError(ValueError):
 
 @dataclass(frozen=True)
 class Scheme:
-    """Source label -> generation class name, for one family of label maps."""
+    """Source label -> generation class name, for one family of label maps; optionally each
+    source label's side (-1 left, 1 right) and its output per label set (a label or group
+    name of that set, without Left-/Right-)."""
 
     name: str
     classes: tuple[tuple[int, str], ...]
+    sides: tuple[tuple[int, int], ...] = ()
+    outputs: tuple[tuple[str, tuple[tuple[int, str], ...]], ...] = ()
 
     @classmethod
     def load(cls, name_or_path: str | Path) -> Scheme:
@@ -62,7 +75,39 @@ class Scheme:
         if unknown:
             raise SchemeError(f"{path}: unknown generation classes {unknown} "
                               f"(known: {', '.join(c.name for c in CLASSES)})")
-        return cls(str(spec.get("name", path.stem)), classes)
+        side = {"left": -1, "right": 1}
+        sides = tuple(sorted((int(code), side[key]) for key, codes in
+                             spec.get("sides", {}).items() for code in codes))
+        outputs = tuple(sorted((str(label_set), tuple(sorted((int(code), str(name))
+                                                             for code, name in table.items())))
+                               for label_set, table in spec.get("outputs", {}).items()))
+        scheme = cls(str(spec.get("name", path.stem)), classes, sides, outputs)
+        scheme.check(path)
+        return scheme
+
+    def check(self, path: Path) -> None:
+        """Sides and outputs name the scheme's own labels, every one of them, and outputs
+        that the label set has."""
+        codes = {code for code, _ in self.classes}
+        problems = []
+        if not {code for code, _ in self.sides} <= codes or \
+                len({code for code, _ in self.sides}) != len(self.sides):
+            problems.append("'sides' lists labels the scheme lacks, or one on both sides")
+        for label_set, table in self.outputs:
+            if label_set not in LABEL_SETS or label_set == "drawem9":
+                problems.append(f"outputs for {label_set!r} (synthesis draws "
+                                f"{', '.join(s for s in LABEL_SETS if s != 'drawem9')}; "
+                                "DrawEM9 follows the generation classes)")
+                continue
+            if {code for code, _ in table} - {0} != codes:
+                problems.append(f"outputs {label_set!r} must give every label of the scheme")
+            for _, name in table:
+                try:
+                    sided_index(label_set, name)
+                except KeyError as exc:
+                    problems.append(str(exc.args[0]))
+        if problems:
+            raise SchemeError(f"{path}: {'; '.join(problems)}")
 
     def lookup(self, max_label: int) -> np.ndarray:
         """Source label -> generation label for labels 0..max_label (unmapped: 255)."""
@@ -73,12 +118,36 @@ class Scheme:
                 lut[code] = INDEX[name]
         return lut
 
+    def codes(self) -> tuple[int, ...]:
+        """The source labels, 0 first: a label map is kept as positions in this list."""
+        return (0, *(code for code, _ in self.classes if code))
+
+    def code_classes(self) -> np.ndarray:
+        """Generation class of each position of ``codes()`` (uint8)."""
+        return self.lookup(max(self.codes()))[list(self.codes())]
+
+    def code_sides(self) -> np.ndarray:
+        """Side of each position of ``codes()``: -1 left, 1 right, 0 none (int8)."""
+        sides = dict(self.sides)
+        return np.array([sides.get(code, 0) for code in self.codes()], dtype=np.int8)
+
+    def code_outputs(self, label_set: str) -> np.ndarray | None:
+        """``(codes, 2)`` int16: each position's label in ``label_set`` on the left and on
+        the right; None where the scheme gives no outputs for that set (0 stays 0)."""
+        table = dict(dict(self.outputs).get(label_set, ()))
+        if not table:
+            return None
+        table.setdefault(0, CLASSES[0].aseg)
+        return np.array([sided_index(label_set, table[code]) for code in self.codes()],
+                        dtype=np.int16)
+
 
 @dataclass(frozen=True)
 class _Prepared:
-    """A label map in generation labels, padded, with what painting needs."""
+    """A label map as positions in its scheme's ``codes()``, padded, with what painting
+    needs."""
 
-    labels: np.ndarray  # uint8 generation labels
+    codes: np.ndarray  # uint8 (uint16 for schemes of 255 labels or more)
     outside_mm: np.ndarray  # float32 mm outside the brain (half resolution)
     cortex_depth: np.ndarray  # uint8 quarter-mm from other brain tissue (cortex only)
     world_to_voxel: np.ndarray  # 4x4
@@ -96,16 +165,22 @@ def _prepare(path: str, scheme: Scheme) -> _Prepared:
     raw = raw.astype(np.int64)
     if raw.min() < 0:
         raise SchemeError(f"{path}: label map holds negative labels")
-    labels = scheme.lookup(int(raw.max()))[raw]
-    if (labels == 255).any():
-        missing = sorted(set(np.unique(raw[labels == 255]).tolist()))
+    known = scheme.codes()
+    dtype = np.uint8 if len(known) < 255 else np.uint16
+    missing_code = np.iinfo(dtype).max
+    position = np.full(max(int(raw.max()), *known) + 1, missing_code, dtype=dtype)
+    position[list(known)] = np.arange(len(known))
+    codes = position[raw]
+    if (codes == missing_code).any():
+        missing = sorted(set(np.unique(raw[codes == missing_code]).tolist()))
         raise SchemeError(f"{path}: labels {missing} are not in scheme {scheme.name!r}")
-    labels, affine, zooms = padded(labels, image.affine, _PAD)
+    codes, affine, zooms = padded(codes, image.affine, _PAD)
+    labels = scheme.code_classes()[codes]
     brain = labels > 0
     half = brain[::2, ::2, ::2]
     outside = ndimage.distance_transform_edt(~half, sampling=2 * zooms).astype(np.float32)
     center, radii = bounding_box(np.isin(labels, _CEREBRUM), affine, zooms)
-    return _Prepared(labels, outside, _cortex_depth(labels, zooms), np.linalg.inv(affine),
+    return _Prepared(codes, outside, _cortex_depth(labels, zooms), np.linalg.inv(affine),
                      center, radii, float(brain.sum() * zooms.prod() / 1000.0))
 
 
@@ -136,14 +211,24 @@ class LabelMap:
               age_months: float) -> np.ndarray:
         """Generation labels at head coordinates ``p``: scaled to a brain volume typical of
         ``age_months``, mirrored left-right half the time, with CSF and a head around it."""
+        return self.paint_labels(p, rng, voxel_size, age_months, ())[0]
+
+    def paint_labels(self, p: np.ndarray, rng: np.random.Generator, voxel_size: np.ndarray,
+                     age_months: float,
+                     label_sets: tuple[str, ...]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """``paint``'s generation labels, and the labels of each of ``label_sets`` (see the
+        module docstring); the random draws do not depend on ``label_sets``."""
         m = _prepare(str(self.path), self.scheme)
         scale = np.float32((brain_volume_ml(age_months) * rng.uniform(0.88, 1.12)
                             / m.brain_ml) ** (1 / 3))
         q = p / scale
-        if rng.uniform() < 0.5:
+        mirrored = bool(rng.uniform() < 0.5)
+        if mirrored:
             q[0] = -q[0]
         vox = apply_affine(m.world_to_voxel, q + m.center.astype(np.float32)[:, None, None, None])
-        gen = ndimage.map_coordinates(m.labels, vox, order=0, mode="constant", cval=0)
+        codes = ndimage.map_coordinates(m.codes, vox, order=0, mode="constant", cval=0)
+        source_classes = self.scheme.code_classes()
+        gen = source_classes[codes]
         if rng.uniform() < self.thin_cortex:
             depth = ndimage.map_coordinates(m.cortex_depth, vox, order=0, mode="constant",
                                             cval=0)
@@ -158,4 +243,16 @@ class LabelMap:
         head = np.zeros_like(gen)
         paint_head(head, p, np.where(gen > 0, -1.0, np.maximum(outside - 0.5, 0.0)),
                    Frame(m.radii * scale), rng, voxel_size, age_months)
-        return np.where(gen > 0, gen, head).astype(np.uint8)
+        gen = np.where(gen > 0, gen, head).astype(np.uint8)
+        if not label_sets:
+            return gen, {}
+        side = self.scheme.code_sides()[codes]
+        right = np.where(side != 0, (side > 0) != mirrored, p[0] >= 0)
+        labels = class_labels(gen, right, label_sets)
+        kept = gen == source_classes[codes]  # the class the source gave: its label stands
+        for label_set in label_sets:
+            own = self.scheme.code_outputs(label_set)
+            if own is not None:
+                labels[label_set] = np.where(kept, own[codes, right.astype(np.intp)],
+                                             labels[label_set])
+        return gen, labels

@@ -8,11 +8,13 @@ from bids_infantseg.synth.classes import brain_volume_ml
 from bids_infantseg.synth.fields import separable_noise, smooth_noise
 from bids_infantseg.synth.geometry import Frame, ellipsoid
 from bids_infantseg.synth.head import cortical_ribbon, paint_head, paint_hippocampi
+from bids_infantseg.synth.outputs import class_labels
 
 
 def _procedural_labels(p: np.ndarray, rng: np.random.Generator, voxel_size: np.ndarray,
-                       age_months: float) -> np.ndarray:
-    """Generation labels of a procedural head at head coordinates ``p`` (3, X, Y, Z)."""
+                       age_months: float) -> tuple[np.ndarray, np.ndarray]:
+    """Generation labels of a procedural head at head coordinates ``p`` (3, X, Y, Z), and
+    the signed distance (mm) from its midline, which the interhemispheric fissure follows."""
     t = float(np.clip(age_months, 0.0, 24.0)) / 12.0
     shape = p.shape[1:]
     ratio = np.array([rng.normal(0.80, 0.04), 1.0, rng.normal(0.74, 0.04)])
@@ -74,7 +76,7 @@ def _procedural_labels(p: np.ndarray, rng: np.random.Generator, voxel_size: np.n
     third = ellipsoid(p, frame.at(0, -0.05, -0.1), (1.0 * size + 0.5, 0.15 * b, 0.12 * c))
     gen[third < 0] = 5
     gen[d_bs < 0] = 8
-    return gen
+    return gen, midline
 
 
 
@@ -83,4 +85,12 @@ class Procedural:
 
     def paint(self, p: np.ndarray, rng: np.random.Generator, voxel_size: np.ndarray,
               age_months: float) -> np.ndarray:
-        return _procedural_labels(p, rng, voxel_size, age_months)
+        return _procedural_labels(p, rng, voxel_size, age_months)[0]
+
+    def paint_labels(self, p: np.ndarray, rng: np.random.Generator, voxel_size: np.ndarray,
+                     age_months: float,
+                     label_sets: tuple[str, ...]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Generation labels and each label set's, sided by the head's own midline (the
+        fissure's), so both banks of the fissure get their hemisphere's cortex."""
+        gen, midline = _procedural_labels(p, rng, voxel_size, age_months)
+        return gen, class_labels(gen, midline >= 0, label_sets)

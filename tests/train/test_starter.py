@@ -87,10 +87,10 @@ def test_the_config_holds_the_recipe_and_flags_override_it():
     assert (args.lr, args.lr_decay, args.epochs, args.steps_per_epoch, args.batch_size,
             args.skull_strip, args.workers, args.threads, args.init, args.version,
             args.filters, args.grid, args.voxel_size) == \
-        (0.5, 0.93, 40, 60, 8, 0.5, 1, 1, "drawem9-synth-starter", "0.4.0", 16, 128, 1.5)
+        (0.5, 0.94, 30, 60, 8, 0.5, 1, 1, "drawem9-synth-starter", "0.5.0", 16, 128, 1.5)
     recipe = starter_recipe(parse_args(["--config", str(REPO_CONFIG), "--out", "x"]))
-    assert recipe.lr == 1e-3 and recipe.epochs_classifier == 0 and recipe.epochs_all == 40
-    assert recipe.time_budget_s == 60.0 * (125 - 10)
+    assert recipe.lr == 7e-4 and recipe.epochs_classifier == 0 and recipe.epochs_all == 30
+    assert recipe.time_budget_s == 60.0 * (100 - 8)
 
 
 @pytest.mark.parametrize("setting", [{"learning_rate": 0.1}, {"out": "elsewhere"}])
