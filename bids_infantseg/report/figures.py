@@ -119,6 +119,7 @@ def _points(ax: plt.Axes, x: np.ndarray, rows: pd.DataFrame, column: str,
     for sex in sorted(set(sexes)):
         pick = sexes == sex
         ax.scatter(x[pick], ml[pick], s=30, marker=MARKERS.get(sex, "^"), zorder=3,
+                   clip_on=False,  # a 0 mL scan sits on the axis: draw it whole
                    c=(NEUTRAL if outside is None else np.where(outside[pick], OUTSIDE, INSIDE)),
                    edgecolor="white",
                    linewidth=0.6)

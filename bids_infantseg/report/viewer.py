@@ -316,7 +316,8 @@ for (const v of views) {
     drawAll();
     v.fig.scrollIntoView({block: "nearest"});
   });
-  v.canvas.addEventListener("wheel", e => {
+  v.canvas.addEventListener("wheel", e => {  // small views let the page scroll
+    if (!v.fig.classList.contains("big")) return;
     e.preventDefault();
     v.slider.value = +v.slider.value + (e.deltaY > 0 ? -1 : 1);
     draw(v);
@@ -355,8 +356,8 @@ def viewer(source: ScanImages, labels: LabelSet) -> str:
         '<button type="button" data-all="1">show all</button>'
         '<button type="button" data-all="0">hide all</button>'
         "<span>Click a view to enlarge it (or open the page at #axial, #coronal, "
-        "#sagittal); the slider or the mouse wheel moves through the slices; numbers are "
-        "voxel indices of the RAS-reoriented image.</span>"
+        "#sagittal); the slider, or the mouse wheel on an enlarged view, moves through the "
+        "slices; numbers are voxel indices of the RAS-reoriented image.</span>"
         '<span class="status"></span></div>'
         f'<div class="views">{"".join(views)}</div>'
         + image_tag(data.t2w_jpeg, "T2w volume (tiled axial slices) for the viewer",
