@@ -176,4 +176,73 @@ DRAWEM9 = LabelSet(
     non_brain=(0, 4),
 )
 
-BUILTIN = {DRAWEM9.name: DRAWEM9}
+
+
+def _aseg_labels() -> tuple[Label, ...]:
+    """The lateralised FreeSurfer aseg structures of infant asegs, in index order."""
+    sided = (  # left index, right index, name without side, abbreviation, colour
+        (2, 41, "Cerebral-White-Matter", "WM", "#f5f5f5"),
+        (3, 42, "Cerebral-Cortex", "Ctx", "#cd3e4e"),
+        (4, 43, "Lateral-Ventricle", "LV", "#781286"),
+        (5, 44, "Inf-Lat-Vent", "ILV", "#c43afa"),
+        (7, 46, "Cerebellum-White-Matter", "CbWM", "#dcf8a4"),
+        (8, 47, "Cerebellum-Cortex", "CbCtx", "#e69422"),
+        (10, 49, "Thalamus", "Tha", "#00760e"),
+        (11, 50, "Caudate", "Cau", "#7abadc"),
+        (12, 51, "Putamen", "Put", "#ec0db0"),
+        (13, 52, "Pallidum", "Pal", "#0c30ff"),
+        (17, 53, "Hippocampus", "Hip", "#dcd814"),
+        (18, 54, "Amygdala", "Amy", "#67ffff"),
+        (26, 58, "Accumbens-area", "Acc", "#ffa500"),
+        (28, 60, "VentralDC", "VDC", "#a52a2a"),
+    )
+    labels = [Label(0, "Unknown", "UNK", "#000000"),
+              Label(14, "3rd-Ventricle", "3V", "#ccb68e"),
+              Label(15, "4th-Ventricle", "4V", "#2acca4"),
+              Label(16, "Brain-Stem", "BS", "#779fb0"),
+              Label(24, "CSF", "CSF", "#3c3c3c")]
+    for left, right, name, abbreviation, colour in sided:
+        labels.append(Label(left, f"Left-{name}", f"L-{abbreviation}", colour))
+        labels.append(Label(right, f"Right-{name}", f"R-{abbreviation}",
+                            "#0d30ff" if right == 52 else colour))  # the LUT's one difference
+    return tuple(sorted(labels, key=lambda lab: lab.index))
+
+
+# FreeSurfer aseg structures as the real infant asegs label them (FreeSurferColorLUT indices,
+# names and colours), each side its own label. Rarer codes of those maps fold into these when
+# they are synthesis sources (data/synth/freesurfer-aseg.json).
+ASEG = LabelSet("aseg", _aseg_labels(), non_brain=(0,))
+
+
+@dataclass(frozen=True)
+class LabelGroup:
+    """A training target coarser than its label set: the truth is one of ``members`` (label
+    indices), but the source does not say which (a fetal atlas's deep grey matter for the
+    aseg set's thalamus, caudate, putamen, ...). Only synthesis and the loss know groups; a
+    model never writes one. ``index`` lies above every index of the set."""
+
+    index: int
+    name: str
+    members: tuple[int, ...]
+
+
+def _sided_groups(first: int, name: str, left: tuple[int, ...],
+                  right: tuple[int, ...]) -> tuple[LabelGroup, LabelGroup]:
+    return LabelGroup(first, f"Left-{name}", left), LabelGroup(first + 1, f"Right-{name}", right)
+
+
+LABEL_GROUPS: dict[str, tuple[LabelGroup, ...]] = {
+    ASEG.name: (
+        # a source's ventricles may hold the 3rd and 4th ventricles (the fetal atlases'
+        # intra-axial CSF does), so both sides' groups have them
+        *_sided_groups(10001, "Ventricles", (4, 5, 14, 15), (43, 44, 14, 15)),
+        *_sided_groups(10003, "Deep-Grey-Matter", (10, 11, 12, 13, 26, 28),
+                       (49, 50, 51, 52, 58, 60)),
+        *_sided_groups(10005, "Hippocampus-Amygdala", (17, 18), (53, 54)),
+        *_sided_groups(10007, "Cerebellum", (7, 8), (46, 47)),
+        LabelGroup(10009, "3rd-4th-Ventricle", (14, 15)),
+    ),
+}
+"""Per label set, its groups (partial labels), for sources without its subdivisions."""
+
+BUILTIN = {DRAWEM9.name: DRAWEM9, ASEG.name: ASEG}
