@@ -2,19 +2,40 @@
 
 from __future__ import annotations
 
-from bids_infantseg.model.labels import BUILTIN, LabelSet
+import colorsys
+from itertools import count
+
+from bids_infantseg.model.labels import BUILTIN, LabelSet, distinct_color
+
+FAINT_SATURATION = 0.25
+FAINT_VALUE = 0.3
+"""Below either, a colour is grey, white or black: it vanishes on a greyscale MRI."""
+
+
+def faint(color: str) -> bool:
+    """Whether an outline of ``color`` would vanish on a greyscale image."""
+    _, saturation, value = colorsys.rgb_to_hsv(*(c / 255 for c in rgb(color)))
+    return saturation < FAINT_SATURATION or value < FAINT_VALUE
 
 
 def display_colors(labels: LabelSet) -> dict[int, str]:
     """Label index -> ``#rrggbb``. A set equal to a built-in one (same indices and names)
-    takes the built-in's high-contrast colours, so a model card written before them (the
-    bundled 0.4.0 card keeps beige white matter) still draws readable outlines; any other
-    set keeps its own colours (``LabelSet.from_records`` gave colourless rows distinct ones)."""
+    takes the built-in's colours, so a model card written before DrawEM9's high-contrast ones
+    (the bundled 0.4.0 card keeps beige white matter) still draws readable outlines; any
+    other set keeps its own. Then every faint colour (FreeSurfer's white matter #f5f5f5 and
+    CSF #3c3c3c) becomes the next ``distinct_color`` no label uses, in class order: the
+    report's legend shows what is drawn; the label table keeps the set's colours."""
+    colors = {lab.index: lab.color for lab in labels.labels}
     names = [(lab.index, lab.name) for lab in labels.labels]
     for builtin in BUILTIN.values():
         if [(lab.index, lab.name) for lab in builtin.labels] == names:
-            return {lab.index: lab.color for lab in builtin.labels}
-    return {lab.index: lab.color for lab in labels.labels}
+            colors = {lab.index: lab.color for lab in builtin.labels}
+    used = {c.lower() for c in colors.values()}
+    spare = (c for c in map(distinct_color, count()) if c not in used)
+    for lab in labels.labels:
+        if lab.index != 0 and faint(colors[lab.index]):
+            colors[lab.index] = next(spare)
+    return colors
 
 
 def rgb(color: str) -> tuple[int, int, int]:

@@ -1,7 +1,14 @@
 import colorsys
 
-from bids_infantseg.model.labels import DRAWEM9, KELLY, LabelSet, distinct_color, read_dseg_tsv
-from bids_infantseg.report.colors import display_colors, rgb
+from bids_infantseg.model.labels import (
+    ASEG,
+    DRAWEM9,
+    KELLY,
+    LabelSet,
+    distinct_color,
+    read_dseg_tsv,
+)
+from bids_infantseg.report.colors import display_colors, faint, rgb
 
 
 def _records(count: int, **extra) -> list[dict]:
@@ -52,3 +59,19 @@ def test_reports_draw_drawem9_in_its_high_contrast_colours():
         assert 0.2126 * red + 0.7152 * green + 0.0722 * blue < 120
     site = LabelSet.from_records("site", _records(3))
     assert display_colors(site) == {lab.index: lab.color for lab in site.labels}
+
+
+def test_faint_colours_are_replaced_in_the_report_only():
+    labels = LabelSet.from_records("fs", [
+        {"index": 0, "name": "Unknown", "color": "#000000"},
+        {"index": 2, "name": "Left-Cerebral-White-Matter", "color": "#f5f5f5"},
+        {"index": 3, "name": "Left-Cerebral-Cortex", "color": "#cd3e4e"},
+        {"index": 24, "name": "CSF", "color": "#3c3c3c"},
+        {"index": 41, "name": "Right-Cerebral-White-Matter", "color": "#f5f5f5"}])
+    colors = display_colors(labels)
+    assert colors[3] == "#cd3e4e" and colors[0] == "#000000"  # a visible colour is kept
+    assert [colors[i] for i in (2, 24, 41)] == list(KELLY[:3])  # grey, white, black are not
+    assert labels.by_index(2).color == "#f5f5f5"  # the label table keeps the site's LUT
+    aseg = display_colors(ASEG)  # FreeSurfer's LUT: white WM, grey CSF
+    assert not any(faint(aseg[lab.index]) for lab in ASEG.labels[1:])
+    assert aseg[2] != aseg[41] and aseg[3] == aseg[42]  # each faint label its own colour
