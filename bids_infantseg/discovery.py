@@ -77,18 +77,6 @@ class Scan:
         """Posix path inside the dataset, as BIDS URIs and ``scans.tsv`` write it."""
         return self.path.relative_to(self.root).as_posix()
 
-    def to_json(self) -> str:
-        """Plain-text form, so a scan can travel through Nipype node inputs."""
-        age = None if self.age is None else {"weeks": self.age.weeks, "source": self.age.source}
-        return json.dumps({"path": str(self.path), "root": str(self.root),
-                           "entities": self.entities, "age": age, "sex": self.sex})
-
-    @classmethod
-    def from_json(cls, text: str) -> Scan:
-        data = json.loads(text)
-        age = None if data["age"] is None else Age(**data["age"])
-        return cls(Path(data["path"]), Path(data["root"]), data["entities"], age, data["sex"])
-
 
 def load_filter_file(path: Path) -> dict[str, dict[str, Any]]:
     """Read a ``--bids-filter-file`` (``{"t2w": {entity: value | [values] | null}}``)."""

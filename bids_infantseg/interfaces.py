@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from nipype.interfaces.base import (
     BaseInterfaceInputSpec,
+    Directory,
     File,
     InputMultiObject,
     SimpleInterface,
@@ -25,6 +26,7 @@ from nipype.interfaces.base import (
 )
 
 from bids_infantseg import qc
+from bids_infantseg.ages import WEEKS_PER_MONTH, Age
 from bids_infantseg.conform import (
     Grid,
     conform,
@@ -44,17 +46,18 @@ from bids_infantseg.derivatives import (
 )
 from bids_infantseg.discovery import Scan
 from bids_infantseg.images import load_t2w
-from bids_infantseg.model.card import read_card
+from bids_infantseg.model.card import ModelCard, read_card
+from bids_infantseg.naming import parse_entities
 from bids_infantseg.pose import load_transform, rigid_to_template, save_transform
 from bids_infantseg.report.outputs import qc_sidecar
 from bids_infantseg.report.scan import scan_report
-from bids_infantseg.scan_outputs import scan_outputs, sidecar
+from bids_infantseg.scan_outputs import ScanOutputs, scan_outputs, sidecar
 from bids_infantseg.volumes import label_volumes
 
 LOGGER = logging.getLogger("bids_infantseg")
 
 
-def _card(card_file: str):
+def _card(card_file: str) -> ModelCard:
     return read_card(Path(card_file).parent)
 
 
@@ -283,7 +286,7 @@ class _QCInputSpec(BaseInterfaceInputSpec):
     dseg = File(exists=True, mandatory=True, desc="label map on the native grid")
     volumes = File(exists=True, mandatory=True)
     model_card = File(exists=True, mandatory=True)
-    scan_json = traits.Str(mandatory=True)
+    age_months = traits.Either(None, traits.Float(), desc="postnatal age; None: unknown")
 
 
 class _QCOutputSpec(TraitedSpec):
@@ -300,7 +303,7 @@ class QualityControl(SimpleInterface):
 
     def _run_interface(self, runtime):
         card = _card(self.inputs.model_card)
-        scan = Scan.from_json(self.inputs.scan_json)
+        age_weeks = _weeks(self.inputs.age_months)
         arrays = np.load(self.inputs.in_qc)
         views = {str(v): arrays["view_labels"][i] for i, v in enumerate(arrays["views"])}
         dseg = nib.load(self.inputs.dseg)
@@ -317,7 +320,7 @@ class QualityControl(SimpleInterface):
                                agreement=agreement,
                                pieces=qc.components(label_map, card.labels, boxes),
                                uncertain=uncertain)
-        summary = qc.summary(table, card.labels, age_weeks=scan.age.weeks if scan.age else None,
+        summary = qc.summary(table, card.labels, age_weeks=age_weeks,
                              view_pairs=pairs, mc_samples=samples,
                              misplaced_ml=qc.misplaced(label_map, dseg.affine, card.labels,
                                                        boxes))
@@ -329,7 +332,11 @@ class QualityControl(SimpleInterface):
 
 
 class _ReportInputSpec(BaseInterfaceInputSpec):
-    scan_json = traits.Str(mandatory=True)
+    t2w = File(exists=True, mandatory=True, desc="the segmented image, under the contours")
+    age_months = traits.Either(None, traits.Float(), desc="postnatal age; None: unknown")
+    scan_info = traits.Dict(traits.Str(), traits.Str(),
+                            desc="the summary's lines about the scan (participant, session, "
+                                 "age and its source...); default: the file name and age")
     dseg = File(exists=True, mandatory=True)
     volumes = File(exists=True, mandatory=True)
     qc_tsv = File(exists=True, mandatory=True)
@@ -353,15 +360,13 @@ class ScanReport(SimpleInterface):
         from bids_infantseg import __version__
 
         card = _card(self.inputs.model_card)
-        scan = Scan.from_json(self.inputs.scan_json)
+        t2w = Path(self.inputs.t2w)
         summary = json.loads(Path(self.inputs.qc_json).read_text())["QC"]
-        age = ("unknown (no age in scans.tsv, sessions.tsv or participants.tsv)"
-               if scan.age is None else
-               f"{scan.age.weeks:.1f} weeks ({scan.age.months:.1f} months), "
-               f"from {scan.age.source}")
-        info = {"source image": scan.rel_path, "participant": f"sub-{scan.subject}",
-                "session": f"ses-{scan.session}" if scan.session else "n/a",
-                "age used": age, "sex": scan.sex or "n/a"}
+        info = (dict(self.inputs.scan_info) if isdefined(self.inputs.scan_info)
+                else {"source image": t2w.name})
+        weeks = _weeks(self.inputs.age_months)
+        info.setdefault("age used", "unknown" if weeks is None else
+                        f"{weeks:.1f} weeks ({weeks / WEEKS_PER_MONTH:.1f} months)")
         provenance = {"software": f"bids_infantseg {__version__}",
                       "model": f"{card.name} {card.version}",
                       "model description": card.description or "n/a",
@@ -372,7 +377,7 @@ class ScanReport(SimpleInterface):
             pose = json.loads(Path(self.inputs.pose).read_text())
             provenance["pose normalisation"] = pose.get("message", "done")
         text = scan_report(
-            title=f"bids_infantseg: {scan.source_stem}", t2w=load_t2w(scan.path),
+            title=f"bids_infantseg: {image_stem(t2w.name)}", t2w=load_t2w(t2w),
             dseg=nib.load(self.inputs.dseg), labels=card.labels,
             volumes=pd.read_csv(self.inputs.volumes, sep="\t"),
             qc_table=pd.read_csv(self.inputs.qc_tsv, sep="\t", na_values="n/a"),
@@ -382,81 +387,173 @@ class ScanReport(SimpleInterface):
         return runtime
 
 
-class _WriteInputSpec(BaseInterfaceInputSpec):
-    scan_json = traits.Str(mandatory=True, desc="the Scan record (path, entities, age)")
-    output_dir = traits.Str(mandatory=True)
-    model_card = File(exists=True, mandatory=True)
-    model_sha256 = traits.Str(mandatory=True)
-    dseg = File(exists=True, mandatory=True)
-    mask = File(exists=True, mandatory=True)
-    volumes = File(exists=True, mandatory=True)
-    probseg = InputMultiObject(File(exists=True))
-    pose = File(exists=True, desc="pose-normalisation result, recorded in the dseg sidecar")
-    qc_tsv = File(exists=True, desc="per-label QC table")
-    qc_json = File(exists=True, desc="scan-level QC")
-    report = File(exists=True, desc="HTML report")
-    inference_options = traits.List(traits.Str, desc="inference-side options that were on, "
-                                    "recorded in the dseg sidecar")
+def _weeks(age_months: float | None) -> float | None:
+    """Weeks from a node's ``age_months`` input (None or undefined: unknown)."""
+    if not isdefined(age_months) or age_months is None:
+        return None
+    return age_months * WEEKS_PER_MONTH
 
 
-class _WriteOutputSpec(TraitedSpec):
+def image_stem(filename: str) -> str:
+    """A report's name for an image: its file name without extension or ``_T2w`` suffix
+    (``sub-01_ses-02_T2w.nii.gz`` -> ``sub-01_ses-02``, the scan's source entities)."""
+    return filename.removesuffix(".gz").removesuffix(".nii").removesuffix("_T2w")
+
+
+class _DerivativeInputSpec(BaseInterfaceInputSpec):
+    source_file = File(exists=True, mandatory=True,
+                       desc="the T2w image the output derives from; its entities name it")
+    bids_root = Directory(exists=True, mandatory=True,
+                          desc="the BIDS dataset holding source_file (sidecars cite it)")
+    output_dir = traits.Str(mandatory=True, desc="the BIDS-Derivatives folder")
+    model_card = File(exists=True, mandatory=True, desc="gives the label set's name")
+
+
+class _DerivativeOutputSpec(TraitedSpec):
     out_files = traits.List(traits.Str, desc="files written in the output dataset")
 
 
-class WriteDerivatives(SimpleInterface):
-    """Copy a scan's results into the output dataset under BIDS names, each file atomically.
+class DerivativeWriter(SimpleInterface):
+    """Base of the writers: one kind of output under its BIDS name, each file atomically.
 
-    The label map is written last, so its presence means the scan's outputs are complete.
+    Names come from :func:`~bids_infantseg.scan_outputs.scan_outputs`, the same the run's
+    final count checks on disk, so a scan counts as done only when what it wrote is there.
     """
 
-    input_spec = _WriteInputSpec
-    output_spec = _WriteOutputSpec
+    output_spec = _DerivativeOutputSpec
 
     def _run_interface(self, runtime):
-        scan = Scan.from_json(self.inputs.scan_json)
+        source = Path(self.inputs.source_file)
+        scan = Scan(source, Path(self.inputs.bids_root), parse_entities(source.name))
         card = _card(self.inputs.model_card)
-        labels = card.labels.name
-        out_dir = Path(self.inputs.output_dir)
-        paths = scan_outputs(scan, out_dir, card.labels, bool(self.inputs.probseg))
-        model = {"model_name": card.name, "model_version": card.version,
-                 "model_sha256": self.inputs.model_sha256}
-        dseg_rel = paths.dseg.relative_to(out_dir).as_posix()
-        written: list[Path] = []
+        paths = scan_outputs(scan, Path(self.inputs.output_dir), card.labels,
+                             write_probseg=True)
+        self._results["out_files"] = [str(p) for p in self._write(scan, card, paths)]
+        return runtime
 
-        table = pd.read_csv(self.inputs.volumes, sep="\t")
+    def _write(self, scan: Scan, card: ModelCard, paths: ScanOutputs) -> list[Path]:
+        raise NotImplementedError
+
+    def _model(self, card: ModelCard) -> dict[str, str]:
+        """The model as sidecars record it."""
+        return {"model_name": card.name, "model_version": card.version,
+                "model_sha256": self.inputs.model_sha256}
+
+
+class _VolumesInputSpec(_DerivativeInputSpec):
+    in_file = File(exists=True, mandatory=True, desc="the measure step's volume table")
+
+
+class WriteVolumes(DerivativeWriter):
+    """The volume table with the scan's participant, session and other entities in front."""
+
+    input_spec = _VolumesInputSpec
+
+    def _write(self, scan: Scan, card: ModelCard, paths: ScanOutputs) -> list[Path]:
+        table = pd.read_csv(self.inputs.in_file, sep="\t")
         ids = {"participant_id": f"sub-{scan.subject}",
                "session_id": f"ses-{scan.session}" if scan.session else None}
         extra = {k: v for k, v in scan.entities.items() if k not in ("subject", "session")}
         table = pd.concat([pd.DataFrame([{**ids, **extra}] * len(table)), table], axis=1)
-        written.append(atomic_write_tsv(paths.volumes, table))
-        written.append(atomic_write_json(sidecar(paths.volumes),
-                                         volumes_sidecar(labels=labels,
-                                                         entity_columns=list(extra))))
+        return [atomic_write_tsv(paths.volumes, table),
+                atomic_write_json(sidecar(paths.volumes),
+                                  volumes_sidecar(labels=card.labels.name,
+                                                  entity_columns=list(extra)))]
 
-        if isdefined(self.inputs.qc_tsv):
-            written.append(atomic_write_tsv(paths.qc, pd.read_csv(self.inputs.qc_tsv, sep="\t")))
-            written.append(atomic_write_text(sidecar(paths.qc),
-                                             Path(self.inputs.qc_json).read_text()))
-        if isdefined(self.inputs.report):
-            written.append(atomic_write_text(paths.report, Path(self.inputs.report).read_text()))
 
-        for label, path, out in zip(card.labels.labels, self.inputs.probseg or [],
-                                    paths.probseg, strict=False):
+class _QCWriteInputSpec(_DerivativeInputSpec):
+    in_tsv = File(exists=True, mandatory=True, desc="per-label QC table")
+    in_json = File(exists=True, mandatory=True, desc="scan-level QC (the table's sidecar)")
+
+
+class WriteQC(DerivativeWriter):
+    """The QC table and its sidecar (scan-level numbers and flags)."""
+
+    input_spec = _QCWriteInputSpec
+
+    def _write(self, scan: Scan, card: ModelCard, paths: ScanOutputs) -> list[Path]:
+        return [atomic_write_tsv(paths.qc, pd.read_csv(self.inputs.in_tsv, sep="\t")),
+                atomic_write_text(sidecar(paths.qc), Path(self.inputs.in_json).read_text())]
+
+
+class _ReportWriteInputSpec(_DerivativeInputSpec):
+    in_file = File(exists=True, mandatory=True, desc="HTML report")
+
+
+class WriteReport(DerivativeWriter):
+    """The scan's HTML report, where the participant's reports go."""
+
+    input_spec = _ReportWriteInputSpec
+
+    def _write(self, scan: Scan, card: ModelCard, paths: ScanOutputs) -> list[Path]:
+        return [atomic_write_text(paths.report, Path(self.inputs.in_file).read_text())]
+
+
+class _ProbsegWriteInputSpec(_DerivativeInputSpec):
+    in_files = InputMultiObject(File(exists=True), mandatory=True,
+                                desc="one probability map per label, in the label set's order")
+    model_sha256 = traits.Str(mandatory=True)
+
+
+class WriteProbseg(DerivativeWriter):
+    """One probability map per label, each with its sidecar."""
+
+    input_spec = _ProbsegWriteInputSpec
+
+    def _write(self, scan: Scan, card: ModelCard, paths: ScanOutputs) -> list[Path]:
+        written = []
+        for label, path, out in zip(card.labels.labels, self.inputs.in_files, paths.probseg,
+                                    strict=False):
             written.append(atomic_save_nifti(nib.load(path), out))
             written.append(atomic_write_json(sidecar(out), probseg_sidecar(
-                source=scan.rel_path, label=label.name, **model)))
+                source=scan.rel_path, label=label.name, **self._model(card))))
+        return written
 
-        written.append(atomic_save_nifti(nib.load(self.inputs.mask), paths.mask))
-        written.append(atomic_write_json(sidecar(paths.mask),
-                                         mask_sidecar(source=scan.rel_path, dseg=dseg_rel)))
 
-        dseg_meta = dseg_sidecar(source=scan.rel_path, labels=labels, age=scan.age, **model)
+class _MaskWriteInputSpec(_DerivativeInputSpec):
+    in_file = File(exists=True, mandatory=True, desc="brain mask on the native grid")
+
+
+class WriteMask(DerivativeWriter):
+    """The brain mask and its sidecar (which cites the label map it comes from)."""
+
+    input_spec = _MaskWriteInputSpec
+
+    def _write(self, scan: Scan, card: ModelCard, paths: ScanOutputs) -> list[Path]:
+        dseg = paths.dseg.relative_to(self.inputs.output_dir).as_posix()
+        return [atomic_save_nifti(nib.load(self.inputs.in_file), paths.mask),
+                atomic_write_json(sidecar(paths.mask),
+                                  mask_sidecar(source=scan.rel_path, dseg=dseg))]
+
+
+class _DsegWriteInputSpec(_DerivativeInputSpec):
+    in_file = File(exists=True, mandatory=True, desc="label map on the native grid")
+    model_sha256 = traits.Str(mandatory=True)
+    age_months = traits.Either(None, traits.Float(), desc="postnatal age used; None: unknown")
+    age_source = traits.Either(None, traits.Str(), desc="where the age was read")
+    pose = File(exists=True, desc="pose-normalisation result, recorded in the sidecar")
+    inference_options = traits.List(traits.Str, desc="inference-side options that were on, "
+                                    "recorded in the sidecar")
+    after = InputMultiObject(traits.Str, desc="files the other writers wrote: connected so "
+                                              "that the label map is written last")
+
+
+class WriteDseg(DerivativeWriter):
+    """The label map's sidecar, then the label map: its presence means the scan is complete."""
+
+    input_spec = _DsegWriteInputSpec
+
+    def _write(self, scan: Scan, card: ModelCard, paths: ScanOutputs) -> list[Path]:
+        weeks = _weeks(self.inputs.age_months)
+        source = self.inputs.age_source if isdefined(self.inputs.age_source) else None
+        age = None if weeks is None else Age(weeks, source or "given to the workflow")
+        meta = dseg_sidecar(source=scan.rel_path, labels=card.labels.name, age=age,
+                            **self._model(card))
         if isdefined(self.inputs.pose):
-            dseg_meta["PoseNormalization"] = json.loads(Path(self.inputs.pose).read_text())
+            meta["PoseNormalization"] = json.loads(Path(self.inputs.pose).read_text())
         if isdefined(self.inputs.inference_options):
-            dseg_meta["InferenceOptions"] = list(self.inputs.inference_options)
-        written.append(atomic_write_json(sidecar(paths.dseg), dseg_meta))
-        written.append(atomic_save_nifti(nib.load(self.inputs.dseg), paths.dseg))
-        self._results["out_files"] = [str(p) for p in written]
+            meta["InferenceOptions"] = list(self.inputs.inference_options)
+        written = [atomic_write_json(sidecar(paths.dseg), meta),
+                   atomic_save_nifti(nib.load(self.inputs.in_file), paths.dseg)]
         LOGGER.info("%s: outputs written to %s", scan.source_stem, paths.dseg.parent)
-        return runtime
+        return written

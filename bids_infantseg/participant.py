@@ -135,8 +135,7 @@ def _run_participant(args: argparse.Namespace, held: ExitStack) -> int:
                     nprocs=args.nprocs, omp_nthreads=args.omp_nthreads,
                     gpu=str(device).startswith("cuda"))
     settings = SegmentSettings(
-        model_card=model.path / "card.json", model_sha256=model.sha256, card=model.card,
-        output_dir=output_dir, bids_dir=bids_dir, write_probseg=args.write_probseg,
+        model=model, output_dir=output_dir, bids_dir=bids_dir, write_probseg=args.write_probseg,
         device=str(device), batch_size=args.batch_size, num_threads=plan.threads,
         mc_samples=args.mc_samples, compile=args.compile, **options,
     )

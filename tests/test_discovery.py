@@ -141,8 +141,9 @@ def test_filter_file_loads(tmp_path):
         load_filter_file(tmp_path / "missing.json")
 
 
-def test_scan_round_trips_through_json_and_is_hashable():
+def test_scans_are_hashable():
     scan = Scan(Path("/d/sub-01/anat/sub-01_T2w.nii.gz"), Path("/d"), {"subject": "01"},
                 Age(3.0, "participants.tsv:age_weeks"), "F")
-    assert Scan.from_json(scan.to_json()) == scan
-    assert len({scan, Scan.from_json(scan.to_json())}) == 1
+    same = Scan(Path("/d/sub-01/anat/sub-01_T2w.nii.gz"), Path("/d"), {"subject": "01"},
+                Age(3.0, "participants.tsv:age_weeks"), "F")
+    assert len({scan, same}) == 1

@@ -16,7 +16,8 @@ PACKAGE = Path(bids_infantseg.__file__).parent
 # library -> modules (paths relative to the package) allowed to import it
 CONFINED = {
     "bids": {"discovery.py"},  # PyBIDS
-    "nipype": {"interfaces.py", "workflow.py", "participant.py", "resources.py"},
+    "nipype": {"interfaces.py", "workflow.py", "ds_workflows.py", "participant.py",
+               "resources.py"},
     "templateflow": {"templates.py"},
     "SimpleITK": {"pose.py"},
     "torch": {"model/", "train/", "inference.py", "conform.py", "interfaces.py"},
@@ -27,7 +28,7 @@ CONFINED = {
 LAYERS = [
     {"cli.py", "__main__.py"},
     {"participant.py", "group.py", "train/", "accuracy.py"},
-    {"workflow.py", "resources.py"},
+    {"workflow.py", "ds_workflows.py", "resources.py"},
     {"interfaces.py"},
     {"inference.py", "discovery.py", "derivatives.py", "templates.py", "pose.py", "report/",
      "failures.py", "demo.py", "scan_outputs.py"},

@@ -246,21 +246,23 @@ def test_one_scan_on_two_cpus_is_segmented(tmp_path, tiny_model_dir, monkeypatch
 def test_outputs_not_on_disk_fail_the_scan_whatever_nipype_says(head_dataset, tmp_path,
                                                                 tiny_model_dir, monkeypatch,
                                                                 caplog):
-    """The writer 'succeeds' without writing one scan's files and loses another's volumes:
+    """The writers 'succeed' without writing one scan's files and lose another's volumes:
     the count, the FAILED lines and the exit status come from the disk."""
-    from bids_infantseg.interfaces import WriteDerivatives
+    from bids_infantseg.interfaces import DerivativeWriter
 
-    write = WriteDerivatives._run_interface
+    write = DerivativeWriter._run_interface
 
     def lossy_write(self, runtime):
-        if "run-1" in self.inputs.scan_json:
+        if "run-1" in self.inputs.source_file:
+            self._results["out_files"] = []
             return runtime
         runtime = write(self, runtime)
-        if "run-2" in self.inputs.scan_json:
-            next(Path(f) for f in self._results["out_files"] if f.endswith("volumes.tsv")).unlink()
+        for path in self._results["out_files"]:
+            if "run-2" in path and path.endswith("volumes.tsv"):
+                Path(path).unlink()
         return runtime
 
-    monkeypatch.setattr(WriteDerivatives, "_run_interface", lossy_write)
+    monkeypatch.setattr(DerivativeWriter, "_run_interface", lossy_write)
     out = tmp_path / "out"
     assert run(head_dataset, out, tiny_model_dir, "--participant-label", "02") == 1
     failed = [r.getMessage() for r in caplog.records if r.getMessage().startswith("FAILED")]
@@ -269,6 +271,34 @@ def test_outputs_not_on_disk_fail_the_scan_whatever_nipype_says(head_dataset, tm
                       "dseg.nii.gz)",
                       f"FAILED {run2}: sub-02_run-2_desc-drawem9_volumes.tsv missing"]
     assert "0 of 2 scan(s) segmented" in caplog.text
+
+
+def test_a_crashed_step_is_named_on_its_scans_line(head_dataset, tmp_path, tiny_model_dir,
+                                                  monkeypatch, caplog):
+    """A node inside the embedded segmentation workflow crashes for one scan: its crash file
+    (``bids_infantseg_wf.scan_<stem>.infantseg_wf.measure``) is mapped back to that scan,
+    which writes nothing; the other scan is segmented."""
+    from bids_infantseg.interfaces import Measure
+
+    measure = Measure._run_interface
+
+    def broken(self, runtime):
+        if "scan_sub_02_run_1" in self.inputs.in_dseg:
+            raise RuntimeError("the disk is on fire")
+        return measure(self, runtime)
+
+    monkeypatch.setattr(Measure, "_run_interface", broken)
+    out = tmp_path / "out"
+    assert run(head_dataset, out, tiny_model_dir, "--participant-label", "02") == 1
+    failed = [r.getMessage() for r in caplog.records if r.getMessage().startswith("FAILED")]
+    run1 = t2w_path(head_dataset, "02", run="1")
+    assert len(failed) == 1, failed
+    assert failed[0].startswith(f"FAILED {run1}: measure step failed: the disk is on fire "
+                                "(details: ")
+    assert failed[0].endswith("; nothing written (no sub-02_run-1_space-T2w_desc-drawem9_"
+                              "dseg.nii.gz)")
+    assert not list((out / "sub-02").rglob("sub-02_run-1_*"))
+    assert "1 of 2 scan(s) segmented" in caplog.text
 
 
 def test_a_workflow_that_cannot_start_is_one_line_and_exit_1(tmp_path, tiny_model_dir,

@@ -18,8 +18,7 @@ def tiny_settings(tiny_model_dir):
     model = load_model(tiny_model_dir)
 
     def settings(folder, threads: int) -> SegmentSettings:
-        return SegmentSettings(model_card=model.path / "card.json", model_sha256=model.sha256,
-                               card=model.card, output_dir=folder / "out",
+        return SegmentSettings(model=model, output_dir=folder / "out",
                                bids_dir=folder / "bids", write_probseg=False, device="cpu",
                                batch_size=2, num_threads=threads)
 
