@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bids_infantseg.model.architectures import build_network
 from bids_infantseg.model.card import load_model
-from bids_infantseg.model.quicknat import QuickNAT
 from bids_infantseg.synth.sources import SourceMix
 from bids_infantseg.train.data import SliceSampler, SynthSource, draw_volume
 from bids_infantseg.train.losses import median_frequency_weights, quicknat_loss
@@ -50,7 +50,7 @@ def generator_rates(mix: SourceMix, card, volumes: int) -> dict[str, float]:
 def training_wait(mix: SourceMix, card, steps: int, workers: int) -> dict[str, float]:
     """Wall seconds of ``steps`` training steps and the seconds spent waiting for volumes."""
     torch.manual_seed(0)
-    net = QuickNAT(card.architecture)
+    net = build_network(card.architecture)
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
     data = SliceSampler(card, SynthSource(mix, skull_strip=0.5), seed=0, workers=workers)
     weights = torch.from_numpy(median_frequency_weights(np.ones(len(card.labels))))

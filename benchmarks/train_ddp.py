@@ -31,8 +31,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from bids_infantseg.model.architectures import build_network
 from bids_infantseg.model.card import read_card
-from bids_infantseg.model.quicknat import QuickNAT
 from bids_infantseg.model.views import VIEW_AXIS
 from bids_infantseg.train.engine import seed_of
 
@@ -76,7 +76,7 @@ def initial_weights(model_file: str, seed: int, out: Path) -> str:
     """The weights a from-scratch final model starts from (seed key as in crossval.py)."""
     card = read_card(Path(model_file).parent)
     torch.manual_seed(seed_of(seed, 0, 0, VIEW_AXIS["axial"], 99))
-    net = QuickNAT(card.architecture)
+    net = build_network(card.architecture)
     path = out / "initial.safetensors"
     save_file({f"axial.{k}": v.clone() for k, v in net.state_dict().items()}, str(path))
     return str(path)
