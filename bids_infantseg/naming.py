@@ -8,7 +8,7 @@ Output names use the project's own patterns (PyBIDS' default derivative patterns
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 # Every BIDS entity as (key in file names, PyBIDS name), in the specification's order.
@@ -72,6 +72,15 @@ def source_entities(filename: str) -> dict[str, str]:
 def source_key(filename: str) -> str:
     """A derivative's source entities as one ``key-value_...`` string, to match it to others."""
     return format_entities(source_entities(filename))
+
+
+def label_values(texts: Iterable[str]) -> list[str]:
+    """BIDS label values for free text, e.g. a label's abbreviation for ``label-``: only
+    letters and digits kept (``L-Hip`` -> ``LHip``), one value each, the position appended
+    where that would leave a value empty or repeated."""
+    values = [re.sub(r"[^0-9a-zA-Z]", "", str(text)) for text in texts]
+    return [value if value and values.count(value) == 1 else f"{value}{i}"
+            for i, value in enumerate(values)]
 
 
 def derivative_name(source: Mapping[str, str], *, suffix: str, extension: str,

@@ -15,7 +15,7 @@ import pandas as pd
 
 from bids_infantseg.discovery import Scan
 from bids_infantseg.model.labels import LabelSet
-from bids_infantseg.naming import derivative_dir, derivative_name
+from bids_infantseg.naming import derivative_dir, derivative_name, label_values
 from bids_infantseg.report.outputs import report_path
 
 
@@ -51,8 +51,9 @@ def scan_outputs(scan: Scan, output_dir: Path, labels: LabelSet,
     def name(**entities: str) -> Path:
         return anat / derivative_name(scan.entities, **entities)
 
-    probseg = tuple(name(space="T2w", label=label.abbreviation, suffix="probseg",
-                         extension=".nii.gz") for label in labels.labels) if write_probseg else ()
+    abbreviations = label_values(label.abbreviation for label in labels.labels)
+    probseg = tuple(name(space="T2w", label=value, suffix="probseg", extension=".nii.gz")
+                    for value in abbreviations) if write_probseg else ()
     return ScanOutputs(
         dseg=name(space="T2w", desc=labels.name, suffix="dseg", extension=".nii.gz"),
         mask=name(space="T2w", desc="brain", suffix="mask", extension=".nii.gz"),

@@ -9,6 +9,7 @@ from bids_infantseg.naming import (
     derivative_dir,
     derivative_name,
     format_entities,
+    label_values,
     parse_entities,
     source_key,
 )
@@ -62,3 +63,10 @@ def test_entity_order_matches_the_bids_schema():
     schema = pytest.importorskip("bidsschematools.schema").load_schema()
     keys = [schema.objects.entities[name].name for name in schema.rules.entities]
     assert [key for key, _ in ENTITIES] == keys
+
+
+def test_label_values_keep_letters_and_digits_and_stay_distinct():
+    assert label_values(["L-Hip", "R-Hip", "WM", "3rd ventricle"]) == \
+        ["LHip", "RHip", "WM", "3rdventricle"]
+    assert label_values(["L-WM", "LWM", "--"]) == ["LWM0", "LWM1", "2"]
+    assert all(format_entities({"label": v}) for v in label_values(["a_b", "a.b", "+"]))

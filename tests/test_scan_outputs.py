@@ -6,7 +6,8 @@ import gzip
 
 import pytest
 
-from bids_infantseg.model.labels import DRAWEM9
+from bids_infantseg.model.labels import ASEG, DRAWEM9
+from bids_infantseg.naming import parse_entities
 from bids_infantseg.scan_outputs import ScanOutputs, output_problems, scan_outputs, sidecar
 from tests.bids_factory import write_json, write_nifti, write_scan, write_tsv
 
@@ -46,6 +47,18 @@ def test_names_follow_the_scan_and_the_label_set(outputs, tmp_path):
     files = outputs.files()
     assert len(files) == len(set(files)) == 9 + 2 * len(DRAWEM9)
     assert files[-1] == outputs.dseg  # written last: its presence means the rest is there
+
+
+def test_aseg_outputs_are_named_as_nibabies_collects_them(tmp_path):
+    """The aseg label map and the mask as NiBabies' --derivatives finds them
+    (tests/test_nibabies.py); abbreviations such as ``L-Hip`` lose what a BIDS label cannot
+    hold in probseg names."""
+    scan = write_scan(tmp_path / "bids", subject="01", session="02")
+    outputs = scan_outputs(scan, tmp_path / "out", ASEG, write_probseg=True)
+    assert outputs.dseg.name == "sub-01_ses-02_space-T2w_desc-aseg_dseg.nii.gz"
+    assert outputs.mask.name == "sub-01_ses-02_space-T2w_desc-brain_mask.nii.gz"
+    labels = [parse_entities(p.name)["label"] for p in outputs.probseg]
+    assert len(set(labels)) == len(ASEG) and all(label.isalnum() for label in labels)
 
 
 def test_without_probseg_none_is_expected(tmp_path):
