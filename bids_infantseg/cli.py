@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from bids_infantseg import __version__
+from bids_infantseg.model.labels import BUILTIN
 from bids_infantseg.resources import available_cpus
 
 LOGGER = logging.getLogger("bids_infantseg")
@@ -103,6 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--model", default="default",
                      help="a bundled model name or a model folder (card.json + "
                           "model.safetensors); default: the bundled starter model")
+    seg.add_argument("--label-set", dest="label_set", choices=tuple(BUILTIN),
+                     help="segment into this label set with its bundled model "
+                          "(<label set>-synth-starter): drawem9 (9 tissues, the default) or "
+                          "aseg (lateralised FreeSurfer aseg structures); --model overrides it")
     seg.add_argument("--write-probseg", action="store_true",
                      help="also write one probability map per label on the native grid")
     seg.add_argument("--mc-samples", dest="mc_samples", type=_non_negative_int, default=0,
@@ -186,6 +191,23 @@ def _given_options(argv: list[str] | None) -> set[str]:
     return set(vars(parser.parse_args(argv)))
 
 
+def model_for_label_set(model: str, label_set: str | None) -> str:
+    """``--model`` as given, or with ``--label-set`` (and no ``--model``) the bundled model
+    of that label set; a ModelError where none is bundled."""
+    if not label_set or model != "default":
+        return model
+    from bids_infantseg.model.card import CARD_FILE, ModelError, bundled_models_dir
+    from bids_infantseg.train.starter import MODEL_NAME
+
+    name = MODEL_NAME.format(labels=label_set)
+    if not (bundled_models_dir() / name / CARD_FILE).is_file():
+        bundled = sorted(p.parent.name for p in bundled_models_dir().glob(f"*/{CARD_FILE}"))
+        raise ModelError(f"--label-set {label_set}: no bundled model {name} (bundled: "
+                         f"{', '.join(bundled) or 'none'}); train one (docs/training.md) and "
+                         "give its folder with --model")
+    return name
+
+
 def _setup_logging(verbosity: int) -> None:
     """INFO by default, DEBUG with -v; other libraries' INFO only with -vv."""
     logging.basicConfig(level=logging.INFO if verbosity >= 2 else logging.WARNING,
@@ -216,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     from bids_infantseg.participant import UserError, run_participant
 
     try:
+        args.model = model_for_label_set(args.model, args.label_set)
         return run_participant(args)
     except UserError as exc:
         print(f"bids_infantseg: error: {exc}", file=sys.stderr)

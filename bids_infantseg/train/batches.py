@@ -55,6 +55,8 @@ def _collate(batch):
 class CachedSlices:
     """Slices of cached site volumes in ``views``, through one DataLoader per unit."""
 
+    groups: tuple[tuple[int, ...], ...] = ()  # a site's label maps say every class
+
     def __init__(self, volumes: Sequence[Volume], views: Sequence[str], recipe: Recipe,
                  runtime: Runtime) -> None:
         if recipe.steps_per_epoch is not None:
@@ -121,6 +123,10 @@ class SyntheticStream:
     @property
     def wait_seconds(self) -> float:
         return self.sampler.wait_seconds
+
+    @property
+    def groups(self) -> tuple[tuple[int, ...], ...]:
+        return self.sampler.groups
 
     def class_counts(self) -> np.ndarray:
         return self.sampler.class_counts()

@@ -21,16 +21,29 @@ import torch
 from bids_infantseg import synth
 from bids_infantseg.conform import normalise_intensity
 from bids_infantseg.model.card import ModelCard
+from bids_infantseg.model.labels import LABEL_GROUPS
 from bids_infantseg.model.views import VIEW_AXIS
 from bids_infantseg.synth.sources import Source, SourceMix
 
 
 def class_lookup(card: ModelCard) -> np.ndarray:
-    """Label index -> network class number, for the card's label set."""
+    """Label index -> network class number, for the card's label set; a partial label group
+    of the set (``model.labels.LABEL_GROUPS``) -> its target number, after the classes."""
     indices = card.labels.indices
-    lut = np.zeros(int(indices.max()) + 1, dtype=np.int64)
+    groups = LABEL_GROUPS.get(card.labels.name, ())
+    lut = np.zeros(max([int(indices.max()), *(g.index for g in groups)]) + 1, dtype=np.int64)
     lut[indices] = np.arange(len(indices))
+    for number, group in enumerate(groups, start=len(indices)):
+        lut[group.index] = number
     return lut
+
+
+def target_groups(card: ModelCard) -> tuple[tuple[int, ...], ...]:
+    """The class numbers each partial target stands for (target ``K + g`` is group ``g`` of
+    the card's set, ``K`` its classes): what the loss sums probabilities over."""
+    number = {int(index): k for k, index in enumerate(card.labels.indices)}
+    return tuple(tuple(number[m] for m in group.members)
+                 for group in LABEL_GROUPS.get(card.labels.name, ()))
 
 
 PROCEDURAL_ONLY = SourceMix((Source("procedural", "procedural", 1.0, (synth.Procedural(),),
@@ -52,16 +65,26 @@ class SynthSource:
 def draw_volume(card: ModelCard, source: SynthSource, rng: np.random.Generator,
                 age_months: float | None = None,
                 anatomy: synth.Anatomy | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """One normalised image and its class map on the card's grid; age and anatomy drawn
-    from ``source`` unless given."""
+    """One normalised image and its target map (classes, then partial targets) on the
+    card's grid; age and anatomy drawn from ``source`` unless given."""
+    image, labels = draw_labelled(card, source, rng, (card.labels.name,), age_months, anatomy)
+    return image, class_lookup(card)[labels[card.labels.name]]
+
+
+def draw_labelled(card: ModelCard, source: SynthSource, rng: np.random.Generator,
+                  label_sets: tuple[str, ...], age_months: float | None = None,
+                  anatomy: synth.Anatomy | None = None) -> tuple[np.ndarray, dict]:
+    """One normalised image on the card's grid and its labels (label indices) in each of
+    ``label_sets``; the same draw whatever the sets."""
     if age_months is None:
         age_months = source.mix.draw_age(rng)
     if anatomy is None:
         anatomy = source.mix.draw(rng, age_months)
-    image, labels = synth.training_volume(rng, age_months, tuple(card.grid_shape),
-                                          card.voxel_size_mm, anatomy=anatomy,
-                                          strip_probability=source.skull_strip)
-    return normalise_intensity(image, card.intensity), class_lookup(card)[labels]
+    image, labels = synth.training_volume_sets(rng, age_months, tuple(card.grid_shape),
+                                               card.voxel_size_mm, anatomy=anatomy,
+                                               strip_probability=source.skull_strip,
+                                               label_sets=label_sets)
+    return normalise_intensity(image, card.intensity), labels
 
 
 def _volume_with_slices(card: ModelCard, source: SynthSource, key: tuple[int, ...]) -> tuple:
@@ -108,6 +131,7 @@ class SliceSampler:
     """Time ``batch`` spent waiting for volumes (drawing them, or for the workers)."""
 
     def __post_init__(self) -> None:
+        synth.check_label_sets((self.card.labels.name,))  # before any worker starts
         if self.workers:
             self._executor = ProcessPoolExecutor(
                 self.workers, mp_context=multiprocessing.get_context("forkserver"))
@@ -144,10 +168,16 @@ class SliceSampler:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
 
+    @property
+    def groups(self) -> tuple[tuple[int, ...], ...]:
+        """Class numbers of each partial target (``target_groups``)."""
+        return target_groups(self.card)
+
     def class_counts(self, volumes: int = 4) -> np.ndarray:
-        """Voxel counts per class over a few fresh volumes (for class weights)."""
+        """Voxel counts per target (classes, then partial targets) over a few fresh volumes
+        (for class weights)."""
         rng = np.random.default_rng([2, self.seed])
-        counts = np.zeros(len(self.card.labels), dtype=np.int64)
+        counts = np.zeros(len(self.card.labels) + len(self.groups), dtype=np.int64)
         for _ in range(volumes):
             _, classes = draw_volume(self.card, self.source, rng)
             counts += np.bincount(classes.ravel(), minlength=len(counts))

@@ -15,7 +15,8 @@ the label set differs)
 
 From scratch there is only stage II. Adam throughout; QuickNAT's loss (median-frequency and
 boundary weighted cross-entropy plus soft Dice), the class weights from the source's voxel
-counts. Under DDP each rank takes an equal share of each epoch and gradients are averaged.
+counts; a source whose targets include partial labels (``groups``) gets their loss
+(``losses.py``). Under DDP each rank takes an equal share of each epoch and gradients are averaged.
 
 After every epoch rank 0 writes a checkpoint (weights, Adam moments, history, class counts,
 recipe) into the unit's folder, so a killed run resumes at the next epoch; every random draw
@@ -123,9 +124,11 @@ class BatchSource(Protocol):
     float32 and classes ``(B, H, W)`` int64."""
 
     wait_seconds: float  # so far, waiting for batches: the time training stood still for data
+    groups: tuple[tuple[int, ...], ...]  # classes of each partial target (K + g); () if none
 
     def class_counts(self) -> np.ndarray:
-        """Voxels per class of the training data (for the class weights)."""
+        """Voxels per target of the training data, classes then partial targets (for the
+        class weights)."""
 
     def epoch(self, key: tuple[int, ...], epoch: int, place: ddp.Dist) -> Epoch:
         """This rank's batches of ``epoch``, drawn from the seed ``key`` and the epoch."""
@@ -364,7 +367,7 @@ def train_unit(unit: Unit, card: ModelCard, net: QuickNAT, source: BatchSource,
             targets = targets.to(device, non_blocking=True)
             with _autocast(device, use_amp):
                 logits = wrapped(images)
-            loss = quicknat_loss(logits.float(), targets, w, boundary)
+            loss = quicknat_loss(logits.float(), targets, w, boundary, source.groups)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)

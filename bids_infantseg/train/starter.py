@@ -4,9 +4,11 @@
         --config configs/drawem9-synth-starter.json --out OUT --work WORK --minutes 125
 
 reproduces the bundled model: the config names the anatomy sources, ages and held-out files,
-and in its ``starter`` block the recipe and the model to warm-start from (option names,
-``_`` for ``-``); flags typed on the command line override the file. Without ``--config`` it
-draws procedural heads only, with the defaults below.
+and in its ``starter`` block the label set, the recipe and the model to warm-start from
+(option names, ``_`` for ``-``); flags typed on the command line override the file. Without
+``--config`` it draws procedural heads only, with the defaults below.
+``configs/aseg-synth-starter.json`` trains the lateralised FreeSurfer aseg model the same
+way, from the same sources.
 
 Why a starter: the pipeline needs a model that runs end to end without any licensed data.
 It is trained only on synthetic images drawn from the configured anatomy sources (real
@@ -19,7 +21,10 @@ of the training engine (``engine.train_unit``) fed by a synthetic stream
 (``batches.SyntheticStream``): a checkpoint in ``WORK/<unit>/`` after every epoch, so the
 same command resumes, and a wall-clock budget (``--minutes`` less ``--eval-minutes``) that
 stops training in time to score and ship what was learnt. A warm start (``--init``) needs
-the new card's architecture and labels: the classifier is kept, so there is no stage I.
+the new card's architecture; with the same label set the classifier is kept (no stage I),
+with another one it is transfer learning as for QuickNAT (Wang et al.): the body is kept, a
+fresh 1x1 classifier for the new labels is trained alone for ``--epochs-classifier`` epochs
+(stage I), then every layer for ``--epochs`` (stage II).
 """
 
 from __future__ import annotations
@@ -35,19 +40,19 @@ import torch
 
 from bids_infantseg.inference import resolve_device
 from bids_infantseg.model.card import (
-    DEFAULT_MODEL,
     Model,
     ModelCard,
     ModelError,
     load_model,
     save_model,
 )
-from bids_infantseg.model.labels import DRAWEM9
+from bids_infantseg.model.labels import BUILTIN, DRAWEM9, LabelSet
 from bids_infantseg.model.quicknat import QuickNAT, QuickNATConfig
+from bids_infantseg.synth.outputs import LABEL_SETS
 from bids_infantseg.synth.sources import SourceMix
 from bids_infantseg.train.batches import SyntheticStream
 from bids_infantseg.train.checkpoint import net_weights, read_checkpoint
-from bids_infantseg.train.data import PROCEDURAL_ONLY, SliceSampler, SynthSource
+from bids_infantseg.train.data import PROCEDURAL_ONLY, SliceSampler, SynthSource, target_groups
 from bids_infantseg.train.engine import (
     DONE_FILE,
     Progress,
@@ -68,9 +73,16 @@ DESCRIPTION = (
     "({sources}), never on any real infant image (not dHCP, not any real scan). Expect rough "
     "segmentations of real data and fine-tune on real labels before relying on it. "
     "num_filters is {filters} to fit CPU training; 64 (as published) stays the architecture "
-    "default. {sharing}{strip} Metrics are Dice on held-out synthetic volumes, not on real "
-    "infants."
+    "default. {sharing}{strip}{labels} Metrics are Dice on held-out synthetic volumes, not on "
+    "real infants."
 )
+ASEG_LABELS = (" Labels: lateralised FreeSurfer aseg structures as real infant asegs carry "
+               "them; sources without the aseg subdivisions (fetal atlases, procedural heads: "
+               "deep grey matter, hippocampus with amygdala, cerebellum, ventricles) were "
+               "trained with partial labels (any structure of the group counts as right).")
+MODEL_NAME = "{labels}-synth-starter"
+"""The starter model of a label set (``drawem9-synth-starter``: ``card.DEFAULT_MODEL``); the
+bundled one of each set is ``data/models/<this name>``, which ``--label-set`` picks."""
 STRIP = (" {percent:g}% of training volumes were skull-stripped (zero outside the brain and "
          "its CSF), so brain-only scans are segmented as well as full heads.")
 SHARED = ("One network, trained on slices of all three orientations, serves every view (three "
@@ -80,33 +92,47 @@ SEPARATE = "One network per view, as in QuickNAT."
 
 def starter_card(filters: int, views: tuple[str, ...], grid: int, voxel_size: float,
                  shared: bool, version: str = "0.1.0", skull_strip: float = 0.0,
-                 sources: str = "procedural infant heads") -> ModelCard:
+                 sources: str = "procedural infant heads", labels: LabelSet = DRAWEM9) -> ModelCard:
     strip = STRIP.format(percent=100 * skull_strip) if skull_strip else ""
     return ModelCard(
-        name=DEFAULT_MODEL,
+        name=MODEL_NAME.format(labels=labels.name),
         version=version,
-        architecture=QuickNATConfig(num_classes=len(DRAWEM9), num_filters=filters,
+        architecture=QuickNATConfig(num_classes=len(labels), num_filters=filters,
                                     kernel_size=5, dropout=0.1),
-        labels=DRAWEM9,
+        labels=labels,
         voxel_size_mm=voxel_size,
         grid_shape=(grid, grid, grid),
         views={view: 1.0 for view in views},
         description=DESCRIPTION.format(filters=filters, sharing=SHARED if shared else SEPARATE,
-                                       strip=strip, sources=sources),
+                                       strip=strip, sources=sources,
+                                       labels="" if labels == DRAWEM9 else ASEG_LABELS),
         weights_dtype="float16",
     )
 
 
 def warm_start(init: str, card: ModelCard) -> tuple[Model, dict]:
     """The model ``init`` to start from, and its provenance for the card; refused unless it
-    has the new card's architecture, labels and views (its classifier is kept)."""
+    has the new card's architecture (but for its classifier's classes) and views. With the
+    card's label set its classifier is kept; with another, ``transfers`` says it is replaced."""
     model = load_model(init)
-    if model.card.architecture != card.architecture or model.card.labels != card.labels:
-        raise ModelError(f"{init}: architecture or label set differs from the new card's")
+    body = replace(model.card.architecture, num_classes=card.architecture.num_classes)
+    if body != card.architecture:
+        raise ModelError(f"{init}: architecture differs from the new card's "
+                         f"({model.card.architecture} vs {card.architecture})")
     missing = [view for view in card.views if view not in model.nets]
     if missing:
         raise ModelError(f"{init}: no {', '.join(missing)} network")
-    return model, {**model.provenance(), "training": model.card.training}
+    provenance = {**model.provenance(), "training": model.card.training}
+    if transfers(model.card, card):
+        provenance["transfer"] = {"labels_from": model.card.labels.name,
+                                  "labels_to": card.labels.name,
+                                  "classifier": "replaced (stage I trains it alone)"}
+    return model, provenance
+
+
+def transfers(init: ModelCard, card: ModelCard) -> bool:
+    """Whether a warm start from ``init`` needs a new classifier (another label set)."""
+    return init.labels != card.labels
 
 
 def starter_units(work: Path, card: ModelCard, shared: bool) -> list[Unit]:
@@ -116,12 +142,16 @@ def starter_units(work: Path, card: ModelCard, shared: bool) -> list[Unit]:
 
 
 def initial_net(card: ModelCard, unit: Unit, seed: int, init: Model | None) -> QuickNAT:
-    """A seeded fresh network, or a copy of ``init``'s network for the unit's first view.
-    (A checkpoint in the unit's folder, if any, replaces these weights: training resumes.)"""
+    """A seeded fresh network, or a copy of ``init``'s network for the unit's first view,
+    its classifier replaced by a seeded fresh one where the label sets differ. (A checkpoint
+    in the unit's folder, if any, replaces these weights: training resumes.)"""
     torch.manual_seed(seed_of(seed, *unit.key, 99))
-    net = QuickNAT(card.architecture)
-    if init is not None:
-        net.load_state_dict(init.nets[unit.views[0]].state_dict())
+    if init is None:
+        return QuickNAT(card.architecture)
+    net = QuickNAT(init.card.architecture)
+    net.load_state_dict(init.nets[unit.views[0]].state_dict())
+    if transfers(init.card, card):
+        net.replace_classifier(len(card.labels))
     return net
 
 
@@ -202,7 +232,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--views", nargs="+", default=["axial", "coronal", "sagittal"])
     parser.add_argument("--grid", type=int, default=128)
     parser.add_argument("--voxel-size", type=float, default=1.5)
-    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--label-set", choices=LABEL_SETS, default=DRAWEM9.name,
+                        help="labels the model outputs (aseg: lateralised FreeSurfer aseg)")
+    parser.add_argument("--epochs", type=int, default=12, help="stage II epochs (all layers)")
+    parser.add_argument("--epochs-classifier", type=int, default=3,
+                        help="stage I epochs (the new classifier alone), only when --init has "
+                             "another label set")
     parser.add_argument("--steps-per-epoch", type=int, default=60,
                         help="steps per epoch, each one batch of every view")
     parser.add_argument("--batch-size", type=int, default=8)
@@ -227,6 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+PARTIAL_LOSS = ("; partial labels (a source's structure without the set's subdivisions): "
+                "cross-entropy -log of the probability summed over the group's classes, Dice "
+                "over the classes on voxels with a class target only")
 CONFIG_BLOCK = "starter"
 NOT_IN_CONFIG = {"config", "out", "work", "from_checkpoint"}  # where and what to do: flags
 
@@ -250,9 +288,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def starter_recipe(args: argparse.Namespace) -> Recipe:
-    """Stage II only (a fresh network, or a warm start that keeps its classifier)."""
-    return Recipe(epochs_classifier=0, epochs_all=args.epochs, lr=args.lr,
+def starter_recipe(args: argparse.Namespace, new_classifier: bool = False) -> Recipe:
+    """Stage II only (a fresh network, or a warm start that keeps its classifier), or with
+    ``new_classifier`` (a warm start from another label set) stage I first."""
+    return Recipe(epochs_classifier=args.epochs_classifier if new_classifier else 0,
+                  epochs_all=args.epochs, lr=args.lr,
                   lr_decay=args.lr_decay, batch_size=args.batch_size, augment=False,
                   seed=args.seed, steps_per_epoch=args.steps_per_epoch,
                   time_budget_s=60.0 * (args.minutes - args.eval_minutes))
@@ -270,16 +310,18 @@ def main(argv: list[str] | None = None) -> int:
     shared = not args.separate_views
     card = starter_card(args.filters, tuple(args.views), args.grid, args.voxel_size,
                         shared=shared, version=args.version, skull_strip=args.skull_strip,
-                        sources=", ".join(s.name for s in mix.sources))
+                        sources=", ".join(s.name for s in mix.sources),
+                        labels=BUILTIN[args.label_set])
     init, provenance = warm_start(args.init, card) if args.init else (None, None)
     units = starter_units(args.work, card, shared)
-    recipe = starter_recipe(args)
+    recipe = starter_recipe(args, new_classifier=init is not None and transfers(init.card, card))
     if args.from_checkpoint:
         trained, recipe = from_checkpoints(card, units)
     else:
         sampler = SliceSampler(card, source, seed=args.seed, workers=args.workers)
         try:
-            runtime = Runtime(device=device, tracker=Progress(len(units) * recipe.epochs_all))
+            epochs = len(recipe.schedule(from_scratch=init is None))
+            runtime = Runtime(device=device, tracker=Progress(len(units) * epochs))
             trained = train_nets(card, units, sampler, recipe, init=init, runtime=runtime)
         finally:
             sampler.close()
@@ -288,7 +330,8 @@ def main(argv: list[str] | None = None) -> int:
                  "held_out": [s.describe() for s in held_out],
                  "real_infant_images": "none (not dHCP, not any real infant scan)"},
         "recipe": {**recipe.to_dict(), "shared_views": shared, "optimizer": "Adam",
-                   "loss": "median-frequency + boundary weighted cross-entropy + soft Dice",
+                   "loss": "median-frequency + boundary weighted cross-entropy + soft Dice"
+                   + (PARTIAL_LOSS if target_groups(card) else ""),
                    "threads": args.threads, "workers": args.workers, "device": str(device)},
         **trained.summary(),
     }
@@ -299,7 +342,9 @@ def main(argv: list[str] | None = None) -> int:
     cases = heldout_cases(tuple(held_out), args.eval_procedural)
     card.metrics = evaluate_synthetic(shipped, cases)
     stripped = evaluate_synthetic(shipped, cases, skull_strip=True)
-    card.metrics["heldout_synthetic_dice_skull_stripped"] = stripped["heldout_synthetic_dice"]
+    for key in ("heldout_synthetic_dice", "heldout_synthetic_dice_drawem9"):
+        if key in stripped:
+            card.metrics[f"{key}_skull_stripped"] = stripped[key]
     save_model(args.out, card, trained.nets)
     LOGGER.info("wrote %s in %.0f s; held-out Dice %s", args.out, time.monotonic() - start,
                 card.metrics["heldout_synthetic_dice"])

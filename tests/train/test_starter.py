@@ -1,6 +1,7 @@
 """The starter: a warm start begins from the given model's weights (never silently from
-random ones or from another architecture), the recipe comes from the config file with flags
-overriding it, and one command trains, scores and ships a model."""
+random ones or from another architecture; from another label set only the classifier is
+new), the recipe comes from the config file with flags overriding it, and one command
+trains, scores and ships a model, DrawEM9 or aseg."""
 
 from __future__ import annotations
 
@@ -8,16 +9,20 @@ import dataclasses
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from bids_infantseg.model.card import ModelError, load_model
+from bids_infantseg.model.labels import BUILTIN, DRAWEM9
 from bids_infantseg.train.data import SliceSampler, SynthSource
 from bids_infantseg.train.engine import Recipe, Runtime
 from bids_infantseg.train.starter import (
+    initial_net,
     main,
     parse_args,
+    starter_card,
     starter_recipe,
     starter_units,
     train_nets,
@@ -119,3 +124,66 @@ def test_one_command_trains_scores_and_ships(tmp_path):
     a = load_file(tmp_path / "model" / "model.safetensors")
     b = load_file(tmp_path / "shipped" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+TINY = ["--filters", "4", "--grid", "32", "--voxel-size", "6", "--steps-per-epoch", "1",
+        "--batch-size", "2", "--workers", "0", "--eval-procedural", "1"]
+
+
+@pytest.fixture(scope="module")
+def tiny_drawem9(tmp_path_factory) -> Path:
+    """A tiny DrawEM9 starter (one step): what an aseg starter warm-starts from."""
+    folder = tmp_path_factory.mktemp("drawem9")
+    assert main(["--out", str(folder / "model"), "--work", str(folder / "work"), "--epochs",
+                 "1", *TINY]) == 0
+    return folder / "model"
+
+
+def test_transfer_keeps_the_body_and_replaces_the_classifier(tiny_drawem9):
+    """Wang et al.'s transfer: an init of another label set gives its body, a fresh
+    classifier for the new labels; stage I trains that classifier alone."""
+    args = parse_args(["--out", "x", "--label-set", "aseg", *TINY])
+    card = starter_card(4, ("axial", "coronal", "sagittal"), 32, 6.0, True,
+                        labels=BUILTIN[args.label_set])
+    init, provenance = warm_start(str(tiny_drawem9), card)
+    assert provenance["transfer"]["labels_from"] == "drawem9" and card.name == "aseg-synth-starter"
+    unit = starter_units(Path("work"), card, True)[0]
+    net = initial_net(card, unit, 0, init)
+    before = parameters(init.nets["axial"])
+    for key, value in net.named_parameters():
+        if key.startswith("classifier."):
+            assert value.shape[0] == len(BUILTIN["aseg"])
+        else:
+            assert torch.equal(value, before[key]), key
+    assert starter_recipe(args, new_classifier=True).schedule(from_scratch=False) == \
+        ["classifier"] * 3 + ["all"] * 12
+    assert starter_recipe(args).epochs_classifier == 0
+
+
+def test_one_command_trains_an_aseg_model_from_a_drawem9_one(tmp_path, tiny_drawem9):
+    out = tmp_path / "aseg"
+    flags = ["--work", str(tmp_path / "work"), "--label-set", "aseg", "--init",
+             str(tiny_drawem9), "--epochs-classifier", "1", "--epochs", "1", *TINY]
+    assert main(["--out", str(out), *flags]) == 0
+    model = load_model(out)
+    card = model.card
+    assert card.labels == BUILTIN["aseg"] and card.architecture.num_classes == 33
+    history = json.loads((tmp_path / "work" / "shared" / "done.json").read_text())["history"]
+    assert [h["stage"] for h in history] == ["classifier", "all"]
+    assert card.training["warm_start"]["transfer"]["labels_to"] == "aseg"
+    assert "partial labels" in card.training["recipe"]["loss"]
+    own = card.metrics["heldout_synthetic_dice"]["procedural"]["0_months"]
+    assert "L-Ctx" in own and np.isnan(own["L-Tha"])  # a procedural thalamus is a group
+    mapped = card.metrics["heldout_synthetic_dice_drawem9"]["procedural"]["6_months"]
+    assert set(mapped) == {lab.abbreviation for lab in DRAWEM9.labels} | {"brain_mean"}
+    assert "heldout_synthetic_dice_drawem9_skull_stripped" in card.metrics
+
+
+def test_the_aseg_config_trains_on_the_drawem9_sources_and_held_out_files():
+    aseg = REPO_CONFIG.with_name("aseg-synth-starter.json")
+    both = [json.loads(path.read_text()) for path in (REPO_CONFIG, aseg)]
+    assert both[0]["sources"] == both[1]["sources"] and both[0]["ages"] == both[1]["ages"]
+    args = parse_args(["--config", str(aseg), "--out", "x"])
+    assert (args.label_set, args.init, args.version, args.epochs_classifier, args.epochs) == \
+        ("aseg", "drawem9-synth-starter", "0.1.0", 3, 15)
+    assert starter_recipe(args, new_classifier=True).epochs_classifier == 3
