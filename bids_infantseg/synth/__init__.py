@@ -82,8 +82,8 @@ def _painted(age_months: float, rng: np.random.Generator, shape: tuple[int, int,
              affine: np.ndarray, anatomy: Anatomy | None, rotation_deg: float, shift_mm: float,
              deform_mm: float,
              label_sets: tuple[str, ...]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """``label_map``'s generation labels, and the labels of ``label_sets`` (none: DrawEM9 is
-    drawn from the generation labels by the caller)."""
+    """``label_map``'s generation labels, and the labels of each of ``label_sets`` (not
+    DrawEM9: callers take it from the generation labels, after any skull-strip)."""
     voxel_size = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
     head_to_world = np.eye(4)
     head_to_world[:3, :3] = rotation(rng.uniform(-rotation_deg, rotation_deg, 3))

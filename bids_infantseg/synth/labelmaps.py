@@ -37,7 +37,7 @@ from scipy import ndimage
 from bids_infantseg.synth.classes import CGM, CLASSES, CSF, INDEX, WM, brain_volume_ml
 from bids_infantseg.synth.geometry import Frame, apply_affine, bounding_box, padded
 from bids_infantseg.synth.head import cortical_ribbon, paint_head
-from bids_infantseg.synth.outputs import LABEL_SETS, class_labels, sided_index
+from bids_infantseg.synth.outputs import LABEL_SETS, class_labels, class_table, sided_index
 
 SCHEMES = Path(__file__).resolve().parents[1] / "data" / "synth"
 """Folder of the shipped schemes."""
@@ -133,12 +133,13 @@ class Scheme:
 
     def code_outputs(self, label_set: str) -> np.ndarray | None:
         """``(codes, 2)`` int16: each position's label in ``label_set`` on the left and on
-        the right; None where the scheme gives no outputs for that set (0 stays 0)."""
+        the right (0: what the set gives outside the head); None where the scheme gives no
+        outputs for that set."""
         table = dict(dict(self.outputs).get(label_set, ()))
         if not table:
             return None
-        table.setdefault(0, CLASSES[0].aseg)
-        return np.array([sided_index(label_set, table[code]) for code in self.codes()],
+        return np.array([class_table(label_set)[0] if code == 0 else
+                         sided_index(label_set, table[code]) for code in self.codes()],
                         dtype=np.int16)
 
 
