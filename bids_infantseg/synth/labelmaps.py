@@ -192,6 +192,23 @@ def _cortex_depth(labels: np.ndarray, zooms: np.ndarray) -> np.ndarray:
     return np.where(cortex, np.clip(np.round(4.0 * depth), 0, 255), 0).astype(np.uint8)
 
 
+def split_fused_banks(gen: np.ndarray, depth: np.ndarray, thickness_mm: float,
+                      voxel_size: np.ndarray) -> None:
+    """A line of CSF along the ridge of the cortex's depth from white matter, wherever it
+    lies deeper than the ribbon from any CSF (in place).
+
+    Why: automatic asegs fuse the two banks of a sulcus into one slab of cortex with no CSF
+    between them; a ribbon repainted from the CSF alone turned such a slab into white matter,
+    and a network trained on that called the cortex lining real sulci white matter. The
+    ridge (where the depth from white matter peaks) is the fused sulcus's midline.
+    """
+    cortex = (gen == CGM) & (depth >= 4)  # at least 1 mm from white matter
+    surface = (gen == 0) | (gen == CSF)
+    from_csf = ndimage.distance_transform_edt(~surface, sampling=voxel_size)
+    ridge = cortex & (depth >= ndimage.maximum_filter(depth, size=3))
+    gen[ridge & (from_csf > thickness_mm + 0.5 * float(np.min(voxel_size)))] = CSF
+
+
 @dataclass(frozen=True)
 class LabelMap:
     """Anatomy from one label map file through a scheme; ``age_months`` is the source's own
@@ -235,10 +252,10 @@ class LabelMap:
                                             cval=0)
             gen[(gen == CGM) & (depth > 4.0 * rng.uniform(*self.open_mm))] = CSF
             grow = self.cortex_growth_mm * min(age_months, 12.0) / 12.0
-            mantle = np.isin(gen, (CGM, WM))
-            cortical_ribbon(gen, mantle, rng.uniform(self.cortex_mm[0] + grow,
-                                                     self.cortex_mm[1] + grow),
-                            voxel_size, inside=(gen > 0) & (gen != CSF))
+            thickness = rng.uniform(self.cortex_mm[0] + grow, self.cortex_mm[1] + grow)
+            split_fused_banks(gen, depth, thickness, voxel_size)
+            cortical_ribbon(gen, np.isin(gen, (CGM, WM)), thickness, voxel_size,
+                            inside=(gen > 0) & (gen != CSF))
         outside = ndimage.map_coordinates(m.outside_mm, vox / 2.0, order=1,
                                           mode="nearest") * scale
         head = np.zeros_like(gen)

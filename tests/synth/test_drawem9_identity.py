@@ -3,7 +3,9 @@
 Why: the bundled model's config reproduces its training data from seeds, and a training run
 that resumes mid-way redraws its volumes; any change to synthesis (e.g. carrying other label
 sets through painting) must leave the DrawEM9 image and labels exactly as they were. The
-hashes below were taken before the aseg label set was added (commit 29b015e).
+hashes below were taken before the aseg label set was added (commit 29b015e); those of the
+aseg heads again after the deliberate change that splits fused sulcal banks
+(``labelmaps.split_fused_banks``).
 """
 
 from __future__ import annotations
@@ -29,9 +31,9 @@ def volume_hash(anatomy, seed: int, age: float, strip: float) -> str:
 
 PROCEDURAL = {(0, 0.0, 0.0): "c2606d2e2b871d3e", (1, 6.0, 1.0): "a8e4b92e59e77c69"}
 ATLAS = {(2, 3.0, 0.0): "efd0a27b99f7cb3e", (3, 0.0, 1.0): "cecea1c385247802"}
-ASEG = {("1mo", 4, 1.0, 0.0): "7b0e2e4205dac1ff", ("1mo", 5, 2.0, 1.0): "486aa67562c4069c",
-        ("1mo", 6, 0.5, 0.0): "fb173ff12a435b6f", ("6mo", 8, 9.0, 1.0): "19f061f1e0f424c5",
-        ("6mo", 9, 6.0, 0.0): "ef0c51e0d63f9cf2", ("6mo", 10, 3.0, 0.0): "6f7612c5cb23398e"}
+ASEG = {("1mo", 4, 1.0, 0.0): "7b0e2e4205dac1ff", ("1mo", 5, 2.0, 1.0): "53f7543c322f82a4",
+        ("1mo", 6, 0.5, 0.0): "d3eacbb47dabe89b", ("6mo", 8, 9.0, 1.0): "d7cfed914b31db9c",
+        ("6mo", 9, 6.0, 0.0): "77290c0b53a21f68", ("6mo", 10, 3.0, 0.0): "0ef52d9b541d0a52"}
 
 
 @pytest.mark.parametrize("key", sorted(PROCEDURAL))

@@ -119,3 +119,30 @@ def test_thick_cortex_of_a_real_aseg_is_thinned_opening_its_sulci(aseg_root):
                                                               iterations=3)).sum()
              for labels in (kept, thinned)]
     assert outer[1] > 0.9 * outer[0]
+
+
+def test_fused_sulcal_banks_keep_their_cortex():
+    """A slab of cortex between two white-matter gyri with no CSF in it (a fused sulcus of an
+    automatic aseg): the ribbon repaint keeps cortex on both banks, along a CSF midline,
+    instead of turning the slab into white matter."""
+    from bids_infantseg.synth.head import cortical_ribbon
+    from bids_infantseg.synth.labelmaps import _cortex_depth, split_fused_banks
+
+    gen = np.zeros((41, 12, 12), dtype=np.uint8)
+    gen[:, :, :] = 3  # white matter
+    gen[14:27] = 2  # 13 mm of fused cortex, 1 mm voxels
+    gen[:, :, 10:] = 1  # CSF over the top, far from the slab's depth
+    spacing = np.ones(3)
+    repainted = []
+    for split in (False, True):
+        labels = gen.copy()
+        if split:
+            split_fused_banks(labels, _cortex_depth(labels, spacing), 2.0, spacing)
+        cortical_ribbon(labels, np.isin(labels, (2, 3)), 2.0, spacing,
+                        inside=(labels > 0) & (labels != 1))
+        repainted.append(labels[:, :, 3])
+    unsplit, split = repainted
+    assert not (unsplit[14:27] == 2).any()  # no CSF to measure from: all white matter
+    assert split[20].tolist() == [1] * 12  # the midline opened
+    assert (split[18] == 2).all() and (split[22] == 2).all()  # both banks lined with cortex
+    assert (split[10] == 3).all() and (split[30] == 3).all()  # the gyri stay white matter
