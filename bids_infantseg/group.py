@@ -31,6 +31,7 @@ from bids_infantseg.qc import (
     BOUNDS_SOURCE,
     age_dependent,
     structure_checks,
+    structures_skipped,
     tissue_indices,
     volume_check,
 )
@@ -67,6 +68,8 @@ def run_group(args: argparse.Namespace) -> int:
     write_bidsignore(out)  # folders written by older versions may lack the group entry
     for table in label_tables:
         collected = collect(out, raw, _label_set(table))
+        if skipped := structures_skipped(collected.labels):
+            LOGGER.info("group QC: %s", skipped)
         write_group(out, collected)
         for who, why in collected.problems:
             LOGGER.warning("%s: %s", who, why)

@@ -40,7 +40,7 @@ from bids_infantseg.images import BadImageError, implausibilities, load_t2w
 from bids_infantseg.inference import DeviceError, resolve_device
 from bids_infantseg.locks import LockedError, hold
 from bids_infantseg.model.card import ModelError, load_model
-from bids_infantseg.qc import summary_line
+from bids_infantseg.qc import structures_skipped, summary_line
 from bids_infantseg.refine import RefineError, resolve_options
 from bids_infantseg.report.outputs import IGNORED as QC_IGNORED
 from bids_infantseg.resources import (
@@ -142,6 +142,8 @@ def _run_participant(args: argparse.Namespace, held: ExitStack) -> int:
     _log_plan(plan, args.omp_nthreads, cpus)
     LOGGER.info("model %s %s (sha256 %s) on %s, %d scan(s)", model.card.name,
                 model.card.version, model.sha256[:12], device, len(good))
+    if why := structures_skipped(model.card.labels):
+        LOGGER.info("QC: %s", why)
     workflow_ok = True
     if good:
         levels = _quiet_nipype(args.verbose)

@@ -5,6 +5,13 @@ structure volume *for the age*, as a structure where none can be (cerebellum abo
 tentorium or along the temporal lobes), as views that disagree (each 2D network saw a
 different brain), as labels broken into pieces, or as high model uncertainty (MC dropout).
 None needs a manual reference, so every scan gets them.
+
+The volume bounds and placement rules are DrawEM9's structures. Another label set is read as
+DrawEM9 structures through its shipped mapping (``data/labelmaps/<set>-to-drawem9.tsv``, see
+:func:`drawem9_structures`): the aseg's cortical grey matter is Left- plus
+Right-Cerebral-Cortex, its tissue and fluid are the mapped structures', not guessed from
+names. A set without a known mapping (a site's own table) gets no structure checks
+(:func:`structures_skipped` says why, for the log).
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from bids_infantseg.ages import WEEKS_PER_MONTH
+from bids_infantseg.model.labelmap import LabelMapError, LabelMapping, shipped_mappings
 from bids_infantseg.model.labels import DRAWEM9, LabelSet
 
 BOUNDS_FILE = Path(__file__).resolve().parent / "data" / "qc" / "drawem9_volume_bounds.tsv"
@@ -87,6 +95,74 @@ STRUCTURES = tuple(lab.abbreviation for lab in DRAWEM9.labels
 
 
 _FLUID = ("csf", "cerebrospinal fluid", "ventricles", "ventricle")
+"""Names of fluid labels, for a label set without a known mapping to DrawEM9 only."""
+FLUID_STRUCTURES = ("CSF", "Ven")
+"""DrawEM9 brain structures that are fluid; the other brain structures are tissue."""
+
+
+@dataclass(frozen=True)
+class Structures:
+    """A label set's labels as DrawEM9 structures: each label's DrawEM9 index (its own for
+    DrawEM9; through the mapping ``source`` for another set)."""
+
+    source: str  # "drawem9", or the mapping's name ("aseg-to-drawem9")
+    target: tuple[tuple[int, int], ...]  # (label index, DrawEM9 index), in the set's order
+
+    @property
+    def identity(self) -> bool:
+        return all(index == target for index, target in self.target)
+
+    def members(self, abbreviation: str) -> tuple[int, ...]:
+        """Indices of the set's labels that make up a DrawEM9 structure (by abbreviation)."""
+        drawem9 = next(lab.index for lab in DRAWEM9.labels if lab.abbreviation == abbreviation)
+        return tuple(index for index, target in self.target if target == drawem9)
+
+    def volumes(self, volumes_ml: dict[str, float], labels: LabelSet) -> dict[str, float]:
+        """DrawEM9 abbreviation -> summed volume of its members (``volumes_ml`` by the set's
+        abbreviations); structures none of whose members has a volume are left out."""
+        abbreviation = {lab.index: lab.abbreviation for lab in labels.labels}
+        out = {}
+        for structure in DRAWEM9.labels:
+            found = [volumes_ml[abbreviation[i]] for i in self.members(structure.abbreviation)
+                     if abbreviation[i] in volumes_ml]
+            if found:
+                out[structure.abbreviation] = found[0] if len(found) == 1 else float(sum(found))
+        return out
+
+
+@lru_cache(maxsize=16)
+def drawem9_structures(labels: LabelSet) -> Structures | None:
+    """How ``labels`` make DrawEM9 structures: DrawEM9 itself, or a set that a shipped
+    ``<source>-to-drawem9`` mapping fits (every label's index and name among the mapping's
+    sources, :meth:`LabelMapping.fits`); None for a set without a known mapping, whose
+    structures are then not guessed."""
+    if _is_drawem9(labels):
+        return Structures(DRAWEM9.name, tuple((lab.index, lab.index) for lab in labels.labels))
+    suffix = f"-to-{DRAWEM9.name}"
+    names = [n for n in shipped_mappings() if n.endswith(suffix)]
+    names.sort(key=lambda n: n != f"{labels.name}{suffix}")  # the set's namesake first
+    for name in names:
+        try:
+            mapping = LabelMapping.load(name)
+        except LabelMapError:
+            continue
+        if mapping.fits(labels):
+            codes = dict(mapping.codes)
+            return Structures(mapping.name,
+                              tuple((lab.index, codes[lab.index]) for lab in labels.labels))
+    return None
+
+
+def structures_skipped(labels: LabelSet) -> str | None:
+    """Why the structure checks (volume bounds, placement) skip ``labels``, in one line for
+    the log; None when they run."""
+    if drawem9_structures(labels) is not None:
+        return None
+    shipped = ", ".join(n for n in shipped_mappings() if n.endswith(f"-to-{DRAWEM9.name}"))
+    return (f"label set {labels.name!r} has no known mapping to DrawEM9 structures (shipped: "
+            f"{shipped or 'none'}; a mapping fits when it names every label's index and "
+            "name), so its structure volume bounds and out-of-place checks are skipped; "
+            "brain tissue is told from fluid by label names")
 
 
 @dataclass(frozen=True)
@@ -116,10 +192,19 @@ def brain_volume_bounds(age_weeks: float | None) -> Bounds | None:
 
 
 def tissue_indices(labels: LabelSet) -> tuple[int, ...]:
-    """Brain labels that are tissue, not fluid (by name or abbreviation)."""
-    return tuple(lab.index for lab in labels.labels
-                 if lab.index in labels.brain_indices
-                 and lab.name.lower() not in _FLUID and lab.abbreviation.lower() not in _FLUID)
+    """Brain labels that are tissue, not fluid: those of DrawEM9's tissue structures (not
+    CSF or ventricles, nor its non-brain tissue) through :func:`drawem9_structures`; for a
+    set without a known mapping, by name or abbreviation."""
+    structures = drawem9_structures(labels)
+    if structures is None:
+        return tuple(lab.index for lab in labels.labels
+                     if lab.index in labels.brain_indices
+                     and lab.name.lower() not in _FLUID
+                     and lab.abbreviation.lower() not in _FLUID)
+    tissue = {lab.index for lab in DRAWEM9.labels if lab.index in DRAWEM9.brain_indices
+              and lab.abbreviation not in FLUID_STRUCTURES}
+    return tuple(index for index, target in structures.target
+                 if index in labels.brain_indices and target in tissue)
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -130,11 +215,17 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 
 def view_agreement(view_labels: dict[str, np.ndarray],
                    labels: LabelSet) -> tuple[dict[int, float], dict[str, float]]:
-    """Per label: mean Dice over view pairs; per pair: mean Dice over brain labels.
+    """Per label: mean Dice over view pairs; per pair: mean Dice over brain labels, or over
+    DrawEM9's brain structures for a set mapped onto them (an aseg), since the threshold
+    (``VIEW_DICE_WARN``) was measured on those and an aseg's small lateralised labels would
+    pull the mean down.
 
     ``view_labels`` hold class numbers (positions in ``labels``), as the networks output.
     """
     pairs = list(combinations(sorted(view_labels), 2))
+    structures = drawem9_structures(labels)
+    if structures is not None and not structures.identity:
+        return _view_agreement_mapped(view_labels, labels, structures, pairs)
     per_label: dict[int, list[float]] = {lab.index: [] for lab in labels.labels}
     per_pair: dict[str, float] = {}
     for a, b in pairs:
@@ -144,6 +235,26 @@ def view_agreement(view_labels: dict[str, np.ndarray],
             per_label[lab.index].append(score)
             if lab.index in labels.brain_indices and np.isfinite(score):
                 scores.append(score)
+        per_pair[f"{a}-{b}"] = float(np.mean(scores)) if scores else float("nan")
+    means = {i: float(np.nanmean(s)) if np.isfinite(s).any() else float("nan")
+             for i, s in per_label.items() if s}
+    return means, per_pair
+
+
+def _view_agreement_mapped(view_labels: dict[str, np.ndarray], labels: LabelSet,
+                           structures: Structures, pairs: list[tuple[str, str]]
+                           ) -> tuple[dict[int, float], dict[str, float]]:
+    per_label: dict[int, list[float]] = {lab.index: [] for lab in labels.labels}
+    per_pair: dict[str, float] = {}
+    # class number -> DrawEM9 index of its structure; brain structures: those of brain labels
+    lut = np.array([target for _, target in structures.target], np.int16)
+    brain = sorted({target for index, target in structures.target
+                    if index in labels.brain_indices})
+    for a, b in pairs:
+        for k, lab in enumerate(labels.labels):
+            per_label[lab.index].append(dice(view_labels[a] == k, view_labels[b] == k))
+        mapped_a, mapped_b = lut[view_labels[a]], lut[view_labels[b]]
+        scores = [s for t in brain if np.isfinite(s := dice(mapped_a == t, mapped_b == t))]
         per_pair[f"{a}-{b}"] = float(np.mean(scores)) if scores else float("nan")
     means = {i: float(np.nanmean(s)) if np.isfinite(s).any() else float("nan")
              for i, s in per_label.items() if s}
@@ -232,10 +343,14 @@ def volume_check(brain_ml: float, age_weeks: float | None) -> tuple[str, dict[st
 def structure_checks(volumes_ml: dict[str, float], age_weeks: float | None,
                      labels: LabelSet) -> tuple[dict[str, list[float]], dict[str, str]]:
     """Bounds (low, high mL) of each bounded DrawEM9 structure at an age, and a flag
-    (``volume_<abbreviation>``) for each volume outside them. ``volumes_ml`` by abbreviation.
-    Nothing for another label set, or without an age."""
-    if not _is_drawem9(labels) or age_weeks is None:
+    (``volume_<DrawEM9 abbreviation>``) for each volume outside them. ``volumes_ml`` by the
+    set's abbreviations; a structure's volume is the sum of its labels' (an aseg's cortical
+    grey matter: Left- plus Right-Cerebral-Cortex). Nothing for a set without a known mapping
+    to DrawEM9 (:func:`structures_skipped`), or without an age."""
+    structures = drawem9_structures(labels)
+    if structures is None or age_weeks is None:
         return {}, {}
+    volumes_ml = structures.volumes(volumes_ml, labels)
     bounds, flags = {}, {}
     for abbreviation in STRUCTURES:
         limits = volume_bounds(abbreviation, age_weeks)
@@ -246,7 +361,7 @@ def structure_checks(volumes_ml: dict[str, float], age_weeks: float | None,
         side = ("below" if volume < limits.lower_ml else
                 "above" if volume > limits.upper_ml else None)
         if side:
-            name = labels.labels[_position(labels, abbreviation)].name.lower()
+            name = DRAWEM9.labels[_position(DRAWEM9, abbreviation)].name.lower()
             flags[f"volume_{abbreviation}"] = (
                 f"{name} {volume:.1f} mL is {side} the plausible {limits.lower_ml:.1f}-"
                 f"{limits.upper_ml:.1f} mL at {age_weeks:.1f} weeks")
@@ -308,21 +423,24 @@ def misplaced(label_map: np.ndarray, affine: np.ndarray, labels: LabelSet,
     above D + top x R (cerebellum or brainstem above the thalami, that is above the
     tentorium), or, for the cerebellum, in front of D (along the temporal lobes). On the
     12-month MIT template, which has no cerebellum, this counts the "cerebellum" painted
-    along its temporal lobes. Empty without at least 1 mL of deep grey matter (no landmark)
-    or for a label set without these structures.
+    along its temporal lobes. Structures are DrawEM9's, each the union of its labels
+    (:func:`drawem9_structures`: an aseg's cerebellum is both sides' cerebellar cortex and
+    white matter). Empty without at least 1 mL of deep grey matter (no landmark) or for a
+    label set without a known mapping to DrawEM9.
     """
-    index = {lab.abbreviation: lab.index for lab in labels.labels}
+    structures = drawem9_structures(labels)
+    if structures is None:
+        return {}
     values = np.asarray(label_map)
     boxes = label_boxes(values) if boxes is None else boxes
     voxel_ml = abs(float(np.linalg.det(affine[:3, :3]))) / 1000
 
-    def voxels(label: int) -> np.ndarray:
-        box = boxes.get(label)
-        if box is None:
-            return np.empty((0, 3), np.intp)
-        return np.argwhere(values[box] == label) + [b.start for b in box]
+    def voxels(members: tuple[int, ...]) -> np.ndarray:
+        found = [np.argwhere(values[boxes[i]] == i) + [b.start for b in boxes[i]]
+                 for i in members if i in boxes]
+        return np.concatenate(found) if found else np.empty((0, 3), np.intp)
 
-    deep = voxels(index.get("dGM", -1))
+    deep = voxels(structures.members("dGM"))
     if len(deep) * voxel_ml < 1.0:
         return {}
     centre = _world(deep.mean(axis=0), affine)
@@ -330,14 +448,16 @@ def misplaced(label_map: np.ndarray, affine: np.ndarray, labels: LabelSet,
     radius = (3 * tissue * voxel_ml * 1000 / (4 * np.pi)) ** (1 / 3)
     out = {}
     for place in PLACEMENTS:
-        label = index.get(place.abbreviation)
-        if label is None:
+        members = structures.members(place.abbreviation)
+        if not members:
             continue
-        if label not in boxes:
+        present = [boxes[i] for i in members if i in boxes]
+        if not present:
             out[place.abbreviation] = 0.0
             continue
-        box = boxes[label]
-        mask = values[box] == label
+        box = tuple(slice(min(b[a].start for b in present), max(b[a].stop for b in present))
+                    for a in range(values.ndim))
+        mask = np.isin(values[box], members)
         pieces, count = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
         ids = pieces[mask]  # piece of each voxel, in np.argwhere(mask) order
         rel = (_world(np.argwhere(mask) + [b.start for b in box], affine) - centre) / radius
@@ -400,8 +520,13 @@ def summary(table: pd.DataFrame, labels: LabelSet, *, age_weeks: float | None,
                        zip(labels.labels, table["volume_mm3"], strict=True)}
     structure_bounds, structure_flags = structure_checks(by_abbreviation, age_weeks, labels)
     flags |= structure_flags
-    flags |= placement_flags(misplaced_ml or {}, by_abbreviation)
-    agreement = _nanmean(brain["view_dice"])
+    structures = drawem9_structures(labels)
+    flags |= placement_flags(misplaced_ml or {}, {} if structures is None else
+                             structures.volumes(by_abbreviation, labels))
+    if structures is None or structures.identity:
+        agreement = _nanmean(brain["view_dice"])
+    else:  # view_agreement's pairs are over DrawEM9 structures, as VIEW_DICE_WARN is
+        agreement = _nanmean(pd.Series(list(view_pairs.values()), dtype=float))
     if agreement is not None and agreement < VIEW_DICE_WARN:
         flags["views"] = f"views disagree: mean Dice {agreement:.2f} < {VIEW_DICE_WARN}"
     entropy = _nanmean(brain["mc_entropy"])

@@ -15,8 +15,9 @@ from bids_infantseg import qc
 from bids_infantseg.group import Collected, qc_table, wide_table
 from bids_infantseg.inference import predict, predict_with_qc
 from bids_infantseg.model.card import load_model, save_model
-from bids_infantseg.model.labels import DRAWEM9
+from bids_infantseg.model.labels import ASEG, DRAWEM9, LabelSet
 from bids_infantseg.model.quicknat import QuickNAT, QuickNATConfig
+from bids_infantseg.volumes import label_volumes
 from tests.model_factory import make_tiny_model, tiny_card
 
 
@@ -267,6 +268,138 @@ def test_nothing_is_placed_without_deep_grey_matter_or_in_another_label_set():
         dataclasses.replace(lab, abbreviation=f"x{lab.index}") for lab in DRAWEM9.labels))
     assert qc.misplaced(brain, _affine(), other) == {}
     assert qc.structure_checks(ASEG_1MO, 4.3, other) == ({}, {})
+
+
+# The phantom with fluid (a CSF shell, lateral ventricles), and relabelled as an aseg: each
+# DrawEM9 structure one or two aseg labels per side (split at x = 0; RAS, so left is x < 0),
+# whose sums are the DrawEM9 structures again (data/labelmaps/aseg-to-drawem9.tsv).
+ASEG_SIDES = {1: (24, 24), 2: (3, 42), 3: (2, 41), 5: (4, 43), 6: (8, 47), 7: (10, 49),
+              8: (16, 16), 9: (17, 53)}
+
+
+def _fluid_brain() -> np.ndarray:
+    labels = _brain()
+    labels[_ball((0, 0, 10), (50, 60, 45)) & (labels == 0)] = 1
+    for x in (-12, 12):
+        labels[_ball((x, 5, 24), (4, 14, 4)) & (labels == 3)] = 5
+    return labels
+
+
+def _as_aseg(drawem9: np.ndarray) -> np.ndarray:
+    x = np.indices(SHAPE)[0] * ZOOM + _affine()[0, 3]
+    out = np.zeros(SHAPE, np.int16)
+    for label, (left, right) in ASEG_SIDES.items():
+        out[(drawem9 == label) & (x < 0)] = left
+        out[(drawem9 == label) & (x >= 0)] = right
+    # subdivisions the structure sums must gather: cerebellar white matter inside the
+    # cerebellar cortex, caudate in front of the thalamus, amygdala in front of the hippocampus
+    inner = _ball((0, -42, -25), (22, 9, 7)) & (drawem9 == 6)
+    out[inner] = np.where(x[inner] < 0, 7, 46)
+    y = np.indices(SHAPE)[1] * ZOOM + _affine()[1, 3]
+    for label, (left, right) in ((7, (11, 50)), (9, (18, 54))):
+        front = (drawem9 == label) & (y > (0 if label == 7 else -6))
+        out[front] = np.where(x[front] < 0, left, right)
+    return out
+
+
+def _classes(label_map: np.ndarray, labels) -> np.ndarray:
+    lut = np.zeros(int(labels.indices.max()) + 1, np.int64)
+    lut[labels.indices] = np.arange(len(labels))
+    return lut[label_map]
+
+
+def _scan_qc(label_map: np.ndarray, labels, age_weeks: float | None,
+             views: tuple[np.ndarray, ...]) -> dict:
+    """What the participant level's QC node computes from a label map and the views'."""
+    affine = _affine()
+    agreement, pairs = qc.view_agreement(
+        {f"v{i}": _classes(v, labels) for i, v in enumerate(views)}, labels)
+    boxes = qc.label_boxes(label_map)
+    table = qc.label_table(label_volumes(label_map, affine, labels), labels,
+                           agreement=agreement,
+                           pieces=qc.components(label_map, labels, boxes), uncertain=None)
+    return qc.summary(table, labels, age_weeks=age_weeks, view_pairs=pairs, mc_samples=0,
+                      misplaced_ml=qc.misplaced(label_map, affine, labels, boxes))
+
+
+def _group_flags(label_map: np.ndarray, labels, age_weeks: float) -> str:
+    volumes = label_volumes(label_map, _affine(), labels)
+    scan = {"participant_id": "sub-01", "session_id": None, "age_weeks": age_weeks,
+            "age_source": "participants.tsv:age", "sex": None, "volumes": volumes,
+            "qc": {"flags": {}}, "model": {}, "report": None}
+    collected = Collected(labels, scans=[scan])
+    return qc_table(collected, wide_table(collected))["flags"].iloc[0]
+
+
+def test_tissue_of_an_aseg_comes_from_its_mapping_not_its_names():
+    tissue = qc.tissue_indices(ASEG)
+    assert {3, 42, 2, 41, 7, 8, 46, 47, 10, 49, 16, 17, 53} <= set(tissue)
+    assert not {4, 5, 14, 15, 24, 43, 44} & set(tissue)  # ventricles and CSF are fluid
+    assert qc.drawem9_structures(ASEG).source == "aseg-to-drawem9"
+    assert qc.drawem9_structures(ASEG).members("cGM") == (3, 42)
+    assert qc.structures_skipped(ASEG) is None and qc.structures_skipped(DRAWEM9) is None
+
+
+def test_an_aseg_gets_the_qc_of_the_drawem9_map_it_was_relabelled_from():
+    brain = _fluid_brain()
+    above, _ = _painted(brain, 6, (0, -30, 35))  # cerebellum above the tentorium
+    lonely, _ = _painted(np.where(brain == 6, 3, brain), 6, (36, 5, -12))  # the MIT templates
+    hippocampus, _ = _painted(brain, 9, (20, -20, 38))
+    cases = {"phantom": (brain, 1.0, 0), "above": (above, 52.0, 0),
+             "temporal": (lonely, 26.0, 0), "hippocampus": (hippocampus, None, 0),
+             "views": (brain, 1.0, 9)}
+    seen = set()
+    for case, (drawem9, weeks, shift) in cases.items():
+        aseg = _as_aseg(drawem9)
+        assert set(np.unique(aseg)) - {0} and not set(np.unique(aseg)) & {1, 5, 6, 9}, case
+        views = (drawem9, np.roll(drawem9, shift, axis=2))
+        expected = _scan_qc(drawem9, DRAWEM9, weeks, views)
+        found = _scan_qc(aseg, ASEG, weeks, tuple(_as_aseg(v) for v in views))
+        assert found["flags"] == expected["flags"], case
+        for key in ("brain_volume_ml", "intracranial_volume_ml", "brain_volume_status",
+                    "structure_bounds_ml"):
+            assert found[key] == expected[key], (case, key)
+        assert found["misplaced_ml"] == pytest.approx(expected["misplaced_ml"]), case
+        assert found["view_dice_mean"] == pytest.approx(expected["view_dice_mean"]), case
+        if weeks is not None:
+            assert _group_flags(aseg, ASEG, weeks) == _group_flags(drawem9, DRAWEM9, weeks)
+        seen |= set(expected["flags"])
+    # the cases meant something: structure volumes, placement and views were all flagged
+    assert {"volume_Cbm", "misplaced_Cbm", "misplaced_Hip", "views"} <= seen, seen
+
+
+def test_a_site_table_without_a_mapping_skips_the_structure_checks():
+    """A site's own table is not read as DrawEM9 structures, even where its abbreviations
+    or its indices look like them: the checks are skipped, and the log says why."""
+    codes = {1: 1, 2: 2, 3: 3, 5: 4, 6: 5, 7: 6, 8: 7, 9: 8}  # DrawEM9 -> the site's indices
+    site = LabelSet.from_records("site", [
+        {"index": 0, "name": "Outside"}, {"index": 1, "name": "Fluid", "abbreviation": "CSF"},
+        {"index": 2, "name": "Grey", "abbreviation": "cGM"},
+        {"index": 3, "name": "White", "abbreviation": "WM"},
+        {"index": 4, "name": "Ventricles", "abbreviation": "Ven"},
+        {"index": 5, "name": "Cerebellum", "abbreviation": "Cbm"},
+        {"index": 6, "name": "Deep", "abbreviation": "dGM"},
+        {"index": 7, "name": "Stem", "abbreviation": "BS"},
+        {"index": 8, "name": "Hippocampus", "abbreviation": "Hip"}])
+    brain, _ = _painted(_fluid_brain(), 6, (0, -30, 35))
+    label_map = np.zeros(SHAPE, np.int16)
+    for drawem9, index in codes.items():
+        label_map[brain == drawem9] = index
+    assert qc.drawem9_structures(site) is None
+    assert qc.misplaced(label_map, _affine(), site) == {}
+    assert qc.structure_checks({"Cbm": 0.0, "Hip": 99.0}, 52.0, site) == ({}, {})
+    summary = _scan_qc(label_map, site, 52.0, (label_map, label_map))
+    assert summary["structure_bounds_ml"] == {} and summary["misplaced_ml"] == {}
+    assert not [f for f in summary["flags"] if f.startswith(("volume_", "misplaced_"))]
+    assert summary["brain_volume_status"] in ("ok", "below", "above")  # still checked, by names
+    why = qc.structures_skipped(site)
+    assert "\n" not in why and "'site'" in why and "skipped" in why
+    assert "aseg-to-drawem9" in why
+    # FreeSurfer indices with other names are not an aseg
+    impostor = LabelSet.from_records("aseg", [{"index": 0, "name": "Unknown"},
+                                              {"index": 3, "name": "White matter"},
+                                              {"index": 4, "name": "Grey matter"}])
+    assert qc.drawem9_structures(impostor) is None and qc.structures_skipped(impostor)
 
 
 @pytest.fixture(scope="module")

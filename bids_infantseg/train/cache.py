@@ -39,9 +39,9 @@ from torch.utils.data import Dataset
 from bids_infantseg.conform import Grid, conform, intensity_center
 from bids_infantseg.images import BadImageError, load_label_map, load_t2w
 from bids_infantseg.model.card import ModelCard
+from bids_infantseg.model.labelmap import LabelMapError, LabelMapping
 from bids_infantseg.model.views import VIEW_AXIS
 from bids_infantseg.train.augment import augment_slice
-from bids_infantseg.train.labelmap import LabelMapError, LabelMapping
 from bids_infantseg.train.pairs import Pair, Skipped
 
 LOGGER = logging.getLogger("bids_infantseg.train")

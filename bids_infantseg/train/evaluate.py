@@ -18,11 +18,11 @@ from bids_infantseg import synth
 from bids_infantseg.inference import predict
 from bids_infantseg.metrics import confusion_matrix, scores
 from bids_infantseg.model.card import Model, ModelCard
+from bids_infantseg.model.labelmap import LabelMapError, LabelMapping
 from bids_infantseg.model.labels import DRAWEM9, LabelSet
 from bids_infantseg.synth.sources import Source
 from bids_infantseg.train.data import SynthSource, class_lookup, draw_labelled
 from bids_infantseg.train.engine import nanmean
-from bids_infantseg.train.labelmap import LabelMapError, LabelMapping
 
 
 def dice_per_label(predicted: np.ndarray, truth: np.ndarray, card: ModelCard) -> dict[str, float]:

@@ -13,7 +13,7 @@ The label set comes from the lookup table the BIDS inheritance principle finds f
 file: ``<label file stem>.tsv`` beside it, else ``desc-<D>_dseg.tsv`` (or ``dseg.tsv``) in its
 folder or any folder above it up to the derivatives root. Without one, a built-in table with
 the same ``desc`` (``drawem9``) is used. With a label mapping (``--labels-map``, see
-``labelmap.py``) the tables are not read: the label set is the mapping's target.
+``model/labelmap.py``) the tables are not read: the label set is the mapping's target.
 
 Problems with one scan (no labels, another grid) are logged and that scan left out; problems
 that make every scan unusable (no labels at all, no table, tables that disagree) are a
@@ -33,9 +33,9 @@ import nibabel as nib
 import numpy as np
 
 from bids_infantseg.discovery import Scan, discover
+from bids_infantseg.model.labelmap import LabelMapError, LabelMapping, shipped_mappings
 from bids_infantseg.model.labels import BUILTIN, BrainColumnError, LabelSet, read_dseg_tsv
 from bids_infantseg.naming import parse_entities, source_entities, source_key
-from bids_infantseg.train.labelmap import LabelMapError, LabelMapping, shipped_mappings
 
 LOGGER = logging.getLogger("bids_infantseg.train")
 

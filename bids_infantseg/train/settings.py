@@ -31,7 +31,7 @@ class SettingsError(ValueError):
 class Settings:
     labels: Path | None = None
     labels_desc: str | None = None
-    labels_map: str | None = None  # shipped mapping name or TSV file (train/labelmap.py)
+    labels_map: str | None = None  # shipped mapping name or TSV file (model/labelmap.py)
     pretrained: str = "default"  # bundled name, model folder, or "none" (from scratch)
     views: tuple[str, ...] = ("axial", "coronal", "sagittal")
     cv: str = "loso"  # loso | kfold:K | none

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from bids_infantseg.model.labelmap import LabelMapError, LabelMapping
 from bids_infantseg.model.labels import DRAWEM9
 from bids_infantseg.synth.classes import GEN_TO_DRAWEM9, INDEX
 from bids_infantseg.synth.labelmaps import Scheme
-from bids_infantseg.train.labelmap import LabelMapError, LabelMapping
 
 
 def test_shipped_aseg_map_agrees_with_the_synthesis_scheme():

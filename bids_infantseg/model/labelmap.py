@@ -6,7 +6,8 @@ FreeSurfer asegs, the bundled model predicts DrawEM9). A mapping is a TSV
 ``target_index``, where ``<target>`` is a built-in label set; shipped mappings live in
 ``data/labelmaps/`` (``aseg-to-drawem9``). A label map is mapped once, when it is read for
 training (``train.cache.read_labels``); a source code the mapping lacks is an error naming
-the file and the code, never a silent 0.
+the file and the code, never a silent 0. QC (``qc.py``) reads a label set's DrawEM9 structures
+from the shipped mappings, which is why this module sits beside the label sets, below both.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class LabelMapping:
     path: Path
     codes: tuple[tuple[int, int], ...]  # (source index, target index), sorted
     target: LabelSet
+    source_names: tuple[tuple[int, str], ...] = ()  # (source index, source_name), sorted
 
     @classmethod
     def load(cls, name_or_path: str | Path) -> LabelMapping:
@@ -45,7 +47,15 @@ class LabelMapping:
         if target is None:
             raise LabelMapError(f"{path}: name it <source>-to-<target>.tsv with a built-in "
                                 f"target ({', '.join(BUILTIN)})")
-        return cls(name, path, _read_codes(path, target), target)
+        codes, names = _read_rows(path, target)
+        return cls(name, path, codes, target, names)
+
+    def fits(self, labels: LabelSet) -> bool:
+        """Whether ``labels`` are this mapping's source labels: every label's index is a
+        source index with the same name (case aside), so a site's table whose indices
+        happen to be FreeSurfer codes is not taken for an aseg."""
+        names = {index: name.lower() for index, name in self.source_names}
+        return all(names.get(lab.index) == lab.name.lower() for lab in labels.labels)
 
     def apply(self, labels: np.ndarray, path: Path) -> np.ndarray:
         """``labels`` (non-negative integers) in the target's indices."""
@@ -75,7 +85,8 @@ def _resolve(name_or_path: str | Path) -> Path:
                         f"({', '.join(shipped_mappings())})")
 
 
-def _read_codes(path: Path, target: LabelSet) -> tuple[tuple[int, int], ...]:
+def _read_rows(path: Path, target: LabelSet) -> tuple[tuple[tuple[int, int], ...],
+                                                     tuple[tuple[int, str], ...]]:
     with path.open(newline="") as handle:
         rows = list(csv.DictReader(handle, delimiter="\t"))
     if not rows or any(c not in rows[0] for c in COLUMNS):
@@ -90,4 +101,5 @@ def _read_codes(path: Path, target: LabelSet) -> tuple[tuple[int, int], ...]:
         raise LabelMapError(f"{path}: each source index once, non-negative, and targets "
                             f"among {target.name}'s indices {target.indices.tolist()}"
                             + (f" (not: {unknown})" if unknown else ""))
-    return tuple(codes)
+    names = sorted((int(r["source_index"]), str(r["source_name"] or "").strip()) for r in rows)
+    return tuple(codes), tuple(names)
