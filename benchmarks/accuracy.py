@@ -45,6 +45,7 @@ from bids_infantseg.accuracy import (  # noqa: E402
     read_mapping,
     summary,
 )
+from bids_infantseg.model.labelmap import LabelMapping  # noqa: E402
 from bids_infantseg.model.labels import DRAWEM9, LabelSet  # noqa: E402
 
 VIEWS = {"axial": 2, "coronal": 1, "sagittal": 0}
@@ -158,10 +159,13 @@ def overlay_figure(t2w: nib.Nifti1Image, manual: np.ndarray, predicted: np.ndarr
 
 def write_overlays(bids_dir: Path, output_dir: Path, labels_dir: Path, per_scan: pd.DataFrame,
                    folder: Path, *, labels_desc: str | None,
-                   mapping: dict[int, int] | None) -> list[Path]:
-    """One overlay PNG per compared scan."""
+                   mapping: dict[int, int] | None,
+                   predicted_mapping: LabelMapping | None = None) -> list[Path]:
+    """One overlay PNG per compared scan (outputs through ``predicted_mapping`` if given)."""
     label_set = model_label_set(output_dir)
     predicted = dseg_files(output_dir, label_set.name)
+    if predicted_mapping is not None:
+        label_set = predicted_mapping.target
     manual = dseg_files(labels_dir, labels_desc)
     means = brain_mean_dice(per_scan, label_set)
     folder.mkdir(parents=True, exist_ok=True)
@@ -174,6 +178,8 @@ def write_overlays(bids_dir: Path, output_dir: Path, labels_dir: Path, per_scan:
         ref = apply_mapping(np.asanyarray(nib.load(manual[key]).dataobj).astype(np.int64),
                             mapping)
         pred = np.asanyarray(nib.load(predicted[key]).dataobj).astype(np.int64)
+        if predicted_mapping is not None:
+            pred = predicted_mapping.apply(pred, predicted[key])
         fig = overlay_figure(t2w, ref, pred, label_set,
                              f"{key}: mean brain Dice {means.get(key, np.nan):.3f}")
         path = folder / f"{key}.png"
@@ -202,6 +208,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--model", default="default", help="bundled model name or folder")
     parser.add_argument("--map", type=Path, help='JSON {"manual index": model index}')
     parser.add_argument("--labels-desc", help="only manual dseg files with this desc")
+    parser.add_argument("--predicted-map", metavar="NAME|TSV",
+                        help="score the outputs through this label mapping (aseg-to-drawem9: "
+                             "an aseg model against DrawEM9 manual labels)")
     parser.add_argument("--reuse", action="store_true",
                         help="compare the outputs already in --output; run nothing")
     return parser.parse_args(argv), extra
@@ -213,23 +222,25 @@ def main(argv: list[str] | None = None) -> int:
     args.results.mkdir(parents=True, exist_ok=True)
     try:
         mapping = read_mapping(args.map) if args.map else None
+        predicted_mapping = (LabelMapping.load(args.predicted_map) if args.predicted_map
+                             else None)
         if not args.reuse:
             timing = run_participant(args.bids_dir, output, args.model, extra)
             (args.results / "timing.json").write_text(json.dumps(timing, indent=2) + "\n")
             print(f"participant level: {timing['scans']} scans in {timing['wall_seconds']} s "
                   f"({timing['seconds_per_scan']} s per scan)")
         per_scan = compare(output, args.labels_dir, labels_desc=args.labels_desc,
-                           mapping=mapping)
+                           mapping=mapping, predicted_mapping=predicted_mapping)
         overlays = write_overlays(args.bids_dir, output, args.labels_dir, per_scan,
                                   args.results / "overlays", labels_desc=args.labels_desc,
-                                  mapping=mapping)
+                                  mapping=mapping, predicted_mapping=predicted_mapping)
     except (AccuracyError, OSError, ValueError) as exc:
         print(f"accuracy: error: {exc}", file=sys.stderr)
         return 2
     per_scan.to_csv(args.results / "per_scan.tsv", sep="\t", index=False, na_rep="n/a")
     table = summary(per_scan)
     table.to_csv(args.results / "summary.tsv", sep="\t", index=False, na_rep="n/a")
-    label_set = model_label_set(output)
+    label_set = predicted_mapping.target if predicted_mapping else model_label_set(output)
     (args.results / "dice.md").write_text(dice_markdown(per_scan, label_set))
     print(table.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
     means = brain_mean_dice(per_scan, label_set)

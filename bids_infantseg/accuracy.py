@@ -23,6 +23,7 @@ import pandas as pd
 
 from bids_infantseg.images import BadImageError, load_label_map
 from bids_infantseg.metrics import overlap_table
+from bids_infantseg.model.labelmap import LabelMapping, shipped_mappings
 from bids_infantseg.model.labels import LabelSet, read_dseg_tsv
 from bids_infantseg.naming import parse_entities, source_key
 
@@ -77,10 +78,20 @@ def load_labels(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def compare(output_dir: Path, labels_dir: Path, *, labels_desc: str | None = None,
-            mapping: dict[int, int] | None = None) -> pd.DataFrame:
-    """Per scan and label: Dice and accuracy of the outputs against the manual labels."""
+            mapping: dict[int, int] | None = None,
+            predicted_mapping: LabelMapping | None = None) -> pd.DataFrame:
+    """Per scan and label: Dice and accuracy of the outputs against the manual labels.
+
+    ``predicted_mapping`` translates the outputs first (e.g. an aseg model's label maps
+    through ``aseg-to-drawem9``), so a finer label set is scored in the manual labels' own,
+    coarser set; it must fit the outputs' label set."""
     label_set = output_label_set(output_dir)
     predicted = dseg_files(output_dir, f"{label_set.name}")
+    if predicted_mapping is not None:
+        if not predicted_mapping.fits(label_set):
+            raise AccuracyError(f"{output_dir}: label set {label_set.name!r} is not the source "
+                                f"of the mapping {predicted_mapping.name}")
+        label_set = predicted_mapping.target
     manual = dseg_files(labels_dir, labels_desc)
     if not manual:
         raise AccuracyError(f"{labels_dir}: no _dseg files"
@@ -90,6 +101,8 @@ def compare(output_dir: Path, labels_dir: Path, *, labels_desc: str | None = Non
         if key not in predicted:
             raise AccuracyError(f"{manual_path}: no segmentation of {key} in {output_dir}")
         pred, pred_affine = load_labels(predicted[key])
+        if predicted_mapping is not None:
+            pred = predicted_mapping.apply(pred, predicted[key])
         ref, ref_affine = load_labels(manual_path)
         if ref.shape != pred.shape or not np.allclose(ref_affine, pred_affine, atol=1e-3):
             raise AccuracyError(f"{manual_path}: not on the grid of {predicted[key].name} "
@@ -115,12 +128,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("labels_dir", type=Path, help="derivatives folder of manual _dseg")
     parser.add_argument("--labels-desc", help="only manual dseg files with this desc")
     parser.add_argument("--map", type=Path, help='JSON {"manual index": model index}')
+    parser.add_argument("--predicted-map", metavar="NAME|TSV",
+                        help="score the outputs through this label mapping first (e.g. "
+                             f"aseg-to-drawem9; shipped: {', '.join(shipped_mappings())})")
     parser.add_argument("--tsv", type=Path, help="write the per-scan table here")
     args = parser.parse_args(argv)
     try:
         mapping = read_mapping(args.map) if args.map else None
+        predicted_mapping = (LabelMapping.load(args.predicted_map) if args.predicted_map
+                             else None)
         per_scan = compare(args.output_dir, args.labels_dir, labels_desc=args.labels_desc,
-                           mapping=mapping)
+                           mapping=mapping, predicted_mapping=predicted_mapping)
     except (AccuracyError, OSError, ValueError) as exc:
         print(f"accuracy: error: {exc}", file=sys.stderr)
         return 2
