@@ -347,7 +347,7 @@ def test_implausible_inputs_are_one_warning_line_each(head_dataset, tmp_path, ca
     for old in (files["old"], files["older"]):
         assert f"{old}: age 15642.0 weeks postnatal = 300 years (from participants.tsv:" \
                "age_months) is outside -20 to 150 weeks" in "\n".join(lines)
-    assert not any("-13" in line for line in lines)  # -13 weeks is a preterm newborn
+    assert not any("age -13" in line for line in lines)  # -13 weeks is a preterm newborn
     assert len(lines) == 5
 
 
