@@ -46,6 +46,13 @@ class LabelSet:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def same_classes(self, other: LabelSet) -> bool:
+        """Whether ``other`` has the same classes (index and name in order): a network
+        trained on one serves the other. Colours, abbreviations and the set's name may
+        differ (a card written before a palette change still fits)."""
+        return ([(lab.index, lab.name) for lab in self.labels]
+                == [(lab.index, lab.name) for lab in other.labels])
+
     @property
     def indices(self) -> np.ndarray:
         """Label-map index of each class, so ``indices[argmax]`` is a label map."""

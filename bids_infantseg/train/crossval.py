@@ -130,8 +130,7 @@ class Trainer:
     def replaces_classifier(self) -> bool:
         if self.pretrained is None:
             return False
-        old, new = self.pretrained.card.labels, self.card.labels
-        return [(x.index, x.name) for x in old.labels] != [(x.index, x.name) for x in new.labels]
+        return not self.pretrained.card.labels.same_classes(self.card.labels)
 
     def initial_net(self, view_name: str, key: tuple[int, ...], seed: int) -> QuickNAT:
         torch.manual_seed(seed_of(seed, *key, 99))

@@ -131,8 +131,8 @@ def warm_start(init: str, card: ModelCard) -> tuple[Model, dict]:
 
 
 def transfers(init: ModelCard, card: ModelCard) -> bool:
-    """Whether a warm start from ``init`` needs a new classifier (another label set)."""
-    return init.labels != card.labels
+    """Whether a warm start from ``init`` needs a new classifier (other classes)."""
+    return not init.labels.same_classes(card.labels)
 
 
 def starter_units(work: Path, card: ModelCard, shared: bool) -> list[Unit]:

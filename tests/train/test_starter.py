@@ -26,6 +26,7 @@ from bids_infantseg.train.starter import (
     starter_recipe,
     starter_units,
     train_nets,
+    transfers,
     warm_start,
 )
 from tests.model_factory import make_tiny_model, tiny_card
@@ -187,3 +188,15 @@ def test_the_aseg_config_trains_on_the_drawem9_sources_and_held_out_files():
     assert (args.label_set, args.init, args.version, args.epochs_classifier, args.epochs) == \
         ("aseg", "drawem9-synth-starter", "0.1.0", 3, 15)
     assert starter_recipe(args, new_classifier=True).epochs_classifier == 3
+
+
+def test_a_warm_start_keeps_the_classifier_of_the_same_classes_in_other_colours():
+    """The bundled card keeps the colours it was written with; a palette change since must
+    not make a warm start throw its trained classifier away (only other classes do)."""
+    card = starter_card(8, ("axial",), 32, 3.0, shared=True)
+    recoloured = dataclasses.replace(DRAWEM9, labels=tuple(
+        dataclasses.replace(lab, color="#123456") for lab in DRAWEM9.labels))
+    old = dataclasses.replace(card, labels=recoloured)
+    assert not transfers(old, card)
+    aseg = starter_card(8, ("axial",), 32, 3.0, shared=True, labels=BUILTIN["aseg"])
+    assert transfers(card, aseg) and transfers(aseg, card)
