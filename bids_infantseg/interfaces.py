@@ -388,10 +388,11 @@ class ScanReport(SimpleInterface):
 
 
 def _weeks(age_months: float | None) -> float | None:
-    """Weeks from a node's ``age_months`` input (None or undefined: unknown)."""
+    """Weeks from a node's ``age_months`` input (None or undefined: unknown), rounded to
+    1e-9 so that an age read in weeks comes back as it was (12, not 11.999999999999998)."""
     if not isdefined(age_months) or age_months is None:
         return None
-    return age_months * WEEKS_PER_MONTH
+    return round(age_months * WEEKS_PER_MONTH, 9)
 
 
 def image_stem(filename: str) -> str:
