@@ -39,13 +39,6 @@ def _dice(predicted: np.ndarray, truth: np.ndarray, labels: LabelSet) -> dict[st
     return {label.abbreviation: float(d) for label, d in zip(labels.labels, dice, strict=True)}
 
 
-def _drawem9_classes(indices: np.ndarray) -> np.ndarray:
-    """DrawEM9 label indices -> class numbers."""
-    lut = np.zeros(int(DRAWEM9.indices.max()) + 1, dtype=np.int64)
-    lut[DRAWEM9.indices] = np.arange(len(DRAWEM9))
-    return lut[indices]
-
-
 def drawem9_mapping(labels: LabelSet) -> LabelMapping | None:
     """The shipped mapping of ``labels`` onto DrawEM9 (``<set>-to-drawem9``); None for
     DrawEM9 itself or a set without one."""
@@ -100,8 +93,8 @@ def evaluate_synthetic(model: Model, cases: dict[str, tuple[synth.Anatomy, ...]]
                 own.append(dice_per_label(predicted, lookup[labels[card.labels.name]], card))
                 if mapping:
                     derived = mapping.apply(card.labels.indices[predicted], Path("prediction"))
-                    as_drawem9.append(_dice(_drawem9_classes(derived),
-                                            _drawem9_classes(labels[DRAWEM9.name]), DRAWEM9))
+                    # DrawEM9's indices are its class numbers (0-9)
+                    as_drawem9.append(_dice(derived, labels[DRAWEM9.name], DRAWEM9))
             results.setdefault(group, {})[f"{age:g}_months"] = _mean(own, brain[card.labels.name])
             if mapping:
                 mapped.setdefault(group, {})[f"{age:g}_months"] = _mean(as_drawem9,
