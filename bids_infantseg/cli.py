@@ -196,12 +196,12 @@ def model_for_label_set(model: str, label_set: str | None) -> str:
     of that label set; a ModelError where none is bundled."""
     if not label_set or model != "default":
         return model
-    from bids_infantseg.model.card import CARD_FILE, ModelError, bundled_models_dir
+    from bids_infantseg.model.card import ModelError, bundled_model_names
     from bids_infantseg.train.starter import MODEL_NAME
 
     name = MODEL_NAME.format(labels=label_set)
-    if not (bundled_models_dir() / name / CARD_FILE).is_file():
-        bundled = sorted(p.parent.name for p in bundled_models_dir().glob(f"*/{CARD_FILE}"))
+    bundled = bundled_model_names()
+    if name not in bundled:
         raise ModelError(f"--label-set {label_set}: no bundled model {name} (bundled: "
                          f"{', '.join(bundled) or 'none'}); train one (docs/training.md) and "
                          "give its folder with --model")

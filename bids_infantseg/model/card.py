@@ -127,6 +127,11 @@ def bundled_models_dir() -> Path:
     return Path(str(resources.files("bids_infantseg") / "data" / "models"))
 
 
+def bundled_model_names() -> list[str]:
+    """The bundled models' names (their folders holding a card), sorted."""
+    return sorted(p.parent.name for p in bundled_models_dir().glob(f"*/{CARD_FILE}"))
+
+
 def resolve_model_path(spec: str | Path) -> Path:
     """A bundled model name (``default`` included) or a folder path -> the model folder."""
     text = str(spec)
@@ -139,9 +144,8 @@ def resolve_model_path(spec: str | Path) -> Path:
         return path.resolve()
     if path.is_dir():
         raise ModelError(f"{path}: model folder has no {CARD_FILE}")
-    names = sorted(p.parent.name for p in bundled_models_dir().glob(f"*/{CARD_FILE}"))
     raise ModelError(f"{text}: no such model folder, and not a bundled model "
-                     f"(bundled: {', '.join(names) or 'none'})")
+                     f"(bundled: {', '.join(bundled_model_names()) or 'none'})")
 
 
 def sha256_file(path: Path) -> str:
