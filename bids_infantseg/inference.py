@@ -251,6 +251,10 @@ def _aggregate(model: Model, volume: np.ndarray, place: Placement, batch_size: i
     the views whose slices contain the left-right axis are run twice: a sagittal slice's
     mirror image is another sagittal slice of the same content, so its prediction would be
     the same. ``view_labels`` stay those of the unmirrored slices.
+
+    Sides: a sagittal slice cannot tell left from right (``train.sides``), so with a
+    lateralised label set and another view the sagittal view runs last and its mass of each
+    left/right pair is split by the ratio the other views already gave the pair there.
     """
     card = model.card
     image = _image(volume, place)
@@ -265,7 +269,8 @@ def _aggregate(model: Model, volume: np.ndarray, place: Placement, batch_size: i
                             ) if mirrored else None
     policy = _CompilePolicy(compile, place, sum(i.numel() * (2 if v in mirrored else 1)
                                                 for v, i in todo.items()))
-    for view, net in model.nets.items():
+    pairs = _side_pairs(card) if len(model.nets) > 1 else None
+    for view, net in sorted(model.nets.items(), key=lambda item: item[0] == "sagittal"):
         slices = to_slices(image, view)  # (N, H, W); H is the left-right axis unless sagittal
         acc = to_slices(probs, view)  # (N, C, H, W), a view into probs
         index = todo[view]
@@ -279,6 +284,8 @@ def _aggregate(model: Model, volume: np.ndarray, place: Placement, batch_size: i
             if view_labels:
                 to_slices(labels[view], view)[empty] = int(outside[0])
         for batch_index, soft in _batches(net, slices, index, batch_size, place, policy):
+            if view == "sagittal" and pairs is not None:
+                soft = _split_sides(soft, acc[batch_index], pairs)
             acc[batch_index] += share * soft
             if view_labels:
                 to_slices(labels[view], view)[batch_index] = soft.argmax(dim=1).to(torch.uint8)
@@ -287,6 +294,29 @@ def _aggregate(model: Model, volume: np.ndarray, place: Placement, batch_size: i
                                               policy):
                 acc[batch_index] += share * soft.flip(2)[:, perm.to(soft.device)]
     return _to_host(probs, dtype), {v: t.cpu().numpy() for v, t in labels.items()}
+
+
+def _side_pairs(card) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Class numbers (left ones, their partners) of the card's lateralised labels, or
+    ``None`` if it has none."""
+    perm = refine.mirror_classes([lab.name for lab in card.labels.labels])
+    first = np.flatnonzero(perm > np.arange(len(perm)))
+    return (torch.from_numpy(first), torch.from_numpy(perm[first])) if first.size else None
+
+
+def _split_sides(soft: torch.Tensor, before: torch.Tensor,
+                 pairs: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """``soft`` (sagittal, ``(N, C, H, W)``) with each pair's summed probability split by the
+    pair's ratio in ``before`` (the other views' sum at those pixels; evenly where they gave
+    the pair nothing)."""
+    left, right = (p.to(soft.device) for p in pairs)
+    mass = soft[:, left] + soft[:, right]
+    a, b = before[:, left].to(soft.dtype), before[:, right].to(soft.dtype)
+    share = (a + 1e-6) / (a + b + 2e-6)
+    out = soft.clone()
+    out[:, left] = mass * share
+    out[:, right] = mass * (1 - share)
+    return out
 
 
 def _occupied(image: torch.Tensor, view: str, skip_empty: bool) -> torch.Tensor:

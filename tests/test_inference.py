@@ -337,3 +337,37 @@ def test_gpu_flip_and_refinements_match_the_cpu(tmp_path):
     assert gpu.probs.dtype == np.float16
     np.testing.assert_allclose(gpu.probs, cpu.probs, atol=0.05)
     assert (gpu.probs.argmax(0) == cpu.probs.argmax(0)).mean() >= 0.99
+
+
+def _sided(model) -> None:
+    labels = list(model.card.labels.labels)
+    labels[2] = replace(labels[2], name="Left-Thing")
+    labels[3] = replace(labels[3], name="Right-Thing")
+    model.card.labels = replace(model.card.labels, labels=tuple(labels))
+
+
+def test_sagittal_pair_mass_is_split_by_the_other_views(tmp_path):
+    """A sagittal slice cannot tell sides: its left+right mass follows the other views' ratio,
+    whatever the order of the card's views; everything else is a plain weighted mean."""
+    model = load_model(make_tiny_model(tmp_path / "model",
+                                       views={"sagittal": 2.0, "axial": 1.0}))
+    _sided(model)
+    volume = _head()
+    nets = dict(model.nets)
+    singles = {}
+    for view in nets:
+        model.nets, model.card.views = {view: nets[view]}, {view: 1.0}
+        singles[view] = predict_with_qc(model, volume).probs
+    model.nets, model.card.views = nets, {"sagittal": 2.0, "axial": 1.0}
+    full = predict_with_qc(model, volume)
+    sag, ax = singles["sagittal"], singles["axial"]
+    expected = (2 * sag + ax) / 3
+    share = (ax[2] / 3 + 1e-6) / ((ax[2] + ax[3]) / 3 + 2e-6)  # the accumulator's terms
+    expected[2] = (2 * (sag[2] + sag[3]) * share + ax[2]) / 3
+    expected[3] = (2 * (sag[2] + sag[3]) * (1 - share) + ax[3]) / 3
+    np.testing.assert_allclose(full.probs, expected, atol=1e-4)
+    np.testing.assert_allclose(full.probs.sum(0), 1, atol=1e-4)
+    assert np.abs(full.probs[2] - (2 * sag[2] + ax[2]) / 3).max() > 0.01  # it did change
+    # a sagittal-only model has nothing to split by: its probabilities stay its own
+    model.nets, model.card.views = {"sagittal": nets["sagittal"]}, {"sagittal": 1.0}
+    np.testing.assert_allclose(predict_with_qc(model, volume).probs, sag, atol=1e-6)

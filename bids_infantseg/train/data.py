@@ -24,6 +24,7 @@ from bids_infantseg.model.card import ModelCard
 from bids_infantseg.model.labels import LABEL_GROUPS
 from bids_infantseg.model.views import VIEW_AXIS
 from bids_infantseg.synth.sources import Source, SourceMix
+from bids_infantseg.train.sides import SideMerge, merged_counts, side_merge
 
 
 def class_lookup(card: ModelCard) -> np.ndarray:
@@ -38,12 +39,28 @@ def class_lookup(card: ModelCard) -> np.ndarray:
     return lut
 
 
-def target_groups(card: ModelCard) -> tuple[tuple[int, ...], ...]:
-    """The class numbers each partial target stands for (target ``K + g`` is group ``g`` of
-    the card's set, ``K`` its classes): what the loss sums probabilities over."""
+def _set_groups(card: ModelCard) -> tuple[tuple[int, ...], ...]:
+    """The class numbers of each of the card's set's partial label groups, in order."""
     number = {int(index): k for k, index in enumerate(card.labels.indices)}
     return tuple(tuple(number[m] for m in group.members)
                  for group in LABEL_GROUPS.get(card.labels.name, ()))
+
+
+def sagittal_merge(card: ModelCard) -> SideMerge | None:
+    """How sagittal slices' sided targets merge (``train.sides``); ``None`` if the set has no
+    sides or the card no other view to tell them."""
+    if set(card.views) <= {"sagittal"}:
+        return None
+    return side_merge([lab.name for lab in card.labels.labels], _set_groups(card),
+                      [g.name for g in LABEL_GROUPS.get(card.labels.name, ())])
+
+
+def target_groups(card: ModelCard) -> tuple[tuple[int, ...], ...]:
+    """The class numbers each partial target stands for (target ``K + g`` is group ``g``:
+    the card's set's label groups, then sagittal side-merged targets): what the loss sums
+    probabilities over."""
+    merge = sagittal_merge(card)
+    return _set_groups(card) + (merge.groups if merge else ())
 
 
 PROCEDURAL_ONLY = SourceMix((Source("procedural", "procedural", 1.0, (synth.Procedural(),),
@@ -127,11 +144,13 @@ class SliceSampler:
     _drawn: int = field(init=False, default=0, repr=False)
     _ahead: deque = field(init=False, repr=False)
     _executor: Executor | None = field(init=False, default=None, repr=False)
+    _merge: SideMerge | None = field(init=False, default=None, repr=False)
     wait_seconds: float = field(init=False, default=0.0)
     """Time ``batch`` spent waiting for volumes (drawing them, or for the workers)."""
 
     def __post_init__(self) -> None:
         synth.check_label_sets((self.card.labels.name,))  # before any worker starts
+        self._merge = sagittal_merge(self.card)
         if self.workers:
             self._executor = ProcessPoolExecutor(
                 self.workers, mp_context=multiprocessing.get_context("forkserver"))
@@ -177,11 +196,12 @@ class SliceSampler:
         """Voxel counts per target (classes, then partial targets) over a few fresh volumes
         (for class weights)."""
         rng = np.random.default_rng([2, self.seed])
-        counts = np.zeros(len(self.card.labels) + len(self.groups), dtype=np.int64)
+        merge = sagittal_merge(self.card)
+        counts = np.zeros(len(self.card.labels) + len(_set_groups(self.card)), dtype=np.int64)
         for _ in range(volumes):
             _, classes = draw_volume(self.card, self.source, rng)
             counts += np.bincount(classes.ravel(), minlength=len(counts))
-        return counts
+        return merged_counts(counts, merge) if merge else counts
 
     def batch(self, view: str, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         while len(self._pool) < self.pool_size:
@@ -199,4 +219,7 @@ class SliceSampler:
             index = int(choices[self._rng.integers(len(choices))]) if choices.size else 0
             images.append(torch.from_numpy(image).select(axis, index))
             targets.append(torch.from_numpy(classes).select(axis, index))
-        return torch.stack(images).unsqueeze(1), torch.stack(targets)
+        targets = torch.stack(targets)
+        if view == "sagittal" and self._merge is not None:
+            targets = torch.from_numpy(self._merge.lut)[targets]
+        return torch.stack(images).unsqueeze(1), targets
