@@ -25,10 +25,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from bids_infantseg.model.card import ModelCard
 from bids_infantseg.train import ddp
 from bids_infantseg.train.cache import SliceDataset, Volume, epoch_items, slice_pool
-from bids_infantseg.train.data import SliceSampler
+from bids_infantseg.train.data import SliceSampler, sagittal_merge, target_groups
 from bids_infantseg.train.engine import Epoch, Recipe, Runtime
+from bids_infantseg.train.sides import merged_counts
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -53,12 +55,12 @@ def _collate(batch):
 
 
 class CachedSlices:
-    """Slices of cached site volumes in ``views``, through one DataLoader per unit."""
-
-    groups: tuple[tuple[int, ...], ...] = ()  # a site's label maps say every class
+    """Slices of cached site volumes in ``views``, through one DataLoader per unit. A site's
+    label maps say every class; only sagittal slices of a lateralised set get partial
+    targets, each left/right pair as one (``train.sides``)."""
 
     def __init__(self, volumes: Sequence[Volume], views: Sequence[str], recipe: Recipe,
-                 runtime: Runtime) -> None:
+                 runtime: Runtime, card: ModelCard) -> None:
         if recipe.steps_per_epoch is not None:
             raise ValueError("steps_per_epoch is for a synthetic stream; cached slices use "
                              "max_slices_per_epoch")
@@ -69,18 +71,24 @@ class CachedSlices:
         self.wait_seconds = 0.0
         self._pool: np.ndarray | None = None
         self._sampler = EpochSampler()
+        self._merge = sagittal_merge(card)
+        self.groups = target_groups(card)
+        self._set_groups = len(self.groups) - (len(self._merge.groups) if self._merge else 0)
         workers = runtime.workers
         # workers from a fork server: forked children of a process whose torch threads
         # already ran can hang; persistent, so they start once per unit, not once per epoch
         self._loader = DataLoader(
-            SliceDataset(self.volumes, augment=recipe.augment, seed=recipe.seed),
+            SliceDataset(self.volumes, augment=recipe.augment, seed=recipe.seed,
+                         sagittal_lut=self._merge.lut if self._merge else None),
             batch_size=recipe.batch_size, sampler=self._sampler, num_workers=workers,
             collate_fn=_collate, pin_memory=runtime.device.type == "cuda",
             persistent_workers=workers > 0,
             multiprocessing_context="forkserver" if workers > 0 else None)
 
     def class_counts(self) -> np.ndarray:
-        return np.sum([np.asarray(v.counts, dtype=np.int64) for v in self.volumes], axis=0)
+        counts = np.sum([np.asarray(v.counts, dtype=np.int64) for v in self.volumes], axis=0)
+        counts = np.concatenate([counts, np.zeros(self._set_groups, dtype=np.int64)])
+        return merged_counts(counts, self._merge) if self._merge else counts
 
     def epoch(self, key: tuple[int, ...], epoch: int, place: ddp.Dist) -> Epoch:
         if self._pool is None:

@@ -266,8 +266,10 @@ class SliceDataset(Dataset):
     ``(H, W)`` int64, augmented with a generator seeded by the item itself, so a slice's
     augmentation does not depend on workers, ranks or what ran before."""
 
-    def __init__(self, volumes: list[Volume], *, augment: bool, seed: int) -> None:
+    def __init__(self, volumes: list[Volume], *, augment: bool, seed: int,
+                 sagittal_lut: np.ndarray | None = None) -> None:
         self.volumes = volumes
+        self.sagittal_lut = sagittal_lut  # sagittal targets (``train.sides``), if any
         self.augment = augment
         self.seed = seed
         self._open: dict[int, tuple[np.ndarray, np.ndarray]] = {}
@@ -288,4 +290,6 @@ class SliceDataset(Dataset):
         if self.augment:
             rng = np.random.default_rng([self.seed, epoch, vol, axis, index])
             image, target = augment_slice(image, target, rng)
+        if axis == VIEW_AXIS["sagittal"] and self.sagittal_lut is not None:
+            target = self.sagittal_lut[target]
         return torch.from_numpy(image[None]), torch.from_numpy(target)

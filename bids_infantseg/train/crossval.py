@@ -160,7 +160,7 @@ class Trainer:
                         folder / f"lr-{lr_tag(lr)}" / view_name, views, key)
             net = self.initial_net(view_name, key, recipe.seed)
             result: UnitResult = train_unit(
-                unit, self.card, net, CachedSlices(train, views, recipe, self.runtime),
+                unit, self.card, net, CachedSlices(train, views, recipe, self.runtime, self.card),
                 held_out if self.curves else [], recipe, self.runtime,
                 from_scratch=self.pretrained is None)
             net.load_state_dict(result.state)
