@@ -79,7 +79,10 @@ DESCRIPTION = (
 ASEG_LABELS = (" Labels: lateralised FreeSurfer aseg structures as real infant asegs carry "
                "them; sources without the aseg subdivisions (fetal atlases, procedural heads: "
                "deep grey matter, hippocampus with amygdala, cerebellum, ventricles) were "
-               "trained with partial labels (any structure of the group counts as right).")
+               "trained with partial labels (any structure of the group counts as right). "
+               "Sagittal slices, which cannot tell left from right, were trained with each "
+               "left/right pair as one partial label; at inference their pair mass is split "
+               "by the axial and coronal views.")
 MODEL_NAME = "{labels}-synth-starter"
 """The starter model of a label set (``drawem9-synth-starter``: ``card.DEFAULT_MODEL``); the
 bundled one of each set is ``data/models/<this name>``, which ``--label-set`` picks."""
