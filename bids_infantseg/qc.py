@@ -78,12 +78,15 @@ def bounds_table() -> pd.DataFrame:
     return table.sort_values(["label", "age_weeks"]).reset_index(drop=True)
 
 
-def _rows(label: str) -> pd.DataFrame:
-    return bounds_table()[bounds_table()["label"] == label]
+def bounds_rows(label: str) -> pd.DataFrame:
+    """The bounds table's rows of one label (``brain`` or a DrawEM9 abbreviation), by age:
+    QC and the group report's bands read the same rows."""
+    table = bounds_table()
+    return table[table["label"] == label]
 
 
 BOUNDS_ML = tuple((float(r.age_weeks), float(r.low_ml), float(r.high_ml))
-                  for r in _rows(BRAIN).itertuples())
+                  for r in bounds_rows(BRAIN).itertuples())
 """Brain tissue bounds as (postnatal weeks, lower mL, upper mL), for the growth figures."""
 BOUNDS_SOURCE = (f"{BOUNDS_FILE.name}: published first-year brain tissue ranges (Knickmeyer "
                  "2008, Holland 2014, dHCP) widened ~15%, scaled outside -10..52 weeks by the "
@@ -136,7 +139,7 @@ def drawem9_structures(labels: LabelSet) -> Structures | None:
     ``<source>-to-drawem9`` mapping fits (every label's index and name among the mapping's
     sources, :meth:`LabelMapping.fits`); None for a set without a known mapping, whose
     structures are then not guessed."""
-    if _is_drawem9(labels):
+    if is_drawem9(labels):
         return Structures(DRAWEM9.name, tuple((lab.index, lab.index) for lab in labels.labels))
     suffix = f"-to-{DRAWEM9.name}"
     names = [n for n in shipped_mappings() if n.endswith(suffix)]
@@ -177,7 +180,7 @@ class Bounds:
 def volume_bounds(label: str, age_weeks: float | None) -> Bounds | None:
     """Bounds of ``label`` (``brain`` or a DrawEM9 abbreviation in ``STRUCTURES``) at an age;
     None without an age (never an adult default) or for a label without bounds."""
-    rows = _rows(label)
+    rows = bounds_rows(label)
     if age_weeks is None or not np.isfinite(age_weeks) or rows.empty:
         return None
     weeks = rows["age_weeks"].to_numpy()
@@ -373,7 +376,9 @@ def age_dependent(flag: str) -> bool:
     return flag in ("brain_volume", "age") or flag.startswith("volume_")
 
 
-def _is_drawem9(labels: LabelSet) -> bool:
+def is_drawem9(labels: LabelSet) -> bool:
+    """Whether ``labels`` are DrawEM9's (same indices and abbreviations, colours aside): the
+    structures the volume bounds are defined for."""
     return [(lab.index, lab.abbreviation) for lab in labels.labels] == \
         [(lab.index, lab.abbreviation) for lab in DRAWEM9.labels]
 

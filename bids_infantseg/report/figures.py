@@ -20,8 +20,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from bids_infantseg.ages import PLAUSIBLE_WEEKS, WEEKS_PER_MONTH  # noqa: E402
-from bids_infantseg.model.labels import DRAWEM9, LabelSet  # noqa: E402
-from bids_infantseg.qc import BOUNDS_FILE, BRAIN, STRUCTURES, bounds_table  # noqa: E402
+from bids_infantseg.model.labels import LabelSet  # noqa: E402
+from bids_infantseg.qc import BOUNDS_FILE, BRAIN, STRUCTURES, bounds_rows, is_drawem9  # noqa: E402
 
 BAND = "#c6dbef"
 """Reference band fill (opaque, so it is one exact colour in the PNG)."""
@@ -54,15 +54,12 @@ class Reference:
 def references(labels: LabelSet) -> dict[str, Reference]:
     """Volume column -> band: brain tissue for any label set, the bounded structures for a
     DrawEM9 set (the bounds are DrawEM9 definitions), each from QC's shipped table."""
-    table = bounds_table()
     wanted = {BRAIN: "brain_volume_mm3"}
-    drawem9 = [(lab.index, lab.abbreviation) for lab in labels.labels] == \
-        [(lab.index, lab.abbreviation) for lab in DRAWEM9.labels]
-    if drawem9:
+    if is_drawem9(labels):
         wanted |= {abbreviation: f"{abbreviation}_mm3" for abbreviation in STRUCTURES}
     found = {}
     for label, column in wanted.items():
-        rows = table[table["label"] == label]
+        rows = bounds_rows(label)
         if rows.empty:
             continue
         sources = list(dict.fromkeys(rows["source"]))
