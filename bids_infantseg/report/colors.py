@@ -25,11 +25,8 @@ def display_colors(labels: LabelSet) -> dict[int, str]:
     other set keeps its own. Then every faint colour (FreeSurfer's white matter #f5f5f5 and
     CSF #3c3c3c) becomes the next ``distinct_color`` no label uses, in class order: the
     report's legend shows what is drawn; the label table keeps the set's colours."""
-    colors = {lab.index: lab.color for lab in labels.labels}
-    names = [(lab.index, lab.name) for lab in labels.labels]
-    for builtin in BUILTIN.values():
-        if [(lab.index, lab.name) for lab in builtin.labels] == names:
-            colors = {lab.index: lab.color for lab in builtin.labels}
+    source = next((b for b in BUILTIN.values() if b.same_classes(labels)), labels)
+    colors = {lab.index: lab.color for lab in source.labels}
     used = {c.lower() for c in colors.values()}
     spare = (c for c in map(distinct_color, count()) if c not in used)
     for lab in labels.labels:
