@@ -339,6 +339,7 @@ def train_unit(unit: Unit, card: ModelCard, net: QuickNAT, source: BatchSource,
     weights = median_frequency_weights(counts)
     w = torch.from_numpy(weights).to(device)
     boundary = recipe.boundary_weight * float(np.median(weights))
+    groups = source.groups  # fixed for the unit (a synthetic source derives them each call)
     stage, wrapped, stopped = None, net, False
     for epoch in range(first, len(schedule)):
         if not budget.room_for_epoch():
@@ -367,7 +368,7 @@ def train_unit(unit: Unit, card: ModelCard, net: QuickNAT, source: BatchSource,
             targets = targets.to(device, non_blocking=True)
             with _autocast(device, use_amp):
                 logits = wrapped(images)
-            loss = quicknat_loss(logits.float(), targets, w, boundary, source.groups)
+            loss = quicknat_loss(logits.float(), targets, w, boundary, groups)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
