@@ -43,8 +43,10 @@ from bids_infantseg.train.engine import (
     Runtime,
     Unit,
     UnitResult,
+    initial_net,
     seed_of,
     train_unit,
+    transfers,
     unit_views,
 )
 
@@ -128,20 +130,7 @@ class Trainer:
 
     @property
     def replaces_classifier(self) -> bool:
-        if self.pretrained is None:
-            return False
-        return not self.pretrained.card.labels.same_classes(self.card.labels)
-
-    def initial_net(self, view_name: str, key: tuple[int, ...], seed: int) -> QuickNAT:
-        torch.manual_seed(seed_of(seed, *key, 99))
-        if self.pretrained is None:
-            return QuickNAT(self.card.architecture)
-        source = self.card_view_source(view_name)
-        net = QuickNAT(self.pretrained.card.architecture)
-        net.load_state_dict(self.pretrained.nets[source].state_dict())
-        if self.replaces_classifier:
-            net.replace_classifier(len(self.card.labels))
-        return net
+        return self.pretrained is not None and transfers(self.pretrained.card, self.card)
 
     def card_view_source(self, view_name: str) -> str:
         """The pretrained network a unit starts from (a shared unit: the first view's)."""
@@ -158,7 +147,8 @@ class Trainer:
             key = (fold.number, lr_index, index)
             unit = Unit(f"{folder.name}_lr-{lr_tag(lr)}_{view_name}",
                         folder / f"lr-{lr_tag(lr)}" / view_name, views, key)
-            net = self.initial_net(view_name, key, recipe.seed)
+            net = initial_net(self.card, self.pretrained, self.card_view_source(view_name),
+                              seed_of(recipe.seed, *key, 99))
             result: UnitResult = train_unit(
                 unit, self.card, net, CachedSlices(train, views, recipe, self.runtime, self.card),
                 held_out if self.curves else [], recipe, self.runtime,

@@ -49,6 +49,7 @@ from bids_infantseg.derivatives import atomic_write_json
 from bids_infantseg.files import atomic_write
 from bids_infantseg.inference import predict
 from bids_infantseg.metrics import confusion_matrix, scores
+from bids_infantseg.model.architectures import build_network
 from bids_infantseg.model.card import Model, ModelCard
 from bids_infantseg.model.quicknat import QuickNAT
 from bids_infantseg.model.views import VIEW_AXIS
@@ -200,6 +201,26 @@ def seed_of(*key: int) -> int:
     """A 63-bit seed from integers (stable across runs, platforms and processes)."""
     return int(np.random.SeedSequence([int(k) for k in key]).generate_state(2, np.uint64)[0]
                >> np.uint64(1))
+
+
+def transfers(init: ModelCard, card: ModelCard) -> bool:
+    """Whether a warm start from ``init`` needs a new classifier (other classes)."""
+    return not init.labels.same_classes(card.labels)
+
+
+def initial_net(card: ModelCard, init: Model | None, view: str, seed: int) -> QuickNAT:
+    """A network seeded by ``seed``: fresh (the card's architecture, built through the
+    registry), or a copy of ``init``'s network for ``view`` whose classifier is replaced by
+    a fresh one where the classes differ (Wang et al.'s transfer). A checkpoint in the
+    unit's folder, if any, replaces these weights: training resumes."""
+    torch.manual_seed(seed)
+    if init is None:
+        return build_network(card.architecture)
+    net = build_network(init.card.architecture)
+    net.load_state_dict(init.nets[view].state_dict())
+    if transfers(init.card, card):
+        net.replace_classifier(len(card.labels))
+    return net
 
 
 def _set_stage(net: QuickNAT, stage: str) -> None:

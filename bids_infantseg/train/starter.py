@@ -39,6 +39,7 @@ from pathlib import Path
 import torch
 
 from bids_infantseg.inference import resolve_device
+from bids_infantseg.model.architectures import build_network
 from bids_infantseg.model.card import (
     Model,
     ModelCard,
@@ -60,8 +61,10 @@ from bids_infantseg.train.engine import (
     Runtime,
     Unit,
     UnitResult,
+    initial_net,
     seed_of,
     train_unit,
+    transfers,
     unit_views,
 )
 from bids_infantseg.train.evaluate import evaluate_synthetic, heldout_cases
@@ -133,29 +136,10 @@ def warm_start(init: str, card: ModelCard) -> tuple[Model, dict]:
     return model, provenance
 
 
-def transfers(init: ModelCard, card: ModelCard) -> bool:
-    """Whether a warm start from ``init`` needs a new classifier (other classes)."""
-    return not init.labels.same_classes(card.labels)
-
-
 def starter_units(work: Path, card: ModelCard, shared: bool) -> list[Unit]:
     """The networks to train, each with its checkpoint folder under ``work``."""
     return [Unit(name, Path(work) / name, views, (index,))
             for name, views, index in unit_views(card.views, shared)]
-
-
-def initial_net(card: ModelCard, unit: Unit, seed: int, init: Model | None) -> QuickNAT:
-    """A seeded fresh network, or a copy of ``init``'s network for the unit's first view,
-    its classifier replaced by a seeded fresh one where the label sets differ. (A checkpoint
-    in the unit's folder, if any, replaces these weights: training resumes.)"""
-    torch.manual_seed(seed_of(seed, *unit.key, 99))
-    if init is None:
-        return QuickNAT(card.architecture)
-    net = QuickNAT(init.card.architecture)
-    net.load_state_dict(init.nets[unit.views[0]].state_dict())
-    if transfers(init.card, card):
-        net.replace_classifier(len(card.labels))
-    return net
 
 
 @dataclass
@@ -194,7 +178,7 @@ def train_nets(card: ModelCard, units: list[Unit], sampler: SliceSampler, recipe
     for i, unit in enumerate(units):
         share = recipe if deadline is None else replace(
             recipe, time_budget_s=max(deadline - time.monotonic(), 0.0) / (len(units) - i))
-        net = initial_net(card, unit, recipe.seed, init)
+        net = initial_net(card, init, unit.views[0], seed_of(recipe.seed, *unit.key, 99))
         result = train_unit(unit, card, net, SyntheticStream(sampler, unit.views, share), [],
                             share, runtime, from_scratch=init is None)
         net.load_state_dict(result.state)  # a unit finished earlier was not trained here
@@ -210,7 +194,7 @@ def from_checkpoints(card: ModelCard, units: list[Unit]) -> tuple[Trained, Recip
     nets, results, recipe = {}, {}, None
     for unit in units:
         tensors, state = read_checkpoint(unit.folder)
-        net = QuickNAT(card.architecture)
+        net = build_network(card.architecture)
         net.load_state_dict(net_weights(tensors, "net"))
         net.eval()
         nets.update(dict.fromkeys(unit.views, net))

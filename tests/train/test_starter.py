@@ -17,16 +17,14 @@ from safetensors.torch import load_file
 from bids_infantseg.model.card import ModelError, load_model
 from bids_infantseg.model.labels import BUILTIN, DRAWEM9
 from bids_infantseg.train.data import SliceSampler, SynthSource
-from bids_infantseg.train.engine import Recipe, Runtime
+from bids_infantseg.train.engine import Recipe, Runtime, initial_net, transfers
 from bids_infantseg.train.starter import (
-    initial_net,
     main,
     parse_args,
     starter_card,
     starter_recipe,
     starter_units,
     train_nets,
-    transfers,
     warm_start,
 )
 from tests.model_factory import make_tiny_model, tiny_card
@@ -149,7 +147,7 @@ def test_transfer_keeps_the_body_and_replaces_the_classifier(tiny_drawem9):
     init, provenance = warm_start(str(tiny_drawem9), card)
     assert provenance["transfer"]["labels_from"] == "drawem9" and card.name == "aseg-synth-starter"
     unit = starter_units(Path("work"), card, True)[0]
-    net = initial_net(card, unit, 0, init)
+    net = initial_net(card, init, unit.views[0], 0)
     before = parameters(init.nets["axial"])
     for key, value in net.named_parameters():
         if key.startswith("classifier."):
