@@ -35,7 +35,7 @@ from bids_infantseg.qc import (
     tissue_indices,
     volume_check,
 )
-from bids_infantseg.report.group import group_report
+from bids_infantseg.report.group import group_report, id_columns
 from bids_infantseg.report.outputs import report_path
 
 LOGGER = logging.getLogger("bids_infantseg")
@@ -221,7 +221,7 @@ def qc_table(collected: Collected, wide: pd.DataFrame) -> pd.DataFrame:
         flags |= {k: v for k, v in (qc.get("flags") or {}).items() if not age_dependent(k)}
         if scan["qc"] is None:
             flags["qc"] = "no QC table from the participant level"
-        rows.append({**{c: row[c] for c in _id_columns(wide)},
+        rows.append({**{c: row[c] for c in id_columns(wide)},
                      "age_weeks": age, "brain_volume_ml": round(brain_ml, 3),
                      "intracranial_volume_ml": round(row["intracranial_volume_mm3"] / 1000, 3),
                      "brain_volume_status": status,
@@ -231,10 +231,6 @@ def qc_table(collected: Collected, wide: pd.DataFrame) -> pd.DataFrame:
                      "flagged": bool(flags), "flags": "; ".join(flags[k] for k in sorted(flags)),
                      "report": scan["report"]})
     return pd.DataFrame(rows)
-
-
-def _id_columns(wide: pd.DataFrame) -> list[str]:
-    return list(wide.columns[:list(wide.columns).index("age_weeks")])
 
 
 def _id_sidecar(ids: list[str]) -> dict:
@@ -311,7 +307,7 @@ def write_group(out: Path, collected: Collected) -> list[Path]:
     written = []
     if not wide.empty:
         qc = qc_table(collected, wide)
-        ids = _id_columns(wide)
+        ids = id_columns(wide)
         for stem, table, sidecar in (
                 (f"desc-{name}_volumes", wide, _sidecar(collected.labels, ids, True)),
                 (f"desc-{name}_volumes_long", long_table(wide, collected.labels),

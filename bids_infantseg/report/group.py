@@ -49,18 +49,18 @@ def growth_figures(labels: LabelSet, wide: pd.DataFrame) -> list[Growth]:
 def _growth_section(figures: Sequence[Growth], wide: pd.DataFrame) -> str:
     """Figures with their band's source as caption, after the scans whose age is missing or
     out of range (each figure shows those in a strip at its edge)."""
-    id_columns = list(wide.columns[:list(wide.columns).index("age_weeks")])
+    ids = id_columns(wide)
     ages = split_ages(wide, "brain_volume_mm3")
     low, high = PLAUSIBLE_WEEKS
     flagged = []
     if len(ages.beyond):
         flagged.append(f"Age outside {low:g} to {high:g} postnatal weeks, drawn in the "
                        "'age out of range' strip of each figure, not to scale: " + ", ".join(
-                           f"{_scan_name(row, id_columns)} ({age_text(row['age_weeks'])})"
+                           f"{_scan_name(row, ids)} ({age_text(row['age_weeks'])})"
                            for _, row in ages.beyond.iterrows()))
     if len(ages.missing):
         flagged.append("No age, drawn in the 'no age' strip of each figure: " + ", ".join(
-            _scan_name(row, id_columns) for _, row in ages.missing.iterrows()))
+            _scan_name(row, ids) for _, row in ages.missing.iterrows()))
     cells = []
     for figure in figures:
         caption = (f"Shaded: plausible range by age from {figure.source}. A range, not "
@@ -73,18 +73,24 @@ def _growth_section(figures: Sequence[Growth], wide: pd.DataFrame) -> str:
             + '<div class="grid">' + "".join(cells) + "</div>")
 
 
-def _scan_name(row: pd.Series, id_columns: Sequence[str]) -> str:
+def id_columns(table: pd.DataFrame) -> list[str]:
+    """The columns that name a scan (participant, session, entities): the group tables put
+    them before ``age_weeks``, whichever entities a dataset has."""
+    return list(table.columns[:list(table.columns).index("age_weeks")])
+
+
+def _scan_name(row: pd.Series, ids: Sequence[str]) -> str:
     """``sub-01 ses-02 run-1``: the scan's ids and entities that it has."""
     return " ".join(str(row[c]) if c.endswith("_id") else f"{c}-{row[c]}"
-                    for c in id_columns if isinstance(row[c], str) and row[c] not in ("", "n/a"))
+                    for c in ids if isinstance(row[c], str) and row[c] not in ("", "n/a"))
 
 
 def _qc_section(qc: pd.DataFrame) -> str:
     if qc.empty:
         return "<p>No complete scan.</p>"
-    id_columns = list(qc.columns[:list(qc.columns).index("age_weeks")])
+    ids = id_columns(qc)
     shown = pd.DataFrame({
-        "scan": [_scan_name(row, id_columns) for _, row in qc.iterrows()],
+        "scan": [_scan_name(row, ids) for _, row in qc.iterrows()],
         "age (weeks)": qc["age_weeks"], "brain (mL)": qc["brain_volume_ml"],
         "intracranial (mL)": qc["intracranial_volume_ml"],
         "brain volume check": qc["brain_volume_status"],
