@@ -154,10 +154,9 @@ def _start(source: ScanImages, axis: int, step: int) -> int:
     return int(middle // step)
 
 
-def legend(labels: LabelSet) -> str:
-    """One checkbox per label (background 0 left out): its colour, name and abbreviation;
-    brain labels start shown, non-brain ones hidden."""
-    colors = display_colors(labels)
+def legend(labels: LabelSet, colors: dict[int, str]) -> str:
+    """One checkbox per label (background 0 left out): its colour (``colors``, those the
+    views draw), name and abbreviation; brain labels start shown, non-brain ones hidden."""
     items = []
     for position, lab in enumerate(labels.labels):
         if lab.index == 0:
@@ -351,7 +350,7 @@ def viewer(source: ScanImages, labels: LabelSet) -> str:
     return (
         f"<style>{STYLE}</style>"
         '<div class="viewer" id="viewer">'
-        f'<div class="tools">{legend(labels)}</div>'
+        f'<div class="tools">{legend(labels, colors)}</div>'
         '<div class="tools"><label><input type="checkbox" class="fill"> fill labels</label>'
         '<button type="button" data-all="1">show all</button>'
         '<button type="button" data-all="0">hide all</button>'

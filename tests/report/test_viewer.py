@@ -92,7 +92,7 @@ def test_class_map_numbers_labels_by_position_and_unknown_as_background():
 
 
 def test_legend_has_a_toggle_and_a_swatch_per_label():
-    text = legend(DRAWEM9)
+    text = legend(DRAWEM9, display_colors(DRAWEM9))
     boxes = re.findall(r'<input type="checkbox" data-class="(\d+)"( checked)?>'
                        r'<span class="swatch" style="background:(#[0-9a-f]{6})">', text)
     shown = [lab for lab in DRAWEM9.labels if lab.index != 0]
