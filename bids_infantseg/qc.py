@@ -225,43 +225,35 @@ def view_agreement(view_labels: dict[str, np.ndarray],
 
     ``view_labels`` hold class numbers (positions in ``labels``), as the networks output.
     """
-    pairs = list(combinations(sorted(view_labels), 2))
     structures = drawem9_structures(labels)
-    if structures is not None and not structures.identity:
-        return _view_agreement_mapped(view_labels, labels, structures, pairs)
+    mapped = structures if structures is not None and not structures.identity else None
     per_label: dict[int, list[float]] = {lab.index: [] for lab in labels.labels}
     per_pair: dict[str, float] = {}
-    for a, b in pairs:
-        scores = []
-        for k, lab in enumerate(labels.labels):
-            score = dice(view_labels[a] == k, view_labels[b] == k)
+    for a, b in combinations(sorted(view_labels), 2):
+        scores = [dice(view_labels[a] == k, view_labels[b] == k) for k in range(len(labels))]
+        for lab, score in zip(labels.labels, scores, strict=True):
             per_label[lab.index].append(score)
-            if lab.index in labels.brain_indices and np.isfinite(score):
-                scores.append(score)
-        per_pair[f"{a}-{b}"] = float(np.mean(scores)) if scores else float("nan")
+        if mapped is not None:
+            scores = _structure_dice(view_labels[a], view_labels[b], labels, mapped)
+        else:
+            scores = [score for lab, score in zip(labels.labels, scores, strict=True)
+                      if lab.index in labels.brain_indices]
+        finite = [score for score in scores if np.isfinite(score)]
+        per_pair[f"{a}-{b}"] = float(np.mean(finite)) if finite else float("nan")
     means = {i: float(np.nanmean(s)) if np.isfinite(s).any() else float("nan")
              for i, s in per_label.items() if s}
     return means, per_pair
 
 
-def _view_agreement_mapped(view_labels: dict[str, np.ndarray], labels: LabelSet,
-                           structures: Structures, pairs: list[tuple[str, str]]
-                           ) -> tuple[dict[int, float], dict[str, float]]:
-    per_label: dict[int, list[float]] = {lab.index: [] for lab in labels.labels}
-    per_pair: dict[str, float] = {}
-    # class number -> DrawEM9 index of its structure; brain structures: those of brain labels
+def _structure_dice(a: np.ndarray, b: np.ndarray, labels: LabelSet,
+                    structures: Structures) -> list[float]:
+    """Dice of each DrawEM9 brain structure (those of the set's brain labels) between two
+    class maps of a set mapped onto DrawEM9."""
     lut = np.array([target for _, target in structures.target], np.int16)
     brain = sorted({target for index, target in structures.target
                     if index in labels.brain_indices})
-    for a, b in pairs:
-        for k, lab in enumerate(labels.labels):
-            per_label[lab.index].append(dice(view_labels[a] == k, view_labels[b] == k))
-        mapped_a, mapped_b = lut[view_labels[a]], lut[view_labels[b]]
-        scores = [s for t in brain if np.isfinite(s := dice(mapped_a == t, mapped_b == t))]
-        per_pair[f"{a}-{b}"] = float(np.mean(scores)) if scores else float("nan")
-    means = {i: float(np.nanmean(s)) if np.isfinite(s).any() else float("nan")
-             for i, s in per_label.items() if s}
-    return means, per_pair
+    mapped_a, mapped_b = lut[a], lut[b]
+    return [dice(mapped_a == t, mapped_b == t) for t in brain]
 
 
 def label_boxes(label_map: np.ndarray) -> dict[int, tuple[slice, ...]]:
@@ -351,13 +343,21 @@ def structure_checks(volumes_ml: dict[str, float], age_weeks: float | None,
     grey matter: Left- plus Right-Cerebral-Cortex). Nothing for a set without a known mapping
     to DrawEM9 (:func:`structures_skipped`), or without an age."""
     structures = drawem9_structures(labels)
-    if structures is None or age_weeks is None:
+    if structures is None:
         return {}, {}
-    volumes_ml = structures.volumes(volumes_ml, labels)
+    return _structure_checks(structures.volumes(volumes_ml, labels), age_weeks)
+
+
+def _structure_checks(structure_ml: dict[str, float], age_weeks: float | None
+                      ) -> tuple[dict[str, list[float]], dict[str, str]]:
+    """:func:`structure_checks` of volumes already summed into DrawEM9 structures (by
+    abbreviation), for :func:`summary`, which needs those sums for the placement flags too."""
+    if age_weeks is None:
+        return {}, {}
     bounds, flags = {}, {}
     for abbreviation in STRUCTURES:
         limits = volume_bounds(abbreviation, age_weeks)
-        volume = volumes_ml.get(abbreviation)
+        volume = structure_ml.get(abbreviation)
         if limits is None or volume is None or not np.isfinite(volume):
             continue
         bounds[abbreviation] = [round(limits.lower_ml, 1), round(limits.upper_ml, 1)]
@@ -523,11 +523,11 @@ def summary(table: pd.DataFrame, labels: LabelSet, *, age_weeks: float | None,
     status, flags = volume_check(tissue_ml, age_weeks)
     by_abbreviation = {lab.abbreviation: float(v) / 1000 for lab, v in
                        zip(labels.labels, table["volume_mm3"], strict=True)}
-    structure_bounds, structure_flags = structure_checks(by_abbreviation, age_weeks, labels)
-    flags |= structure_flags
     structures = drawem9_structures(labels)
-    flags |= placement_flags(misplaced_ml or {}, {} if structures is None else
-                             structures.volumes(by_abbreviation, labels))
+    structure_ml = {} if structures is None else structures.volumes(by_abbreviation, labels)
+    structure_bounds, structure_flags = _structure_checks(structure_ml, age_weeks)
+    flags |= structure_flags
+    flags |= placement_flags(misplaced_ml or {}, structure_ml)
     if structures is None or structures.identity:
         agreement = _nanmean(brain["view_dice"])
     else:  # view_agreement's pairs are over DrawEM9 structures, as VIEW_DICE_WARN is
