@@ -52,7 +52,7 @@ from bids_infantseg.resources import (
     plan_run,
     plugin_runner,
 )
-from bids_infantseg.scan_outputs import ScanOutputs, output_problems, scan_outputs, sidecar
+from bids_infantseg.scan_outputs import ScanOutputs, read_outputs, scan_outputs, sidecar
 from bids_infantseg.templates import TemplateError, cohort_for_age, template_path
 from bids_infantseg.workflow import SegmentSettings, init_participant_wf, scan_wf_name
 
@@ -149,8 +149,9 @@ def _run_participant(args: argparse.Namespace, held: ExitStack) -> int:
         levels = _quiet_nipype(args.verbose)
         workflow_ok, crashes = _run_workflow(good, settings, work_dir, plan, pose_templates,
                                              levels)
-        failed += _failed_scans(good, settings, crashes)
-        _log_qc(good, settings, failed)
+        unfinished, segmented = _check_outputs(good, settings, crashes)
+        failed += unfinished
+        _log_qc(segmented)
     done = len(scans) - len(failed)
     LOGGER.info("%d of %d scan(s) segmented; outputs in %s", done, len(scans), output_dir)
     for line in failed:
@@ -168,32 +169,31 @@ def _log_plan(plan: RunPlan, omp_nthreads: int | None, cpus: int) -> None:
                        plan.concurrent, cpus)
 
 
-def _failed_scans(scans: list[Scan], settings: SegmentSettings,
-                  crashes: dict[str, str]) -> list[str]:
-    """One line per scan that crashed or whose outputs are not all on disk and readable."""
-    failed = []
+def _check_outputs(scans: list[Scan], settings: SegmentSettings, crashes: dict[str, str]
+                   ) -> tuple[list[str], list[tuple[Scan, object]]]:
+    """One line per scan that crashed or whose outputs are not all on disk and readable, and
+    the QC sidecar of every other scan as that check read it (for :func:`_log_qc`)."""
+    failed, segmented = [], []
     for scan in scans:
         outputs = scan_outputs(scan, settings.output_dir, settings.card.labels,
                                settings.write_probseg)
         reasons = [crashes[name]] if (name := scan_wf_name(scan)) in crashes else []
-        problems = output_problems(outputs)
+        contents, problems = read_outputs(outputs)
         if problems:
             reasons.append(_describe(problems, outputs))
         if reasons:
             failed.append(f"{scan.path}: {'; '.join(reasons)}")
-    return failed
+        else:
+            segmented.append((scan, contents[sidecar(outputs.qc)]))
+    return failed, segmented
 
 
-def _log_qc(scans: list[Scan], settings: SegmentSettings, failed: list[str]) -> None:
+def _log_qc(segmented: list[tuple[Scan, object]]) -> None:
     """One line per segmented scan from the QC sidecar it wrote: ``QC ok`` or its flags."""
-    for scan in scans:
-        if any(line.startswith(f"{scan.path}:") for line in failed):
-            continue
-        outputs = scan_outputs(scan, settings.output_dir, settings.card.labels,
-                               settings.write_probseg)
+    for scan, qc in segmented:
         try:
-            flags = json.loads(sidecar(outputs.qc).read_text())["QC"]["flags"]
-        except (OSError, ValueError, KeyError, TypeError):
+            flags = qc["QC"]["flags"]
+        except (KeyError, TypeError):
             continue
         (LOGGER.warning if flags else LOGGER.info)("%s: %s", scan.source_stem,
                                                    summary_line(flags))

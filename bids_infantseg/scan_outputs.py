@@ -64,27 +64,38 @@ def scan_outputs(scan: Scan, output_dir: Path, labels: LabelSet,
     )
 
 
-def output_problems(outputs: ScanOutputs) -> dict[Path, str]:
-    """``{path: "missing" | "unreadable (...)"}`` for each output a user could not open."""
-    problems = {}
+def read_outputs(outputs: ScanOutputs) -> tuple[dict[Path, object], dict[Path, str]]:
+    """Every output opened as a user's reader would: what was read (NIfTI image, JSON, table,
+    text) by path, and ``{path: "missing" | "unreadable (...)"}`` for the rest, so a caller
+    uses what the check read (the QC sidecar's flags) instead of opening it again."""
+    contents, problems = {}, {}
     for path in outputs.files():
         try:
-            _read(path)
+            contents[path] = _read(path)
         except FileNotFoundError:
             problems[path] = "missing"
         except Exception as err:  # any reader's failure means unreadable
             problems[path] = f"unreadable ({type(err).__name__}: {err})"
-    return problems
+    return contents, problems
 
 
-def _read(path: Path) -> None:
+def output_problems(outputs: ScanOutputs) -> dict[Path, str]:
+    """``{path: "missing" | "unreadable (...)"}`` for each output a user could not open."""
+    return read_outputs(outputs)[1]
+
+
+def _read(path: Path) -> object:
     """Open ``path`` as its kind's reader would: NIfTI header, JSON, TSV, non-empty text."""
     if path.name.endswith(".nii.gz"):
-        nib.load(path)
-    elif path.suffix == ".json":
-        json.loads(path.read_text(encoding="utf-8"))
-    elif path.suffix == ".tsv":
-        if pd.read_csv(path, sep="\t").empty:
+        return nib.load(path)
+    if path.suffix == ".json":
+        return json.loads(path.read_text(encoding="utf-8"))
+    if path.suffix == ".tsv":
+        table = pd.read_csv(path, sep="\t")
+        if table.empty:
             raise ValueError("no rows")
-    elif not path.read_text(encoding="utf-8").strip():
+        return table
+    text = path.read_text(encoding="utf-8")
+    if not text.strip():
         raise ValueError("empty")
+    return text

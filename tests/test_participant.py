@@ -299,6 +299,9 @@ def test_a_crashed_step_is_named_on_its_scans_line(head_dataset, tmp_path, tiny_
                               "dseg.nii.gz)")
     assert not list((out / "sub-02").rglob("sub-02_run-1_*"))
     assert "1 of 2 scan(s) segmented" in caplog.text
+    qc_lines = [m for r in caplog.records if ": QC ok" in (m := r.getMessage())
+                or ": QC: " in m]
+    assert [m.split(": ")[0] for m in qc_lines] == ["sub-02_run-2"]  # the segmented scan's
 
 
 def test_a_workflow_that_cannot_start_is_one_line_and_exit_1(tmp_path, tiny_model_dir,
