@@ -253,3 +253,10 @@ LABEL_GROUPS: dict[str, tuple[LabelGroup, ...]] = {
 """Per label set, its groups (partial labels), for sources without its subdivisions."""
 
 BUILTIN = {DRAWEM9.name: DRAWEM9, ASEG.name: ASEG}
+
+
+def builtin_twin(labels: LabelSet) -> LabelSet | None:
+    """The built-in set with ``labels``' classes (same indices and names, colours aside), if
+    any: a site table or card equal to one takes its colours (reports) and its non-brain
+    indices (training)."""
+    return next((b for b in BUILTIN.values() if b.same_classes(labels)), None)

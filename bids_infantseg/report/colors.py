@@ -5,7 +5,7 @@ from __future__ import annotations
 import colorsys
 from itertools import count
 
-from bids_infantseg.model.labels import BUILTIN, LabelSet, distinct_color
+from bids_infantseg.model.labels import LabelSet, builtin_twin, distinct_color
 
 FAINT_SATURATION = 0.25
 FAINT_VALUE = 0.3
@@ -25,7 +25,7 @@ def display_colors(labels: LabelSet) -> dict[int, str]:
     other set keeps its own. Then every faint colour (FreeSurfer's white matter #f5f5f5 and
     CSF #3c3c3c) becomes the next ``distinct_color`` no label uses, in class order: the
     report's legend shows what is drawn; the label table keeps the set's colours."""
-    source = next((b for b in BUILTIN.values() if b.same_classes(labels)), labels)
+    source = builtin_twin(labels) or labels
     colors = {lab.index: lab.color for lab in source.labels}
     used = {c.lower() for c in colors.values()}
     spare = (c for c in map(distinct_color, count()) if c not in used)

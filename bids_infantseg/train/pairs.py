@@ -34,7 +34,13 @@ import numpy as np
 
 from bids_infantseg.discovery import Scan, discover
 from bids_infantseg.model.labelmap import LabelMapError, LabelMapping, shipped_mappings
-from bids_infantseg.model.labels import BUILTIN, BrainColumnError, LabelSet, read_dseg_tsv
+from bids_infantseg.model.labels import (
+    BUILTIN,
+    BrainColumnError,
+    LabelSet,
+    builtin_twin,
+    read_dseg_tsv,
+)
 from bids_infantseg.naming import parse_entities, source_entities, source_key
 
 LOGGER = logging.getLogger("bids_infantseg.train")
@@ -180,12 +186,8 @@ def _with_background(labels: LabelSet, table: Path | None) -> LabelSet:
 
 def _known_non_brain(labels: LabelSet) -> LabelSet:
     """A table equal to a built-in set (same indices and names) keeps its non-brain indices."""
-    for builtin in BUILTIN.values():
-        same = [(lab.index, lab.name) for lab in builtin.labels] == \
-            [(lab.index, lab.name) for lab in labels.labels]
-        if same:
-            return LabelSet(labels.name, labels.labels, builtin.non_brain)
-    return labels
+    twin = builtin_twin(labels)
+    return labels if twin is None else LabelSet(labels.name, labels.labels, twin.non_brain)
 
 
 def label_set_for(label_path: Path, root: Path, desc: str | None) -> tuple[LabelSet, Path | None]:

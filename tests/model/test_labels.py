@@ -3,7 +3,9 @@ lateral structure, its BIDS table, and the partial label groups synthesis may dr
 
 from __future__ import annotations
 
-from bids_infantseg.model.labels import ASEG, BUILTIN, DRAWEM9, LABEL_GROUPS
+import dataclasses
+
+from bids_infantseg.model.labels import ASEG, BUILTIN, DRAWEM9, LABEL_GROUPS, builtin_twin
 
 
 def test_aseg_holds_every_lateralised_structure_of_the_infant_asegs():
@@ -38,3 +40,13 @@ def test_groups_lie_above_the_set_and_hold_its_labels():
     assert names["Left-Deep-Grey-Matter"] == {10, 11, 12, 13, 26, 28}
     assert names["Right-Hippocampus-Amygdala"] == {53, 54}
     assert "drawem9" not in LABEL_GROUPS
+
+
+def test_builtin_twin_is_the_built_in_set_with_the_same_classes_whatever_the_colours():
+    recoloured = dataclasses.replace(ASEG, name="site", labels=tuple(
+        dataclasses.replace(lab, color="#123456") for lab in ASEG.labels))
+    assert builtin_twin(recoloured) is ASEG
+    assert builtin_twin(DRAWEM9) is DRAWEM9
+    renamed = dataclasses.replace(DRAWEM9, labels=tuple(
+        dataclasses.replace(lab, name=lab.name + "x") for lab in DRAWEM9.labels))
+    assert builtin_twin(renamed) is None
