@@ -31,6 +31,7 @@ from bids_infantseg.interfaces import (
     ScanReport,
     Segment,
 )
+from bids_infantseg.model.architectures import architecture_of
 from bids_infantseg.model.card import CARD_FILE, Model, ModelCard
 from bids_infantseg.refine import resolve_options
 
@@ -79,7 +80,7 @@ def inference_mem_gb(card: ModelCard, mc_samples: int = 0) -> float:
     """Peak memory of the segment node, so MultiProc does not oversubscribe RAM.
 
     Input volume, class-first fp32 accumulator and its fp16 copy, a batch of activations
-    (dense blocks keep about 6 feature maps of ``num_filters`` per level), plus torch itself;
+    (the architecture's feature maps per pixel, ``model.architectures``), plus torch itself;
     MC dropout adds two more class-first accumulators (the samples' mean and one sample).
     """
     voxels = 1
@@ -87,7 +88,8 @@ def inference_mem_gb(card: ModelCard, mc_samples: int = 0) -> float:
         voxels *= s
     classes = len(card.labels)
     volumes = voxels * 4 * (1 + classes * (3.5 if mc_samples else 1.5))
-    activations = 8 * 6 * card.architecture.num_filters * card.grid_shape[0] ** 2 * 4 * 2
+    maps = architecture_of(card.architecture).feature_maps(card.architecture)
+    activations = 8 * maps * card.grid_shape[0] ** 2 * 4 * 2
     return round(0.5 + (volumes + activations) / 2**30, 2)
 
 

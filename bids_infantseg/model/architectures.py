@@ -43,10 +43,14 @@ class Architecture:
     """Settings -> a freshly initialised network."""
     grid_multiple: int
     """Each side of the model grid must divide by this (the network's total pooling)."""
+    feature_maps: Callable[[Any], int]
+    """Settings -> feature maps held at once per input pixel at inference (memory planning)."""
 
 
 ARCHITECTURES: dict[str, Architecture] = {
-    "quicknat": Architecture("QuickNAT", QuickNATConfig, QuickNAT, grid_multiple=16),
+    # dense blocks keep about 6 feature maps of num_filters at a level's resolution
+    "quicknat": Architecture("QuickNAT", QuickNATConfig, QuickNAT, grid_multiple=16,
+                             feature_maps=lambda settings: 6 * settings.num_filters),
 }
 
 

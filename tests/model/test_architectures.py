@@ -26,6 +26,7 @@ from bids_infantseg.model.card import (
     save_model,
 )
 from bids_infantseg.model.quicknat import QuickNAT, QuickNATConfig
+from bids_infantseg.workflow import inference_mem_gb
 from tests.model_factory import make_tiny_model, tiny_card
 
 
@@ -85,7 +86,8 @@ class _Tiny(nn.Module):
 
 def test_a_second_network_is_a_registry_entry_not_a_format_change(tmp_path, monkeypatch):
     monkeypatch.setitem(architectures.ARCHITECTURES, "tiny",
-                        Architecture("Tiny", _TinyConfig, _Tiny, grid_multiple=1))
+                        Architecture("Tiny", _TinyConfig, _Tiny, grid_multiple=1,
+                                     feature_maps=lambda settings: settings.num_classes))
     card = dataclasses.replace(tiny_card(views={"axial": 1.0}),
                                architecture=_TinyConfig(num_classes=10))
     save_model(tmp_path, card, {"axial": _Tiny(card.architecture)})
@@ -94,3 +96,5 @@ def test_a_second_network_is_a_registry_entry_not_a_format_change(tmp_path, monk
     model = load_model(tmp_path)
     assert isinstance(model.nets["axial"], _Tiny)
     assert model.card.architecture == _TinyConfig(num_classes=10)
+    # memory planning asks the entry, not QuickNAT's settings (the tiny one has no filters)
+    assert inference_mem_gb(model.card) >= 0.5
