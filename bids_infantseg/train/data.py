@@ -192,7 +192,7 @@ class SliceSampler:
         """Class numbers of each partial target (``target_groups``)."""
         return target_groups(self.card)
 
-    def class_counts(self, volumes: int = 4) -> np.ndarray:
+    def class_counts(self, volumes: int = 12) -> np.ndarray:
         """Voxel counts per target (classes, then partial targets) over a few fresh volumes
         (for class weights)."""
         rng = np.random.default_rng([2, self.seed])

@@ -85,6 +85,7 @@ class Recipe:
     seed: int = 0
     steps_per_epoch: int | None = None
     time_budget_s: float | None = None
+    class_weight_cap: float | None = None  # largest class weight (losses.median_frequency_weights)
 
     def schedule(self, from_scratch: bool) -> list[str]:
         """Stage of each epoch: ``classifier`` (stage I) then ``all`` (stage II)."""
@@ -357,7 +358,7 @@ def train_unit(unit: Unit, card: ModelCard, net: QuickNAT, source: BatchSource,
     if tracker:
         tracker.skip(first)
     counts = np.asarray(source.class_counts() if counts is None else counts, dtype=np.int64)
-    weights = median_frequency_weights(counts)
+    weights = median_frequency_weights(counts, recipe.class_weight_cap)
     w = torch.from_numpy(weights).to(device)
     boundary = recipe.boundary_weight * float(np.median(weights))
     groups = source.groups  # fixed for the unit (a synthetic source derives them each call)

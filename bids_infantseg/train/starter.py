@@ -230,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--lr-decay", type=float, default=0.8)
+    parser.add_argument("--class-weight-cap", type=float,
+                        help="largest class weight (median frequency; default: none)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skull-strip", type=float, default=0.5,
                         help="share of training volumes skull-stripped")
@@ -282,7 +284,8 @@ def starter_recipe(args: argparse.Namespace, new_classifier: bool = False) -> Re
                   epochs_all=args.epochs, lr=args.lr,
                   lr_decay=args.lr_decay, batch_size=args.batch_size, augment=False,
                   seed=args.seed, steps_per_epoch=args.steps_per_epoch,
-                  time_budget_s=60.0 * (args.minutes - args.eval_minutes))
+                  time_budget_s=60.0 * (args.minutes - args.eval_minutes),
+                  class_weight_cap=args.class_weight_cap)
 
 
 def main(argv: list[str] | None = None) -> int:

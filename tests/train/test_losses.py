@@ -28,7 +28,9 @@ def test_median_frequency_weights():
     np.testing.assert_allclose(median_frequency_weights(np.array([5, 5, 5])), [1, 1, 1])
     weights = median_frequency_weights(np.array([900, 90, 10, 0]))
     assert weights[2] > weights[1] > weights[0]
-    assert weights[1] == 1.0 and weights[3] == weights.max()
+    assert weights[1] == 1.0 and weights[3] == 1.0  # unseen: unknown, not rare
+    np.testing.assert_allclose(median_frequency_weights(np.array([900, 90, 10, 0]), cap=5),
+                               np.minimum(weights, 5))
 
 
 def test_boundary_mask_marks_both_sides_of_an_edge():
