@@ -20,8 +20,15 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from bids_infantseg.ages import PLAUSIBLE_WEEKS, WEEKS_PER_MONTH  # noqa: E402
-from bids_infantseg.model.labels import LabelSet  # noqa: E402
-from bids_infantseg.qc import BOUNDS_FILE, BRAIN, STRUCTURES, bounds_rows, is_drawem9  # noqa: E402
+from bids_infantseg.model.labels import DRAWEM9, LabelSet  # noqa: E402
+from bids_infantseg.qc import (  # noqa: E402
+    BOUNDS_FILE,
+    BRAIN,
+    STRUCTURES,
+    bounds_rows,
+    drawem9_structures,
+    is_drawem9,
+)
 
 BAND = "#c6dbef"
 """Reference band fill (opaque, so it is one exact colour in the PNG)."""
@@ -51,14 +58,45 @@ class Reference:
         return (ml < low) | (ml > high)
 
 
+@dataclass(frozen=True)
+class StructureColumn:
+    """A bounded DrawEM9 structure's volume column in a group table and the label columns
+    it sums (DrawEM9's own: itself; an aseg's cortical grey matter: both cortices)."""
+
+    structure: str  # DrawEM9 abbreviation
+    name: str  # DrawEM9 name
+    members: tuple[str, ...]
+
+
+def structure_columns(labels: LabelSet) -> dict[str, StructureColumn]:
+    """Column -> structure, for each bounded DrawEM9 structure: ``cGM_mm3`` in a DrawEM9
+    table, ``drawem9-cGM_mm3`` (to be summed) for a set mapped onto DrawEM9; none for an
+    unmapped set."""
+    structures = drawem9_structures(labels)
+    if structures is None:
+        return {}
+    abbreviation = {lab.index: lab.abbreviation for lab in labels.labels}
+    prefix = "" if is_drawem9(labels) else f"{DRAWEM9.name}-"
+    found = {}
+    for structure in DRAWEM9.labels:
+        if structure.abbreviation not in STRUCTURES:
+            continue
+        members = tuple(f"{abbreviation[i]}_mm3"
+                        for i in structures.members(structure.abbreviation))
+        if members:
+            found[f"{prefix}{structure.abbreviation}_mm3"] = StructureColumn(
+                structure.abbreviation, structure.name, members)
+    return found
+
+
 def references(labels: LabelSet) -> dict[str, Reference]:
     """Volume column -> band: brain tissue for any label set, the bounded structures for a
-    DrawEM9 set (the bounds are DrawEM9 definitions), each from QC's shipped table."""
-    wanted = {BRAIN: "brain_volume_mm3"}
-    if is_drawem9(labels):
-        wanted |= {abbreviation: f"{abbreviation}_mm3" for abbreviation in STRUCTURES}
+    DrawEM9 set or one mapped onto it (the bounds are DrawEM9 definitions; an aseg's are
+    summed columns, :func:`structure_columns`), each from QC's shipped table."""
+    wanted = {"brain_volume_mm3": BRAIN}
+    wanted |= {column: entry.structure for column, entry in structure_columns(labels).items()}
     found = {}
-    for label, column in wanted.items():
+    for column, label in wanted.items():
         rows = bounds_rows(label)
         if rows.empty:
             continue

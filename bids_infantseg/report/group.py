@@ -10,12 +10,14 @@ import pandas as pd
 
 from bids_infantseg.ages import PLAUSIBLE_WEEKS
 from bids_infantseg.model.labels import LabelSet
+from bids_infantseg.naming import label_values
 from bids_infantseg.report.figures import (
     age_text,
     figure_labels,
     growth_figure,
     references,
     split_ages,
+    structure_columns,
 )
 from bids_infantseg.report.html import definition_list, notes, page, png_tag, table_html
 
@@ -30,15 +32,25 @@ class Growth:
 
 
 def growth_figures(labels: LabelSet, wide: pd.DataFrame) -> list[Growth]:
-    """Brain tissue and intracranial volume, then every brain label, by age; a structure
-    with shipped bounds (``references``) gets them as a band behind its scans."""
+    """Brain tissue and intracranial volume, then every brain label, by age, then for a set
+    mapped onto DrawEM9 (aseg) the DrawEM9 structures its labels sum to; a structure with
+    shipped bounds (``references``) gets them as a band behind its scans."""
     bands = references(labels)
     panels = [("brain", "brain_volume_mm3", "Brain tissue"),
               ("intracranial", "intracranial_volume_mm3", "Intracranial (brain labels)")]
     panels += [(column.removesuffix("_mm3"), column, title)
                for column, title in figure_labels(labels)]
+    summed = {column: entry for column, entry in structure_columns(labels).items()
+              if column not in wide and set(entry.members) <= set(wide)}
+    if summed:  # a set mapped onto DrawEM9: its structures, with their bands, after its labels
+        wide = wide.assign(**{column: wide[list(entry.members)].sum(axis=1, min_count=1)
+                              for column, entry in summed.items()})
+        panels += [(column.removesuffix("_mm3"), column,
+                    f"{entry.name} ({' + '.join(m.removesuffix('_mm3') for m in entry.members)})")
+                   for column, entry in summed.items()]
     figures = []
-    for name, column, title in panels:
+    names = label_values(name for name, _, _ in panels)  # L-Hip -> LHip: a BIDS label value
+    for name, (_, column, title) in zip(names, panels, strict=True):
         band = bands.get(column)
         figures.append(Growth(f"desc-{labels.name}_label-{name}_growth.png",
                               growth_figure(wide, column, title, reference=band),

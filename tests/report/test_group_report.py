@@ -3,8 +3,9 @@ import re
 
 import pandas as pd
 
-from bids_infantseg.model.labels import DRAWEM9
+from bids_infantseg.model.labels import ASEG, DRAWEM9
 from bids_infantseg.qc import BOUNDS_FILE
+from bids_infantseg.report.figures import structure_columns
 from bids_infantseg.report.group import group_report
 from tests.report.pages import decoded_images, external_references
 
@@ -46,3 +47,23 @@ def test_group_report_with_every_age_in_range_says_so():
     page, _ = group_report(labels=DRAWEM9, wide=wide, qc=pd.DataFrame(), problems=[],
                            models=[])
     assert "every scan has an age in range" in page and "not to scale" not in page
+
+
+def test_an_aseg_study_gets_its_drawem9_structures_summed_with_their_bands():
+    wide = _wide().drop(columns=[f"{lab.abbreviation}_mm3" for lab in DRAWEM9.labels
+                                 if lab.index])
+    wide = wide.assign(**{f"{lab.abbreviation}_mm3": 1e3 * lab.index for lab in ASEG.labels
+                          if lab.index})
+    page, figures = group_report(labels=ASEG, wide=wide, qc=pd.DataFrame(), problems=[],
+                                 models=[])
+    brain_labels = len(ASEG) - 1
+    assert len(figures) == 2 + brain_labels + 7 and len(decoded_images(page)) == len(figures)
+    assert all(re.fullmatch(r"desc-aseg_label-[0-9A-Za-z]+_growth\.png", n) for n in figures)
+    assert "desc-aseg_label-LHip_growth.png" in figures
+    captions = [html.unescape(c) for c in re.findall(r"<figcaption>(.*?)</figcaption>", page)]
+    assert sum(c.startswith("Shaded:") for c in captions) == 1 + 7
+    assert {f"desc-aseg_label-drawem9{s}_growth.png" for s in ("cGM", "Hip", "Cbm")} <= set(figures)
+    hip = structure_columns(ASEG)["drawem9-Hip_mm3"]
+    assert (hip.structure, hip.name) == ("Hip", "Hippocampus and amygdala")
+    assert hip.members == ("L-Hip_mm3", "L-Amy_mm3", "R-Hip_mm3", "R-Amy_mm3")
+    assert structure_columns(DRAWEM9)["Hip_mm3"].members == ("Hip_mm3",)
