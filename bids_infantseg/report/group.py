@@ -12,6 +12,7 @@ from bids_infantseg.ages import PLAUSIBLE_WEEKS
 from bids_infantseg.model.labels import LabelSet
 from bids_infantseg.naming import label_values
 from bids_infantseg.report.figures import (
+    StructureColumn,
     age_text,
     figure_labels,
     growth_figure,
@@ -45,8 +46,7 @@ def growth_figures(labels: LabelSet, wide: pd.DataFrame) -> list[Growth]:
     if summed:  # a set mapped onto DrawEM9: its structures, with their bands, after its labels
         wide = wide.assign(**{column: wide[list(entry.members)].sum(axis=1, min_count=1)
                               for column, entry in summed.items()})
-        panels += [(column.removesuffix("_mm3"), column,
-                    f"{entry.name} ({' + '.join(m.removesuffix('_mm3') for m in entry.members)})")
+        panels += [(column.removesuffix("_mm3"), column, _summed_title(entry, labels.name))
                    for column, entry in summed.items()]
     figures = []
     names = label_values(name for name, _, _ in panels)  # L-Hip -> LHip: a BIDS label value
@@ -56,6 +56,15 @@ def growth_figures(labels: LabelSet, wide: pd.DataFrame) -> list[Growth]:
                               growth_figure(wide, column, title, reference=band),
                               band.source if band else None))
     return figures
+
+
+def _summed_title(entry: StructureColumn, set_name: str) -> str:
+    """``Cortical grey matter (L-Ctx + R-Ctx)``; a long sum (deep grey matter's twelve
+    labels) is counted instead, so the title fits the figure."""
+    members = " + ".join(m.removesuffix("_mm3") for m in entry.members)
+    if len(members) > 30:
+        members = f"{len(entry.members)} {set_name} labels summed"
+    return f"{entry.name} ({members})"
 
 
 def _growth_section(figures: Sequence[Growth], wide: pd.DataFrame) -> str:

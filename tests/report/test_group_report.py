@@ -6,7 +6,7 @@ import pandas as pd
 from bids_infantseg.model.labels import ASEG, DRAWEM9
 from bids_infantseg.qc import BOUNDS_FILE
 from bids_infantseg.report.figures import structure_columns
-from bids_infantseg.report.group import group_report
+from bids_infantseg.report.group import _summed_title, group_report
 from tests.report.pages import decoded_images, external_references
 
 
@@ -67,3 +67,10 @@ def test_an_aseg_study_gets_its_drawem9_structures_summed_with_their_bands():
     assert (hip.structure, hip.name) == ("Hip", "Hippocampus and amygdala")
     assert hip.members == ("L-Hip_mm3", "L-Amy_mm3", "R-Hip_mm3", "R-Amy_mm3")
     assert structure_columns(DRAWEM9)["Hip_mm3"].members == ("Hip_mm3",)
+
+
+def test_summed_structure_titles_fit_their_figure():
+    titles = {c: _summed_title(e, "aseg") for c, e in structure_columns(ASEG).items()}
+    assert titles["drawem9-cGM_mm3"] == "Cortical grey matter (L-Ctx + R-Ctx)"
+    assert titles["drawem9-dGM_mm3"] == "Deep grey matter (12 aseg labels summed)"
+    assert max(map(len, titles.values())) <= 60
