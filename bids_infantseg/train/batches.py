@@ -28,9 +28,13 @@ from torch.utils.data import DataLoader, Sampler
 from bids_infantseg.model.card import ModelCard
 from bids_infantseg.train import ddp
 from bids_infantseg.train.cache import SliceDataset, Volume, epoch_items, slice_pool
-from bids_infantseg.train.data import SliceSampler, sagittal_merge, target_groups
+from bids_infantseg.train.data import (
+    SliceSampler,
+    sagittal_merge,
+    target_counts,
+    target_groups,
+)
 from bids_infantseg.train.engine import Epoch, Recipe, Runtime
-from bids_infantseg.train.sides import merged_counts
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -71,24 +75,23 @@ class CachedSlices:
         self.wait_seconds = 0.0
         self._pool: np.ndarray | None = None
         self._sampler = EpochSampler()
-        self._merge = sagittal_merge(card)
+        self.card = card
         self.groups = target_groups(card)
-        self._set_groups = len(self.groups) - (len(self._merge.groups) if self._merge else 0)
+        merge = sagittal_merge(card)
         workers = runtime.workers
         # workers from a fork server: forked children of a process whose torch threads
         # already ran can hang; persistent, so they start once per unit, not once per epoch
         self._loader = DataLoader(
             SliceDataset(self.volumes, augment=recipe.augment, seed=recipe.seed,
-                         sagittal_lut=self._merge.lut if self._merge else None),
+                         sagittal_lut=merge.lut if merge else None),
             batch_size=recipe.batch_size, sampler=self._sampler, num_workers=workers,
             collate_fn=_collate, pin_memory=runtime.device.type == "cuda",
             persistent_workers=workers > 0,
             multiprocessing_context="forkserver" if workers > 0 else None)
 
     def class_counts(self) -> np.ndarray:
-        counts = np.sum([np.asarray(v.counts, dtype=np.int64) for v in self.volumes], axis=0)
-        counts = np.concatenate([counts, np.zeros(self._set_groups, dtype=np.int64)])
-        return merged_counts(counts, self._merge) if self._merge else counts
+        return target_counts(self.card, np.sum([np.asarray(v.counts, dtype=np.int64)
+                                                for v in self.volumes], axis=0))
 
     def epoch(self, key: tuple[int, ...], epoch: int, place: ddp.Dist) -> Epoch:
         if self._pool is None:

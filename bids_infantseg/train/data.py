@@ -63,6 +63,16 @@ def target_groups(card: ModelCard) -> tuple[tuple[int, ...], ...]:
     return _set_groups(card) + (merge.groups if merge else ())
 
 
+def target_counts(card: ModelCard, counts: np.ndarray) -> np.ndarray:
+    """Voxel counts per target (``target_groups``' order) from counts of the classes, and of
+    the set's groups where a source draws them (a site's maps do not: zeros), with the
+    sagittal side-merged targets' counts appended (``train.sides.merged_counts``)."""
+    full = np.zeros(len(card.labels) + len(_set_groups(card)), dtype=np.int64)
+    full[:len(counts)] = counts
+    merge = sagittal_merge(card)
+    return merged_counts(full, merge) if merge else full
+
+
 PROCEDURAL_ONLY = SourceMix((Source("procedural", "procedural", 1.0, (synth.Procedural(),),
                                     (None,)),))
 """Procedural heads from birth to 12 months: needs no data files (tests, quick runs)."""
@@ -196,12 +206,11 @@ class SliceSampler:
         """Voxel counts per target (classes, then partial targets) over a few fresh volumes
         (for class weights)."""
         rng = np.random.default_rng([2, self.seed])
-        merge = sagittal_merge(self.card)
         counts = np.zeros(len(self.card.labels) + len(_set_groups(self.card)), dtype=np.int64)
         for _ in range(volumes):
             _, classes = draw_volume(self.card, self.source, rng)
             counts += np.bincount(classes.ravel(), minlength=len(counts))
-        return merged_counts(counts, merge) if merge else counts
+        return target_counts(self.card, counts)
 
     def batch(self, view: str, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         while len(self._pool) < self.pool_size:

@@ -51,7 +51,7 @@ def side_merge(names: Sequence[str], groups: Sequence[Sequence[int]],
 def merged_counts(counts: np.ndarray, merge: SideMerge) -> np.ndarray:
     """``counts`` per target with each merged target's count appended: the mean of its two
     sides', so its class weight is a side's (a merged target never appears in a counted
-    volume, and an unseen target would get the largest weight)."""
+    volume, and an unseen target would get the median weight, not a side's)."""
     extra = np.zeros(len(merge.groups), dtype=np.float64)
     for target, number in enumerate(merge.lut):
         if number != target:
