@@ -129,7 +129,7 @@ class Structures:
             found = [volumes_ml[abbreviation[i]] for i in self.members(structure.abbreviation)
                      if abbreviation[i] in volumes_ml]
             if found:
-                out[structure.abbreviation] = found[0] if len(found) == 1 else float(sum(found))
+                out[structure.abbreviation] = float(sum(found))
         return out
 
 
