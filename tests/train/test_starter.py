@@ -207,3 +207,26 @@ def test_a_warm_start_keeps_the_classifier_of_the_same_classes_in_other_colours(
     aseg = dataclasses.replace(card, labels=BUILTIN["aseg"], architecture=dataclasses.replace(
         card.architecture, num_classes=len(BUILTIN["aseg"])))
     assert transfers(card, aseg) and transfers(aseg, card)
+
+
+@pytest.mark.slow
+def test_the_gpu_command_stops_in_its_budget_and_continues_from_its_compact_checkpoint(
+        tmp_path):
+    """docs/training.md's GPU command on this CPU: a wall budget in minutes, compact
+    checkpoints, weights and card in the folder it is given; run again, it goes on."""
+    config = procedural_config(tmp_path / "c")
+    flags = [*SCRATCH, "--minutes", "0.2", "--eval-minutes", "0.05", "--epochs-all", "1000",
+             "--compact-checkpoints"]
+    assert command(config, tmp_path / "out", tmp_path / "ckpt", *flags) == 0
+    folder = tmp_path / "out" / "models" / MODEL
+    card = json.loads((folder / "card.json").read_text())
+    first = card["training"]["epochs_done"]
+    assert card["training"]["stopped_early"] and 0 < first < 1000
+    assert card["training"]["recipe"]["compact_checkpoints"]
+    unit = tmp_path / "ckpt" / "synthetic" / MODEL / "shared"
+    stored = load_file(unit / "checkpoint.safetensors")
+    assert {v.dtype for k, v in stored.items() if k.startswith("net.") and v.is_floating_point()} \
+        == {torch.float16}
+    assert command(config, tmp_path / "out", tmp_path / "ckpt", *flags) == 0
+    again = json.loads((folder / "card.json").read_text())["training"]["epochs_done"]
+    assert again > first
