@@ -135,11 +135,14 @@ class Settings:
         return parse_cv(self.cv)
 
     def recipe(self) -> dict[str, Any]:
-        """Everything that changes what is learnt (for the card and the run's identity)."""
+        """Everything that changes what site training learns (for the card and the run's
+        identity); synthetic training's own settings left out."""
         out = asdict(self)
-        for key in ("labels", "final", "curves", "name", "version", "minutes", "eval_minutes",
-                    "eval_procedural"):
+        for key in ("labels", "final", "curves", "name", "version"):
             out.pop(key)
+        for spec in fields(self):
+            if spec.metadata["only"] == SYNTHETIC:
+                out.pop(spec.name)
         out["views"] = list(self.views)
         out["lr_grid"] = list(self.lr_grid) if self.lr_grid else None
         return out
