@@ -68,6 +68,8 @@ def run_train(args: argparse.Namespace, *, runtime_hook=None) -> int:
     """Run the train level; 0 on success. Raises :class:`TrainError` for usage errors.
     ``args`` come from ``cli.parse_args`` (the settings files already its defaults)."""
     synthetic = is_synthetic(args.bids_dir)
+    if not synthetic and Path(args.bids_dir).suffix.lower() == ".json":
+        raise TrainError(f"{args.bids_dir}: no such synthetic-data configuration")
     try:
         settings = from_args(args, SYNTHETIC if synthetic else SITE)
         scorer = load_scorer(settings.scorer)

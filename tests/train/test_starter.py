@@ -230,3 +230,9 @@ def test_the_gpu_command_stops_in_its_budget_and_continues_from_its_compact_chec
     assert command(config, tmp_path / "out", tmp_path / "ckpt", *flags) == 0
     again = json.loads((folder / "card.json").read_text())["training"]["epochs_done"]
     assert again > first
+
+
+def test_a_missing_synthetic_configuration_is_one_line(tmp_path, capsys):
+    assert command(tmp_path / "none.json", tmp_path / "out", tmp_path / "work") == 2
+    assert capsys.readouterr().err.strip() == \
+        f"bids_infantseg: error: {tmp_path / 'none.json'}: no such synthetic-data configuration"
