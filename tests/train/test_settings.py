@@ -112,3 +112,13 @@ def test_the_bundled_configs_hold_their_recipe_under_the_one_set_of_names():
                                  "train"]), SYNTHETIC)
     assert (aseg.label_set, aseg.epochs_classifier, aseg.epochs_all, aseg.class_weight_cap) == \
         ("aseg", 3, 15, 10)
+
+
+def test_the_scorer_is_named_by_module_and_function():
+    from bids_infantseg.train.settings import load_scorer
+
+    assert load_scorer("bids_infantseg.metrics:scores").__name__ == "scores"
+    assert load_scorer(None) is None
+    for name in ("nowhere:score", "bids_infantseg.metrics:nothing", "bids_infantseg.metrics"):
+        with pytest.raises(SettingsError, match=f"scorer '{name}': cannot be imported"):
+            load_scorer(name)
