@@ -49,6 +49,10 @@ def _json_object(text: str) -> dict:
     return value
 
 
+def _levels_text(levels: tuple[str, ...]) -> str:
+    return f"{' and '.join(levels)} level{'s' if len(levels) > 1 else ''}"
+
+
 class LevelParser(argparse.ArgumentParser):
     """The parser of all levels; ``levels`` holds, per option (its ``dest``), its name and
     the levels that take it (options outside a level group are every level's)."""
@@ -63,8 +67,7 @@ class LevelParser(argparse.ArgumentParser):
 
     def misplaced(self, level: str, given: set[str]) -> list[str]:
         """One phrase per given option that ``level`` does not take, in --help order."""
-        return [f"argument {name}: an option of the {' and '.join(levels)} "
-                f"level{'s' if len(levels) > 1 else ''}, not of {level}"
+        return [f"argument {name}: an option of the {_levels_text(levels)}, not of {level}"
                 for dest, (name, levels) in self.levels.items()
                 if dest in given and level not in levels]
 
@@ -74,9 +77,7 @@ class _LevelGroup:
 
     def __init__(self, parser: LevelParser, title: str, levels: tuple[str, ...],
                  description: str | None) -> None:
-        plural = "s" if len(levels) > 1 else ""
-        self._group = parser.add_argument_group(
-            f"{title} ({' and '.join(levels)} level{plural})", description)
+        self._group = parser.add_argument_group(f"{title} ({_levels_text(levels)})", description)
         self._parser, self._levels = parser, levels
 
     def add_argument(self, *args, **kwargs) -> argparse.Action:
