@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bids_infantseg.errors import InfantsegError
+
 if TYPE_CHECKING:  # the command line reads settings without loading torch
     from bids_infantseg.model.card import Model, ModelCard
     from bids_infantseg.model.labels import LabelSet
@@ -36,7 +38,7 @@ CONFIG_BLOCK = "train"
 SITE, SYNTHETIC = "site", "synthetic"
 
 
-class SettingsError(ValueError):
+class SettingsError(InfantsegError, ValueError):
     """A setting that cannot be used; one line naming it."""
 
 
@@ -88,11 +90,11 @@ class Settings:
     views: tuple[str, ...] = knob(("axial", "coronal", "sagittal"), "views to train",
                                   metavar="V[,V...]")
     shared_views: bool = knob(False, "one network trained on, and serving, every view")
-    name: str | None = knob(None, "model name (folder under OUTPUT_DIR/models); default "
-                            "<labels>-from-<pretrained>, <labels>-scratch, or for synthetic "
-                            "training <label set>-synth-starter", flags=("--model-name",),
-                            metavar="NAME")
-    version: str = knob("1.0.0", "version written to the card", flags=("--model-version",))
+    model_name: str | None = knob(None, "model name (folder under OUTPUT_DIR/models); "
+                                  "default <labels>-from-<pretrained>, <labels>-scratch, or "
+                                  "for synthetic training <label set>-synth-starter",
+                                  metavar="NAME")
+    model_version: str = knob("1.0.0", "version written to the card", metavar="VERSION")
     weights_dtype: str = knob("float32", "dtype of the shipped weights: float32, float16, "
                               "bfloat16")
     num_filters: int | None = knob(None, "filters per layer (from scratch only)", metavar="N")
@@ -138,7 +140,7 @@ class Settings:
         """Everything that changes what site training learns (for the card and the run's
         identity); synthetic training's own settings left out."""
         out = asdict(self)
-        for key in ("labels", "final", "curves", "name", "version"):
+        for key in ("labels", "final", "curves", "model_name", "model_version"):
             out.pop(key)
         for spec in fields(self):
             if spec.metadata["only"] == SYNTHETIC:
@@ -321,8 +323,9 @@ def check(s: Settings, kind: str = SITE) -> None:
                             f"({s.eval_minutes:g})")
     if s.weights_dtype not in ("float32", "float16", "bfloat16"):
         raise SettingsError("weights_dtype: float32, float16 or bfloat16")
-    if s.name is not None and not _NAME.fullmatch(s.name):
-        raise SettingsError(f"model name {s.name!r}: letters, digits, '.', '_', '-' only")
+    if s.model_name is not None and not _NAME.fullmatch(s.model_name):
+        raise SettingsError(f"model name {s.model_name!r}: letters, digits, '.', '_', '-' "
+                            "only")
     if not s.from_scratch and any(v is not None for v in
                                   (s.num_filters, s.voxel_size_mm, s.grid_size)):
         raise SettingsError("num_filters, voxel_size_mm and grid_size apply only with "
@@ -366,7 +369,7 @@ def target_card(settings: Settings, labels: LabelSet, pretrained: Model | None,
         arch = architecture_of(arch).with_width(arch, settings.num_filters)
     grid = settings.grid_size
     return ModelCard(
-        name=name, version=settings.version, architecture=arch, labels=labels,
+        name=name, version=settings.model_version, architecture=arch, labels=labels,
         voxel_size_mm=settings.voxel_size_mm or base.voxel_size_mm,
         grid_shape=(grid, grid, grid) if grid else base.grid_shape,
         views={v: base.views.get(v, 1.0) for v in settings.views},

@@ -35,6 +35,7 @@ from bids_infantseg.derivatives import (
     write_dataset_description,
 )
 from bids_infantseg.discovery import DiscoveryError, FilterFileError, load_filter_file
+from bids_infantseg.errors import InfantsegError
 from bids_infantseg.inference import DeviceError, resolve_device
 from bids_infantseg.model.architectures import architecture_of
 from bids_infantseg.model.card import Model, ModelCard, ModelError, load_model, save_model
@@ -60,7 +61,7 @@ from bids_infantseg.train.starter import train_synthetic
 
 LOGGER = logging.getLogger("bids_infantseg.train")
 
-class TrainError(Exception):
+class TrainError(InfantsegError):
     """A usage error or unusable input of the train level; one line, exit status 2."""
 
 
@@ -135,7 +136,7 @@ def _train(settings: Settings, args: argparse.Namespace, place: ddp.Dist,
         session_labels=args.session_label, bids_filters=filters)
     pretrained = None if settings.from_scratch else load_model(settings.pretrained)
     card = target_card(settings, data.label_set, pretrained,
-                       settings.name or default_name(data.label_set, pretrained))
+                       settings.model_name or default_name(data.label_set, pretrained))
     processes = max(1, int(getattr(args, "nprocs", 1) or 1) // place.world)  # per rank
     cache = prepare(data.pairs, card, work_dir / "train_cache", rank=place.rank,
                     world=place.world, processes=processes, barrier=ddp.barrier)

@@ -99,7 +99,7 @@ SEPARATE = "One network per view, as in QuickNAT."
 def synthetic_card(settings: Settings, labels: LabelSet, pretrained: Model | None,
                    sources: str) -> ModelCard:
     """The new model's card (``settings.target_card``) with the starter's description."""
-    name = settings.name or MODEL_NAME.format(labels=labels.name)
+    name = settings.model_name or MODEL_NAME.format(labels=labels.name)
     card = target_card(settings, labels, pretrained, name)
     strip = STRIP.format(percent=100 * settings.skull_strip) if settings.skull_strip else ""
     card.description = DESCRIPTION.format(

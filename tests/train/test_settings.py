@@ -105,7 +105,7 @@ def test_the_bundled_configs_hold_their_recipe_under_the_one_set_of_names():
     drawem9 = REPO / "configs" / "drawem9-synth-starter.json"
     settings = from_args(parse_args([str(drawem9), "out", "train", "--lr", "0.5"]), SYNTHETIC)
     assert (settings.lr, settings.lr_decay, settings.epochs_all, settings.steps_per_epoch,
-            settings.batch_size, settings.skull_strip, settings.pretrained, settings.version,
+            settings.batch_size, settings.skull_strip, settings.pretrained, settings.model_version,
             settings.shared_views, settings.minutes, settings.eval_minutes) == \
         (0.5, 0.94, 30, 60, 8, 0.5, "drawem9-synth-starter", "0.5.0", True, 100, 8)
     aseg = from_args(parse_args([str(drawem9.with_name("aseg-synth-starter.json")), "out",
@@ -122,3 +122,15 @@ def test_the_scorer_is_named_by_module_and_function():
     for name in ("nowhere:score", "bids_infantseg.metrics:nothing", "bids_infantseg.metrics"):
         with pytest.raises(SettingsError, match=f"scorer '{name}': cannot be imported"):
             load_scorer(name)
+
+
+def test_the_label_set_option_is_the_synthetic_models_labels(tmp_path):
+    from bids_infantseg.cli import parse_args
+
+    config = tmp_path / "synthetic.json"
+    config.write_text(json.dumps({"sources": [{"name": "procedural", "kind": "procedural"}]}))
+    args = parse_args([str(config), "out", "train", "--label-set", "aseg"])
+    assert from_args(args, SYNTHETIC).label_set == "aseg"
+    with pytest.raises(SettingsError, match="label_set applies only to synthetic"):
+        from_args(parse_args(["bids", "out", "train", "--labels", "L", "--label-set", "aseg"]),
+                  SITE)

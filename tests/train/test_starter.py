@@ -120,7 +120,7 @@ def test_the_budget_is_minutes_less_the_evaluation():
 
 
 def test_one_command_trains_scores_and_ships(tmp_path):
-    config = procedural_config(tmp_path / "c", epochs_all=2, version="9.9.9")
+    config = procedural_config(tmp_path / "c", epochs_all=2, model_version="9.9.9")
     assert command(config, tmp_path / "out", tmp_path / "work", *SCRATCH) == 0
     folder = tmp_path / "out" / "models" / MODEL
     card = load_model(folder).card
