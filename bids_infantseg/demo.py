@@ -250,9 +250,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         root = write_demo_dataset(args.out_dir, force=args.force).resolve()
-    except (DemoError, OSError) as exc:
+    except DemoError as exc:  # a destination it may not use: nothing written
         print(f"bids_infantseg_demo: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the file system failing (as the app's own exit status 1)
+        print(f"bids_infantseg_demo: error: {exc}", file=sys.stderr)
+        return 1
     subjects = len({scan.subject for scan in SCANS})
     print(f"wrote the generated demo dataset ({len(SCANS)} T2w scans of real infant anatomy "
           f"for {subjects} made-up participants, true labels in derivatives/phantom-truth) "

@@ -99,6 +99,15 @@ def test_main_refuses_a_file(tmp_path, capsys):
     assert target.read_text() == "mine\n"
 
 
+def test_main_reports_a_file_system_failure_in_one_line(tmp_path, capsys):
+    """A parent that is a file: one line with the reason, exit 1 (no traceback)."""
+    (tmp_path / "file").write_text("")
+    assert demo.main([str(tmp_path / "file" / "bids")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("bids_infantseg_demo: error: ") and err.count("\n") == 1, err
+    assert "Not a directory" in err
+
+
 def test_force_writes_into_a_folder_and_keeps_other_files(tmp_path, monkeypatch):
     monkeypatch.setattr(demo, "SCANS", (SMALL,))
     (tmp_path / "participants.tsv").write_text("participant_id\nsub-99\n")
