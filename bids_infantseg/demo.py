@@ -5,13 +5,14 @@ synthetic T2w scans whose anatomy is real: each is painted (``bids_infantseg.syn
 age-appropriate T2 contrast and a CSF, skull and scalp shell around the brain) from a real
 infant's label map shipped in ``data/demo`` (DCAN Labs' BIBSnet asegs, Apache-2.0; see its
 README), so the quick start shows infant folding, ventricles and deep grey matter rather than
-procedural shapes. The maps are those the bundled models hold out from training where there
-is one (2 and 8 months); the dataset says, from the bundled model cards, which model saw
-which map. sub-01 at 2 and 8 months (two different infants' maps: no longitudinal pair is
-held out), sub-02 at 12 months. Ages are in ``sessions.tsv`` (months, per
-``sessions.json``). The scans use different, realistic voxel orders and tilts (LAS, oblique
-RAS, LPS) so orientation handling is exercised. Their true DrawEM9 labels are included as a
-derivative dataset (``derivatives/phantom-truth``) to score the app's output against.
+procedural shapes. The 2- and 8-month maps are held out from the bundled models' training;
+the 12-month one is not (no held-out map is near 12 months); the dataset says, from the
+bundled model cards, which model was trained on which map. sub-01 at 2 and 8 months (two
+different infants' maps: no longitudinal pair is held out), sub-02 at 12 months. Ages are
+in ``sessions.tsv`` (months, per ``sessions.json``). The scans use different, realistic
+voxel orders and tilts (LAS, oblique RAS, LPS) so orientation handling is exercised. Their
+true DrawEM9 labels are included as a derivative dataset (``derivatives/phantom-truth``) to
+score the app's output against.
 """
 
 from __future__ import annotations
