@@ -35,7 +35,7 @@ from bids_infantseg.metrics import confusion_matrix, scores
 from bids_infantseg.model.card import Model, ModelCard
 from bids_infantseg.model.labelmap import LabelMapping
 from bids_infantseg.model.labels import BUILTIN, DRAWEM9
-from bids_infantseg.synth import ATLAS_TO_GEN, GEN_TO_DRAWEM9, FetalAtlas, LabelMap, Scheme
+from bids_infantseg.synth import ATLAS_TO_GEN, GEN_TO_DRAWEM9, FetalAtlas, LabelMap
 from bids_infantseg.synth.sources import SourceMix
 from bids_infantseg.train.data import SynthSource, draw_labelled
 
@@ -92,10 +92,11 @@ def ceiling_agreement(volume_ml: float | np.ndarray,
 
 @dataclass(frozen=True)
 class ProtocolData:
-    """The protocol's inputs: held-out aseg maps (path, age), held-out atlas folders, the
-    template files by month and every configured aseg map (for the nearest-age volumes)."""
+    """The protocol's inputs: the held-out aseg maps (as the configuration's anatomies, so
+    they are drawn through its scheme), held-out atlas folders, the template files by month
+    and every configured aseg map with its age (for the nearest-age volumes)."""
 
-    heldout_asegs: tuple[tuple[Path, float], ...]
+    heldout_asegs: tuple[LabelMap, ...]
     atlases: tuple[Path, ...]
     templates: dict[int, Path]
     reference_asegs: tuple[tuple[Path, float], ...]
@@ -107,30 +108,29 @@ class ProtocolData:
         from ``templates`` or the ``infant-t2w-templates-mit`` folder beside the asegs."""
         held, trained = (SourceMix.load(config, held_out=h) for h in (True, False))
 
-        def maps(mix: SourceMix) -> list[tuple[Path, float]]:
-            return [(Path(a.path), float(a.age_months)) for s in mix.sources
-                    for a in s.anatomies if isinstance(a, LabelMap)]
+        def maps(mix: SourceMix) -> list[LabelMap]:
+            return [a for s in mix.sources for a in s.anatomies if isinstance(a, LabelMap)]
 
-        heldout = tuple(sorted(maps(held), key=lambda m: m[1]))
+        heldout = tuple(sorted(maps(held), key=lambda m: m.age_months))
         atlases = tuple(sorted(Path(a.folder) for s in held.sources for a in s.anatomies
                                if isinstance(a, FetalAtlas)))
         if not heldout:
             raise ProtocolError(f"{config}: no held-out aseg map (a label_map source's held_out)")
-        folder = templates or heldout[0][0].parent.parent / "infant-t2w-templates-mit"
+        folder = templates or Path(heldout[0].path).parent.parent / "infant-t2w-templates-mit"
         files = {m: Path(folder) / f"Template-Month{m}-T2w.nii.gz" for m in TEMPLATE_MONTHS}
         missing = [str(p) for p in files.values() if not p.is_file()]
         if missing:
             raise ProtocolError(f"MIT template(s) not found: {', '.join(missing)} "
                                 "(give the templates folder)")
-        return cls(heldout, atlases, files,
-                   tuple(sorted([*heldout, *maps(trained)], key=lambda m: m[1])), held.age_window)
+        every = sorted((Path(m.path), float(m.age_months)) for m in (*heldout, *maps(trained)))
+        return cls(heldout, atlases, files, tuple(every), held.age_window)
 
-    def synthetic_cases(self, heads: int) -> list[tuple[str, Path, float, float, int]]:
-        """(case name, map, map age, drawn age, head) for each held-out map at each band
-        age within the age window of the map's own age, ``heads`` heads each."""
-        return [(f"{path.name.split('_')[0]}@{age:g}m#{head}", path, own, age, head)
-                for path, own in self.heldout_asegs for age in BAND_AGES
-                if abs(age - own) <= self.age_window for head in range(heads)]
+    def synthetic_cases(self, heads: int) -> list[tuple[str, LabelMap, float, int]]:
+        """(case name, map, drawn age, head) for each held-out map at each band age within
+        the age window of the map's own age, ``heads`` heads each."""
+        return [(f"{Path(m.path).name.split('_')[0]}@{age:g}m#{head}", m, age, head)
+                for m in self.heldout_asegs for age in BAND_AGES
+                if abs(age - m.age_months) <= self.age_window for head in range(heads)]
 
     def nearest_aseg(self, month: float) -> Path:
         """The configured aseg map nearest in age (ties: the older)."""
@@ -227,8 +227,7 @@ def _aseg_rows(source: str, case: str, age: float, predicted: np.ndarray, truth:
     rows["structure"] = rows.structure.str.replace(r"^[LR]-", "", regex=True)
     merged = rows.groupby("structure", sort=False).agg(
         dice=("dice", "mean"), pred_ml=("pred_ml", "sum"), ref_ml=("ref_ml", "sum")).reset_index()
-    merged["ratio"] = np.where(merged.ref_ml > 0, merged.pred_ml / merged.ref_ml.where(
-        merged.ref_ml > 0), np.nan)
+    merged["ratio"] = merged.pred_ml / merged.ref_ml.where(merged.ref_ml > 0)
     for key, value in dict(source=source, case=case, band=band_of(age), age=age,
                            label_set="aseg").items():
         merged[key] = value
@@ -289,11 +288,10 @@ class Protocol:
 
     def _synthetic(self, model: Model) -> list[dict]:
         card, rows = model.card, []
-        for case, path, own, age, head in self.data.synthetic_cases(self.heads):
-            def draw(path=path, own=own, age=age, head=head) -> dict[str, np.ndarray]:
-                rng = np.random.default_rng([SEED_STREAM, int(round(own * 10)),
+        for case, anatomy, age, head in self.data.synthetic_cases(self.heads):
+            def draw(anatomy=anatomy, age=age, head=head) -> dict[str, np.ndarray]:
+                rng = np.random.default_rng([SEED_STREAM, int(round(anatomy.age_months * 10)),
                                              int(round(age * 10)), head])
-                anatomy = LabelMap(path, Scheme.load("freesurfer-aseg"), own)
                 image, labels = draw_labelled(card, SynthSource(), rng, ("drawem9", "aseg"),
                                               age, anatomy)
                 return {"image": image, "drawem9": labels["drawem9"].astype(np.int16),

@@ -109,8 +109,8 @@ def test_template_checks_pass_or_fail():
 
 def test_cases_follow_the_held_out_lists_and_age_window(config):
     data = ProtocolData.from_config(config)
-    assert [p.name for p, _ in data.heldout_asegs] == ["2mo_aseg.nii.gz"]
-    assert [(c[0], c[3]) for c in data.synthetic_cases(2)] == [
+    assert [m.path.name for m in data.heldout_asegs] == ["2mo_aseg.nii.gz"]
+    assert [(c[0], c[2]) for c in data.synthetic_cases(2)] == [
         ("2mo@0m#0", 0.0), ("2mo@0m#1", 0.0), ("2mo@6m#0", 6.0), ("2mo@6m#1", 6.0)]
     assert [p.name for p in data.atlases] == ["fetal_SB_atlas_GA23_notoperated"]
     # every configured map is a reference for the templates, held out or not
