@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from scipy import ndimage
 
 from bids_infantseg.model.card import Model, ModelCard, load_model
 from bids_infantseg.model.labels import BUILTIN
@@ -171,3 +172,16 @@ def test_aseg_model_is_scored_in_tissues_and_aseg_structures(config, tmp_path):
     structures = set(table[table.label_set == "aseg"].structure)
     assert {"Tha", "Hip", "Ctx", "WM", "BS"} <= structures
     assert not any(s.startswith(("L-", "R-")) for s in structures)
+
+
+def test_atlas_is_scaled_to_a_newborn_brain_and_aligned_with_its_labels(config):
+    folder = ProtocolData.from_config(config).atlases[0]
+    card = tiny_card(grid=32, voxel_size=4.0)
+    conformed = validation._conform_atlas(folder, card)
+    labelled = conformed["drawem9"] > 0
+    volume_ml = labelled.sum() * card.voxel_size_mm ** 3 / 1000.0
+    assert volume_ml == pytest.approx(validation.ATLAS_ML, rel=0.1)
+    # the image's signal lies on the labels: the same grid, the same scaling
+    assert (conformed["image"][labelled] > 0).mean() > 0.95
+    # (trilinear image, nearest-neighbour labels: the image may reach one voxel further)
+    assert (conformed["image"][~ndimage.binary_dilation(labelled, np.ones((3, 3, 3)))] == 0).all()
