@@ -64,6 +64,9 @@ DEEP_NUCLEI = ("Tha", "Cau", "Put", "Pal", "Hip", "Amy", "Acc", "VDC")
 SEED_STREAM = 2
 """First seed word of the protocol's synthetic heads (training uses 0, the card's
 evaluation 1), so they never coincide with a training or card-evaluation volume."""
+FLUID = ("CSF", "Ven")
+MAX_ATTEMPTS = 50
+"""Draws tried for a synthetic head with T2 contrast (each has a chance of 0.85 or so)."""
 COLUMNS = ["source", "case", "band", "age", "label_set", "structure", "dice", "pred_ml",
            "ref_ml", "ratio"]
 
@@ -289,15 +292,9 @@ class Protocol:
     def _synthetic(self, model: Model) -> list[dict]:
         card, rows = model.card, []
         for case, anatomy, age, head in self.data.synthetic_cases(self.heads):
-            def draw(anatomy=anatomy, age=age, head=head) -> dict[str, np.ndarray]:
-                rng = np.random.default_rng([SEED_STREAM, int(round(anatomy.age_months * 10)),
-                                             int(round(age * 10)), head])
-                image, labels = draw_labelled(card, SynthSource(), rng, ("drawem9", "aseg"),
-                                              age, anatomy)
-                return {"image": image, "drawem9": labels["drawem9"].astype(np.int16),
-                        "aseg": labels["aseg"].astype(np.int16)}
-
-            saved = _cached(self._folder(card) / f"synthetic-{case}.npz", draw)
+            saved = _cached(self._folder(card) / f"synthetic-t2-{case}.npz",
+                            lambda anatomy=anatomy, age=age, head=head: _draw_t2_head(
+                                card, anatomy, age, head))
             own_labels = self._labels(model, saved["image"])
             predicted = _to_drawem9(own_labels, card.labels.name)
             rows += _rows("synthetic", case, age, DRAWEM9.name, list(TISSUES), TISSUE_INDICES,
@@ -333,6 +330,32 @@ class Protocol:
                           list(TISSUES), TISSUE_INDICES, predicted, None, _voxel_ml(card),
                           reference)
         return rows
+
+
+def t2_contrast(image: np.ndarray, drawem9: np.ndarray) -> bool:
+    """Whether fluid (CSF and ventricles) is brighter on average than every other brain
+    tissue, as on any T2w at any age: the generator's uniformly random contrasts (a share of
+    its draws, for robustness) are not what the protocol asks about."""
+    fluid = np.isin(drawem9, TISSUE_INDICES[[TISSUES.index(t) for t in FLUID]])
+    tissues = [image[drawem9 == i].mean() for t, i in zip(TISSUES, TISSUE_INDICES, strict=True)
+               if t not in FLUID and (drawem9 == i).any()]
+    return bool(fluid.any()) and float(image[fluid].mean()) > max(tissues, default=0.0)
+
+
+def _draw_t2_head(card: ModelCard, anatomy: LabelMap, age: float,
+                  head: int) -> dict[str, np.ndarray]:
+    """A synthetic head of ``anatomy`` at ``age`` with T2 contrast (:func:`t2_contrast`):
+    the first such draw of the seeds ``[2, map age, age, head, attempt]``."""
+    for attempt in range(MAX_ATTEMPTS):
+        rng = np.random.default_rng([SEED_STREAM, int(round(anatomy.age_months * 10)),
+                                     int(round(age * 10)), head, attempt])
+        image, labels = draw_labelled(card, SynthSource(), rng, ("drawem9", "aseg"), age,
+                                      anatomy)
+        if t2_contrast(image, labels["drawem9"]):
+            return {"image": image, "drawem9": labels["drawem9"].astype(np.int16),
+                    "aseg": labels["aseg"].astype(np.int16)}
+    raise ProtocolError(f"{anatomy.path}: no draw with T2 contrast at {age:g} months in "
+                        f"{MAX_ATTEMPTS} attempts")
 
 
 def _atlas_name(folder: Path) -> str:

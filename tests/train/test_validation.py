@@ -185,3 +185,28 @@ def test_atlas_is_scaled_to_a_newborn_brain_and_aligned_with_its_labels(config):
     assert (conformed["image"][labelled] > 0).mean() > 0.95
     # (trilinear image, nearest-neighbour labels: the image may reach one voxel further)
     assert (conformed["image"][~ndimage.binary_dilation(labelled, np.ones((3, 3, 3)))] == 0).all()
+
+
+def test_t2_contrast_means_fluid_brightest():
+    labels = np.repeat(np.array([1, 5, 2, 3, 7, 0]), 10)
+    t2 = np.repeat(np.array([0.9, 0.95, 0.5, 0.6, 0.4, 0.0]), 10)
+    assert validation.t2_contrast(t2, labels)
+    shuffled = np.repeat(np.array([0.3, 0.1, 0.8, 0.6, 0.4, 0.0]), 10)  # a random draw
+    assert not validation.t2_contrast(shuffled, labels)
+    assert not validation.t2_contrast(t2, np.where(np.isin(labels, (1, 5)), 2, labels))
+
+
+def test_synthetic_heads_are_redrawn_until_t2(config, tiny, monkeypatch):
+    """A draw without T2 contrast is replaced by the next attempt's seed."""
+    anatomy = ProtocolData.from_config(config).heldout_asegs[0]
+    seen = []
+    real = validation.t2_contrast
+
+    def first_rejected(image, drawem9):
+        seen.append(image.sum())
+        return len(seen) > 1 and real(image, drawem9)
+
+    monkeypatch.setattr(validation, "t2_contrast", first_rejected)
+    drawn = validation._draw_t2_head(tiny.card, anatomy, 0.0, 0)
+    assert len(seen) >= 2 and seen[0] != seen[1]
+    assert drawn["image"].sum() == seen[-1]
