@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from bids_infantseg.model.architectures import build_network
-from bids_infantseg.model.card import Model, ModelCard, load_model, save_model
+from bids_infantseg.model.card import Model, ModelCard, load_model, load_network, save_model
 from bids_infantseg.model.labels import BUILTIN, DRAWEM9, LabelSet
 from bids_infantseg.synth.outputs import LABEL_SETS
 from bids_infantseg.synth.sources import Source, SourceError, SourceMix
@@ -230,7 +230,7 @@ def train_synthetic(settings: Settings, args: argparse.Namespace, device: torch.
                             f"{', '.join(LABEL_SETS)}")
     mix = SourceMix.load(config)
     held_out = held_out_sources(config)
-    pretrained = None if settings.from_scratch else load_model(settings.pretrained)
+    pretrained = None if settings.from_scratch else load_network(settings.pretrained)
     card = synthetic_card(settings, BUILTIN[label_set], pretrained,
                           ", ".join(s.name for s in mix.sources))
     generator_device = device if generator_takes_device() else torch.device("cpu")
