@@ -88,8 +88,8 @@ ASEG_LABELS = (" Labels: lateralised FreeSurfer aseg structures as real infant a
                "by the axial and coronal views.")
 MODEL_NAME = "{labels}-synth-starter"
 """The starter model of a label set (``drawem9-synth-starter``: ``card.DEFAULT_MODEL``); the
-bundled one of each set is ``data/models/<this name>``, which ``--label-set`` picks; the
-default name of a synthetic model."""
+bundled one of each set is ``data/models/<this name>`` (the DrawEM9 one derived from the aseg
+network), which ``--label-set`` picks; the default name of a synthetic model."""
 STRIP = (" {percent:g}% of training volumes were skull-stripped (zero outside the brain and "
          "its CSF), so brain-only scans are segmented as well as full heads.")
 SHARED = ("One network, trained on slices of all three orientations, serves every view (three "

@@ -4,10 +4,14 @@ summed into DrawEM9 tissues)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
+
+from bids_infantseg.cli import main
 
 from bids_infantseg.inference import predict, predict_with_qc
 from bids_infantseg.model.card import (
@@ -23,6 +27,7 @@ from bids_infantseg.model.card import (
 from bids_infantseg.model.labelmap import LabelMapping
 from bids_infantseg.model.labels import ASEG, DRAWEM9
 from bids_infantseg.train.engine import initial_net
+from tests.conftest import write_head_dataset
 from tests.model_factory import make_derived_model, make_tiny_model
 
 
@@ -105,3 +110,24 @@ def test_one_weights_file_is_bundled_and_drawem9_derives_from_it():
     assert card.derived.network.name == "aseg-synth-starter"
     assert card.derived.mapping.name == "aseg-to-drawem9"
 
+
+
+def test_a_participant_run_writes_drawem9_and_records_network_and_mapping(tmp_path, models):
+    network, derived = models
+    bids = write_head_dataset(tmp_path / "bids")
+    out = tmp_path / "out"
+    assert main([str(bids), str(out), "participant", "--model", str(derived),
+                 "--participant-label", "02", "--nprocs", "1", "--device", "cpu",
+                 "--write-probseg"]) == 0
+    anat = out / "sub-02" / "anat"
+    dseg = anat / "sub-02_run-1_space-T2w_desc-drawem9_dseg.nii.gz"
+    assert set(np.unique(np.asanyarray(nib.load(dseg).dataobj))) <= set(DRAWEM9.indices)
+    probsegs = sorted(anat.glob("sub-02_run-1_space-T2w_label-*_probseg.nii.gz"))
+    assert len(probsegs) == len(DRAWEM9)
+    weights = load_model(network).sha256
+    for sidecar in (dseg.with_name(dseg.name.replace(".nii.gz", ".json")),
+                    probsegs[0].with_name(probsegs[0].name.replace(".nii.gz", ".json"))):
+        model = json.loads(sidecar.read_text())["Model"]
+        assert model["Name"] == "tiny-derived" and model["SHA256"] == load_model(derived).sha256
+        assert model["Network"] == {"Name": "tiny-test", "Version": "0.0.1", "SHA256": weights}
+        assert model["Mapping"]["Name"] == "aseg-to-drawem9"
