@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from bids_infantseg.cli import main
-
 from bids_infantseg.inference import predict, predict_with_qc
 from bids_infantseg.model.card import (
     WEIGHTS_FILE,
