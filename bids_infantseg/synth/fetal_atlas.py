@@ -19,10 +19,16 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import torch
 from scipy import ndimage
 
-from bids_infantseg.synth.classes import brain_volume_ml
-from bids_infantseg.synth.fields import separable_noise, smooth_noise
+from bids_infantseg.synth.config import GeneratorConfig, default_if_none
+from bids_infantseg.synth.fields import (
+    sample_linear,
+    sample_nearest,
+    separable_noise,
+    smooth_noise,
+)
 from bids_infantseg.synth.geometry import Frame, apply_affine, bounding_box, padded
 from bids_infantseg.synth.head import cortical_ribbon, paint_head, paint_hippocampi
 
@@ -40,8 +46,8 @@ class FetalAtlas:
     folder: Path
 
     def paint(self, p: np.ndarray, rng: np.random.Generator, voxel_size: np.ndarray,
-              age_months: float) -> np.ndarray:
-        return _atlas_labels(p, rng, voxel_size, age_months, Path(self.folder))
+              age_months: float, *, config: GeneratorConfig | None = None) -> np.ndarray:
+        return _atlas_labels(p, rng, voxel_size, age_months, Path(self.folder), config)
 
 
 @dataclass(frozen=True)
@@ -86,9 +92,9 @@ def _fold_cortex(gen: np.ndarray, depth_mm: np.ndarray, rng: np.random.Generator
     surface and the sulci. Ventricles, deep grey matter, cerebellum and brainstem stay.
     """
     t = float(np.clip(age_months, 0.0, 24.0)) / 12.0
-    folds = smooth_noise(rng, gen.shape, voxel_size, rng.uniform(6.0, 10.0))
+    folds = smooth_noise(rng, gen.shape, voxel_size, rng.uniform(6.0, 10.0)).numpy()
     sulcal_depth = (rng.uniform(6.0, 12.0) + 4.0 * t) * (
-        0.7 + 0.3 * separable_noise(rng, gen.shape, voxel_size, 50.0))
+        0.7 + 0.3 * separable_noise(rng, gen.shape, voxel_size, 50.0).numpy())
     depth = depth_mm - sulcal_depth * np.exp(-(folds / rng.uniform(0.25, 0.4)) ** 2)
     mantle = np.isin(gen, (2, 3))
     gen[mantle & (depth < 0)] = 1
@@ -97,17 +103,19 @@ def _fold_cortex(gen: np.ndarray, depth_mm: np.ndarray, rng: np.random.Generator
 
 
 def _atlas_labels(p: np.ndarray, rng: np.random.Generator, voxel_size: np.ndarray,
-                  age_months: float, folder: Path) -> np.ndarray:
+                  age_months: float, folder: Path,
+                  config: GeneratorConfig | None = None) -> np.ndarray:
     """Generation labels of a scaled-up, deformed fetal atlas at head coordinates ``p``."""
+    config = default_if_none(config)
     atlas = _load_atlas(str(folder))
-    scale = (brain_volume_ml(age_months) * rng.uniform(0.88, 1.12) / atlas.brain_ml) ** (1 / 3)
+    scale = (config.brain_volume.ml(age_months) * rng.uniform(0.88, 1.12)
+             / atlas.brain_ml) ** (1 / 3)
     q = p / np.float32(scale) + atlas.center.astype(np.float32)[:, None, None, None]
-    vox = apply_affine(atlas.world_to_voxel, q)
-    gen = ndimage.map_coordinates(atlas.labels, vox, order=0, mode="constant", cval=0)
+    vox = torch.from_numpy(apply_affine(atlas.world_to_voxel, q))
+    gen = sample_nearest(atlas.labels, vox).numpy()
 
     def half_res(field: np.ndarray) -> np.ndarray:  # mm at the infant's size
-        return ndimage.map_coordinates(field, vox / 2.0, order=1, mode="nearest") * np.float32(
-            scale)
+        return sample_linear(field, vox / 2.0).numpy() * np.float32(scale)
 
     d_brain = half_res(atlas.distance) - np.float32(0.5)
     frame = Frame(atlas.radii * scale)
@@ -119,7 +127,7 @@ def _atlas_labels(p: np.ndarray, rng: np.random.Generator, voxel_size: np.ndarra
         _fold_cortex(gen, half_res(atlas.cerebral_depth), rng, voxel_size, age_months)
     head = np.zeros_like(gen)
     paint_head(head, p, np.where(gen > 0, -1.0, np.maximum(d_brain, 0.0)), frame, rng,
-                voxel_size, age_months)
+               voxel_size, age_months, config)
     gen = np.where(gen > 0, gen, head).astype(np.uint8)
     paint_hippocampi(gen, p, frame, rng, horns)
     return gen

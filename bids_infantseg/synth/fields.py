@@ -1,33 +1,174 @@
-"""Smooth random fields: texture, bias, deformation and fold patterns for synthesis."""
+"""The generator's array engine, in torch: random fields (texture, bias, deformation, folds),
+Gaussian blur, distance to a mask's edge and resampling of label maps.
+
+Why torch: one engine that runs on CPU threads now and on a GPU when one is there
+(``device``). Random numbers come from the caller's ``numpy.random.Generator`` (small
+arrays: coarse noise, 1D curves) or from a torch generator seeded by it (whole volumes), so
+the same seed gives the same volume on a device.
+
+Costs are set by memory passes over the volume: every kernel here is a few elementwise passes
+(a blur or distance is a loop of shifted adds or minima, not a convolution, which on one CPU
+thread is several times slower for these one-channel volumes).
+"""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
-from scipy import ndimage
+import torch
+import torch.nn.functional as F
+
+from bids_infantseg.synth.config import DEFAULT, Fields
+
+Device = str | torch.device | None
+
+
+def as_device(device: Device) -> torch.device:
+    return torch.device("cpu" if device is None else device)
+
+
+def torch_generator(rng: np.random.Generator, device: Device) -> torch.Generator:
+    """A torch generator on ``device`` seeded from ``rng`` (deterministic per seed)."""
+    return torch.Generator(as_device(device)).manual_seed(int(rng.integers(2 ** 62)))
+
+
+def _padded(x: torch.Tensor, axis: int, pad: int, value: float | None) -> torch.Tensor:
+    """``x`` extended by ``pad`` along ``axis``: edge values repeated, or ``value``."""
+    size = list(x.shape)
+    size[axis] = pad
+    n = x.shape[axis]
+    if value is None:
+        lo, hi = x.narrow(axis, 0, 1).expand(size), x.narrow(axis, n - 1, 1).expand(size)
+    else:
+        lo = hi = torch.full(size, value, dtype=x.dtype, device=x.device)
+    return torch.cat([lo, x, hi], axis)
+
+
+def gaussian_blur(x: torch.Tensor, sigma_voxels, truncate: float) -> torch.Tensor:
+    """Separable Gaussian blur (``sigma_voxels`` per axis; radius ``truncate`` sigmas, as
+    ``scipy.ndimage.gaussian_filter``), edges extended by their values."""
+    out = x
+    for axis, sigma in enumerate(np.broadcast_to(np.asarray(sigma_voxels, float), (x.ndim,))):
+        radius = int(truncate * sigma + 0.5)
+        if sigma <= 0 or radius < 1:
+            continue
+        k = np.arange(-radius, radius + 1)
+        w = np.exp(-0.5 * (k / sigma) ** 2)
+        w /= w.sum()
+        n = out.shape[axis]
+        p = _padded(out, axis, radius, None)
+        blurred = p.narrow(axis, radius, n) * float(w[radius])
+        for j in range(1, radius + 1):
+            blurred.add_(p.narrow(axis, radius + j, n) + p.narrow(axis, radius - j, n),
+                         alpha=float(w[radius + j]))
+        out = blurred
+    return out
 
 
 def smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], voxel_size: np.ndarray,
-                  scale_mm: float) -> np.ndarray:
-    """Unit-variance isotropic noise smooth over ~``scale_mm``: coarse noise, upsampled."""
+                 scale_mm: float, *, device: Device = None,
+                 fields: Fields = DEFAULT.fields) -> torch.Tensor:
+    """Unit-variance isotropic noise smooth over ~``scale_mm``: coarse noise, upsampled
+    (trilinear) and blurred."""
+    voxel_size = np.broadcast_to(np.asarray(voxel_size, dtype=float), (len(shape),))
     coarse = [max(2, int(np.ceil(n * v / scale_mm)) + 1) for n, v in zip(shape, voxel_size,
                                                                          strict=True)]
-    noise = rng.standard_normal(coarse).astype(np.float32)
-    field = ndimage.zoom(noise, [n / c for n, c in zip(shape, coarse, strict=True)], order=1,
-                         grid_mode=True, mode="grid-mirror")
-    field = ndimage.gaussian_filter(field, 0.35 * scale_mm / voxel_size, truncate=2.0)
-    return field / (field.std() + 1e-6)
+    noise = torch.from_numpy(rng.standard_normal(coarse).astype(np.float32))
+    field = F.interpolate(noise.to(as_device(device))[None, None], size=tuple(shape),
+                          mode="trilinear", align_corners=False)[0, 0]
+    field = gaussian_blur(field, fields.smooth_sigma_per_scale * scale_mm / voxel_size,
+                          fields.smooth_truncate)
+    return _unit(field)
+
+
+def _unit(field: torch.Tensor) -> torch.Tensor:
+    """``field`` divided by its standard deviation (population), in place: from its sum and
+    its dot product with itself, two fast passes."""
+    flat = field.reshape(-1)
+    mean = float(flat.sum()) / flat.numel()
+    variance = max(float(torch.dot(flat, flat)) / flat.numel() - mean * mean, 0.0)
+    return field.div_(math.sqrt(variance) + 1e-6)
 
 
 def separable_noise(rng: np.random.Generator, shape: tuple[int, ...], voxel_size: np.ndarray,
-                     scale_mm: float, terms: int = 3) -> np.ndarray:
+                    scale_mm: float, terms: int = DEFAULT.fields.separable_terms, *,
+                    device: Device = None) -> torch.Tensor:
     """Cheap very smooth field (bias, deformation): a sum of products of 1D random curves."""
-    field = np.zeros(shape, dtype=np.float32)
+    device = as_device(device)
+    voxel_size = np.broadcast_to(np.asarray(voxel_size, dtype=float), (len(shape),))
+    field = torch.zeros(shape, dtype=torch.float32, device=device)
     for _ in range(terms):
-        term = np.ones((1,) * len(shape), dtype=np.float32)
+        term = torch.ones((1,) * len(shape), dtype=torch.float32, device=device)
         for axis, (n, v) in enumerate(zip(shape, voxel_size, strict=True)):
             knots = max(2, int(np.ceil(n * v / scale_mm)) + 1)
             curve = np.interp(np.linspace(0, knots - 1, n), np.arange(knots),
                               rng.standard_normal(knots)).astype(np.float32)
-            term = term * curve.reshape([-1 if a == axis else 1 for a in range(len(shape))])
+            term = term * torch.from_numpy(curve).to(device).reshape(
+                [-1 if a == axis else 1 for a in range(len(shape))])
         field += term
-    return field / (field.std() + 1e-6)
+    return _unit(field)
+
+
+def distance_inside(mask: np.ndarray | torch.Tensor, spacing, cap_mm: float) -> torch.Tensor:
+    """Distance (mm) from each voxel of ``mask`` to the centre of the nearest voxel outside
+    it (0 outside), capped at ``cap_mm``: ``scipy.ndimage.distance_transform_edt(mask)``
+    where it is below the cap, exactly.
+
+    Why capped: painting only compares depths of a few mm (a cortical ribbon, a skull-strip
+    margin), and the squared distance is separable (a minimum over each axis in turn, of the
+    last axis's result plus the squared offset), so offsets up to the cap along each axis
+    give every distance below it exactly, in a few passes over the volume.
+    """
+    mask = torch.as_tensor(mask)
+    spacing = np.broadcast_to(np.asarray(spacing, dtype=float), (mask.ndim,))
+    big = float(cap_mm) ** 2 + 1.0
+    d2 = torch.where(mask.bool(), big, 0.0).to(torch.float32)
+    for axis, step in enumerate(spacing):
+        reach = min(int(math.ceil(cap_mm / step)), mask.shape[axis] - 1)
+        if reach < 1:
+            continue
+        n = mask.shape[axis]
+        p = _padded(d2, axis, reach, big)
+        out = d2.clone()
+        scratch = torch.empty_like(d2)
+        for k in range(1, reach + 1):
+            offset = float((k * step) ** 2)
+            for shifted in (p.narrow(axis, reach + k, n), p.narrow(axis, reach - k, n)):
+                torch.add(shifted, offset, out=scratch)
+                torch.minimum(out, scratch, out=out)
+        d2 = out
+    return torch.sqrt(d2.clamp_(max=float(cap_mm) ** 2))
+
+
+def _sample(volume: np.ndarray | torch.Tensor, vox: torch.Tensor, mode: str,
+            padding: str) -> torch.Tensor:
+    """``grid_sample`` of ``volume`` at voxel coordinates ``vox`` (3, ...), on the part of
+    ``volume`` that the coordinates reach (a label map is larger than a head)."""
+    volume = torch.as_tensor(volume, device=vox.device)
+    flat = vox.reshape(3, -1)
+    lo = [max(0, min(int(math.floor(float(flat[a].min()))), n - 1))
+          for a, n in enumerate(volume.shape)]
+    hi = [max(lo[a], min(int(math.ceil(float(flat[a].max()))), n - 1))
+          for a, n in enumerate(volume.shape)]
+    part = volume[tuple(slice(a, b + 1) for a, b in zip(lo, hi, strict=True))]
+    scale = [2.0 / max(b - a, 1) for a, b in zip(lo, hi, strict=True)]
+    grid = torch.stack([(flat[a] - lo[a]) * scale[a] - 1.0 for a in (2, 1, 0)], dim=-1)
+    out = F.grid_sample(part.to(torch.float32)[None, None], grid.reshape(1, 1, 1, -1, 3),
+                        mode=mode, padding_mode=padding, align_corners=True)
+    return out.reshape(vox.shape[1:])
+
+
+def sample_nearest(volume: np.ndarray | torch.Tensor, vox: torch.Tensor) -> torch.Tensor:
+    """``volume`` (labels, exact in float32) at voxel coordinates ``vox`` (3, ...), nearest
+    neighbour, 0 beyond it (as ``scipy.ndimage.map_coordinates(order=0, mode="constant")``
+    for volumes with a border of 0, as padded label maps have); same dtype as ``volume``
+    (uint8 or uint16 codes: exact through float32)."""
+    volume = torch.as_tensor(volume)
+    return _sample(volume, vox, "nearest", "zeros").round_().to(volume.dtype)
+
+
+def sample_linear(volume: np.ndarray | torch.Tensor, vox: torch.Tensor) -> torch.Tensor:
+    """``volume`` (float) at voxel coordinates ``vox`` (3, ...), trilinear, edge values
+    beyond it (``map_coordinates(order=1, mode="nearest")``)."""
+    return _sample(volume, vox, "bilinear", "border")
