@@ -44,12 +44,12 @@ from bids_infantseg.train.losses import median_frequency_weights, quicknat_loss
 
 
 def generator_seconds(mix: SourceMix, card, volumes: int) -> dict[str, float]:
-    """Seconds to draw ``volumes`` volumes per source (after one untimed warm-up draw per
-    anatomy)."""
+    """Seconds to draw ``volumes`` volumes per source (after one untimed warm-up draw of each
+    anatomy drawn)."""
     seconds = {}
     for source in mix.sources:
         rng = np.random.default_rng(0)
-        for anatomy in source.anatomies:  # warm-up: file loading and preparation
+        for anatomy in source.anatomies[:volumes]:  # warm-up: loading and preparing files
             draw_volume(card, SynthSource(mix), rng, age_months=3.0, anatomy=anatomy)
         start = time.perf_counter()
         for i in range(volumes):

@@ -19,17 +19,11 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import torch
 from scipy import ndimage
 
 from bids_infantseg.synth.config import GeneratorConfig, default_if_none
-from bids_infantseg.synth.fields import (
-    sample_linear,
-    sample_nearest,
-    separable_noise,
-    smooth_noise,
-)
-from bids_infantseg.synth.geometry import Frame, apply_affine, bounding_box, padded
+from bids_infantseg.synth.fields import Resampler, separable_noise, smooth_noise
+from bids_infantseg.synth.geometry import Frame, bounding_box, padded
 from bids_infantseg.synth.head import cortical_ribbon, paint_head, paint_hippocampi
 
 ATLAS_TO_GEN = np.array([0, 3, 5, 6, 1, 2, 7, 8, 3], dtype=np.uint8)
@@ -55,9 +49,9 @@ class _Atlas:
     """One fetal atlas, padded, in generation labels, with distance maps (half resolution)."""
 
     labels: np.ndarray  # uint8 generation labels
-    distance: np.ndarray  # float32 mm outside the brain (0 inside)
-    cerebral_depth: np.ndarray  # float32 mm inside cortex+WM from their outer surface
-    ventricle_depth: np.ndarray  # float32 mm inside the ventricles from their wall
+    depths: np.ndarray  # float32 (3, ...) mm: outside the brain (0 inside), inside cortex+WM
+    # from their outer surface, inside the ventricles from their wall
+    max_ventricle_depth: float
     world_to_voxel: np.ndarray  # 4x4
     center: np.ndarray  # cerebrum bounding-box centre, atlas mm
     radii: np.ndarray  # cerebrum bounding-box half-extent, atlas mm
@@ -78,7 +72,9 @@ def _load_atlas(folder: str) -> _Atlas:
         return ndimage.distance_transform_edt(inside, sampling=2 * zooms).astype(np.float32)
 
     center, radii = bounding_box(np.isin(labels, (1, 2, 3, 5, 7)), affine, zooms)
-    return _Atlas(labels, depth(half == 0), depth(np.isin(half, (2, 3, 5, 7))), depth(half == 5),
+    ventricles = depth(half == 5)
+    return _Atlas(labels, np.stack([depth(half == 0), depth(np.isin(half, (2, 3, 5, 7))),
+                                    ventricles]), float(ventricles.max()),
                   np.linalg.inv(affine), center, radii, float(brain.sum() * zooms.prod() / 1000.0))
 
 
@@ -110,21 +106,20 @@ def _atlas_labels(p: np.ndarray, rng: np.random.Generator, voxel_size: np.ndarra
     atlas = _load_atlas(str(folder))
     scale = (config.brain_volume.ml(age_months) * rng.uniform(0.88, 1.12)
              / atlas.brain_ml) ** (1 / 3)
-    q = p / np.float32(scale) + atlas.center.astype(np.float32)[:, None, None, None]
-    vox = torch.from_numpy(apply_affine(atlas.world_to_voxel, q))
-    gen = sample_nearest(atlas.labels, vox).numpy()
-
-    def half_res(field: np.ndarray) -> np.ndarray:  # mm at the infant's size
-        return sample_linear(field, vox / 2.0).numpy() * np.float32(scale)
-
-    d_brain = half_res(atlas.distance) - np.float32(0.5)
+    head_to_atlas = np.eye(4)
+    head_to_atlas[:3, :3] /= scale
+    head_to_atlas[:3, 3] = atlas.center
+    at = Resampler(p, atlas.world_to_voxel @ head_to_atlas, atlas.labels.shape)
+    gen = at.nearest(atlas.labels)
+    outside, cerebral, ventricular = at.linear(atlas.depths, 2.0) * np.float32(scale)  # mm
+    d_brain = outside - np.float32(0.5)
     frame = Frame(atlas.radii * scale)
     horns = _temporal_horns(gen, p, frame)
     if rng.uniform() < 0.75:  # the spina bifida atlases' ventricles are enlarged
-        shrink = rng.uniform(0.2, 0.8) * float(atlas.ventricle_depth.max()) * scale
-        gen[(gen == 5) & (half_res(atlas.ventricle_depth) < shrink)] = 3
+        shrink = rng.uniform(0.2, 0.8) * atlas.max_ventricle_depth * scale
+        gen[(gen == 5) & (ventricular < shrink)] = 3
     if rng.uniform() < 0.8:
-        _fold_cortex(gen, half_res(atlas.cerebral_depth), rng, voxel_size, age_months)
+        _fold_cortex(gen, cerebral, rng, voxel_size, age_months)
     head = np.zeros_like(gen)
     paint_head(head, p, np.where(gen > 0, -1.0, np.maximum(d_brain, 0.0)), frame, rng,
                voxel_size, age_months, config)

@@ -120,10 +120,25 @@ def distance_inside(mask: np.ndarray | torch.Tensor, spacing, cap_mm: float) -> 
     last axis's result plus the squared offset), so offsets up to the cap along each axis
     give every distance below it exactly, in a few passes over the volume.
     """
-    mask = torch.as_tensor(mask)
+    mask = torch.as_tensor(mask).bool()
     spacing = np.broadcast_to(np.asarray(spacing, dtype=float), (mask.ndim,))
+    # Only the mask's bounding box, one voxel wider, can hold a distance: the nearest voxel
+    # outside the mask is never beyond that layer of voxels outside it.
+    out = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device)
+    box = []
+    for axis in range(mask.ndim):
+        hit = torch.nonzero(mask.any(dim=tuple(a for a in range(mask.ndim) if a != axis)))
+        if not hit.numel():
+            return out
+        box.append(slice(max(int(hit[0]) - 1, 0), min(int(hit[-1]) + 2, mask.shape[axis])))
+    out[tuple(box)] = _distance(mask[tuple(box)], spacing, cap_mm)
+    return out
+
+
+def _distance(mask: torch.Tensor, spacing: np.ndarray, cap_mm: float) -> torch.Tensor:
+    """``distance_inside`` of a whole (cropped) mask."""
     big = float(cap_mm) ** 2 + 1.0
-    d2 = torch.where(mask.bool(), big, 0.0).to(torch.float32)
+    d2 = torch.where(mask, big, 0.0).to(torch.float32)
     for axis, step in enumerate(spacing):
         reach = min(int(math.ceil(cap_mm / step)), mask.shape[axis] - 1)
         if reach < 1:
@@ -141,34 +156,70 @@ def distance_inside(mask: np.ndarray | torch.Tensor, spacing, cap_mm: float) -> 
     return torch.sqrt(d2.clamp_(max=float(cap_mm) ** 2))
 
 
-def _sample(volume: np.ndarray | torch.Tensor, vox: torch.Tensor, mode: str,
-            padding: str) -> torch.Tensor:
-    """``grid_sample`` of ``volume`` at voxel coordinates ``vox`` (3, ...), on the part of
-    ``volume`` that the coordinates reach (a label map is larger than a head)."""
-    volume = torch.as_tensor(volume, device=vox.device)
-    flat = vox.reshape(3, -1)
-    lo = [max(0, min(int(math.floor(float(flat[a].min()))), n - 1))
-          for a, n in enumerate(volume.shape)]
-    hi = [max(lo[a], min(int(math.ceil(float(flat[a].max()))), n - 1))
-          for a, n in enumerate(volume.shape)]
-    part = volume[tuple(slice(a, b + 1) for a, b in zip(lo, hi, strict=True))]
-    scale = [2.0 / max(b - a, 1) for a, b in zip(lo, hi, strict=True)]
-    grid = torch.stack([(flat[a] - lo[a]) * scale[a] - 1.0 for a in (2, 1, 0)], dim=-1)
-    out = F.grid_sample(part.to(torch.float32)[None, None], grid.reshape(1, 1, 1, -1, 3),
-                        mode=mode, padding_mode=padding, align_corners=True)
-    return out.reshape(vox.shape[1:])
+def local_max(x: torch.Tensor) -> torch.Tensor:
+    """Maximum over each voxel's 3x3x3 neighbourhood (``ndimage.maximum_filter(size=3)``,
+    edges repeated): three separable passes."""
+    for axis in range(x.ndim):
+        n = x.shape[axis]
+        p = _padded(x, axis, 1, None)
+        x = torch.maximum(torch.maximum(p.narrow(axis, 0, n), p.narrow(axis, 1, n)),
+                          p.narrow(axis, 2, n))
+    return x
 
 
-def sample_nearest(volume: np.ndarray | torch.Tensor, vox: torch.Tensor) -> torch.Tensor:
-    """``volume`` (labels, exact in float32) at voxel coordinates ``vox`` (3, ...), nearest
-    neighbour, 0 beyond it (as ``scipy.ndimage.map_coordinates(order=0, mode="constant")``
-    for volumes with a border of 0, as padded label maps have); same dtype as ``volume``
-    (uint8 or uint16 codes: exact through float32)."""
-    volume = torch.as_tensor(volume)
-    return _sample(volume, vox, "nearest", "zeros").round_().to(volume.dtype)
+class Resampler:
+    """Where the points ``p`` (3, X, Y, Z) fall in a source's voxel grid (``affine``: point ->
+    source voxel, 4x4), for sampling any volume on that grid at them.
 
+    Why a class: a label map's codes and depths are sampled at the same points, so the voxel
+    coordinates (one matrix product) and the nearest voxels are computed once.
+    """
 
-def sample_linear(volume: np.ndarray | torch.Tensor, vox: torch.Tensor) -> torch.Tensor:
-    """``volume`` (float) at voxel coordinates ``vox`` (3, ...), trilinear, edge values
-    beyond it (``map_coordinates(order=1, mode="nearest")``)."""
-    return _sample(volume, vox, "bilinear", "border")
+    def __init__(self, p: np.ndarray | torch.Tensor, affine: np.ndarray,
+                 shape: tuple[int, ...]) -> None:
+        self.points = torch.as_tensor(p).reshape(3, -1)
+        self.affine = np.asarray(affine, dtype=np.float64)
+        self.shape = tuple(int(n) for n in shape)
+        self.out_shape = tuple(torch.as_tensor(p).shape[1:])
+        self._nearest: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def _mapped(self, matrix: np.ndarray) -> torch.Tensor:
+        """(N, 3) points mapped by a 4x4 ``matrix`` (rows 0-2 used), in one product."""
+        m = torch.from_numpy(matrix[:3].astype(np.float32)).to(self.points.device)
+        return torch.addmm(m[:, 3], self.points.T, m[:, :3].T)
+
+    def nearest(self, volume: np.ndarray | torch.Tensor) -> np.ndarray:
+        """``volume`` at the nearest voxel of each point, 0 beyond its first and last voxel
+        centres (``scipy.ndimage.map_coordinates(order=0, mode="constant")``)."""
+        if self._nearest is None:
+            vox = self._mapped(self.affine)
+            top = torch.tensor(self.shape, dtype=torch.float32, device=vox.device) - 1
+            inside = ((vox >= 0) & (vox <= top)).all(dim=1)
+            index = torch.minimum(torch.floor(vox.add_(0.5)), top).clamp_(min=0)
+            if math.prod(self.shape) > 2 ** 24:  # beyond float32's exact integers
+                index = index.double()
+            strides = torch.tensor([self.shape[1] * self.shape[2], self.shape[2], 1],
+                                   dtype=index.dtype, device=vox.device)
+            self._nearest = (index @ strides).long(), inside
+        flat, inside = self._nearest
+        volume = torch.as_tensor(volume, device=flat.device)
+        values = volume.reshape(-1)[flat]
+        return values.masked_fill_(~inside, 0).reshape(self.out_shape).cpu().numpy()
+
+    def linear(self, volume: np.ndarray | torch.Tensor, factor: float = 1.0) -> np.ndarray:
+        """``volume`` (float; several stacked along a first axis: ``(C, ...)``), whose grid
+        is the source's subsampled by ``factor``, trilinear at each point, edge values beyond
+        it (``map_coordinates(order=1, mode="nearest")``); ``(C, X, Y, Z)`` for a stack."""
+        volume = torch.as_tensor(volume, dtype=torch.float32, device=self.points.device)
+        stacked = volume.ndim == 4
+        volume = volume if stacked else volume[None]
+        sizes = np.array(volume.shape[1:], dtype=float)
+        # source voxel -> subsampled voxel -> grid_sample's [-1, 1], axes reversed (x last)
+        to_grid = np.eye(4)
+        to_grid[:3, :3] = np.diag(2.0 / np.maximum(sizes - 1, 1) / factor)[::-1]
+        to_grid[:3, 3] = -1.0
+        grid = self._mapped(to_grid @ self.affine)
+        out = F.grid_sample(volume[None], grid.reshape(1, 1, 1, -1, 3), mode="bilinear",
+                            padding_mode="border", align_corners=True)
+        out = out.reshape(volume.shape[0], *self.out_shape).cpu().numpy()
+        return out if stacked else out[0]

@@ -117,14 +117,6 @@ def grid_affine(shape: tuple[int, int, int], voxel_size, *, axcodes: str = "RAS"
 
 
 
-def apply_affine(affine: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """Points ``q`` (3, ...) mapped by a 4x4 affine, in float32 (voxel coordinates of a
-    source's grid for ``ndimage.map_coordinates``)."""
-    m = affine.astype(np.float32)
-    return np.stack([m[i, 0] * q[0] + m[i, 1] * q[1] + m[i, 2] * q[2] + m[i, 3]
-                     for i in range(3)])
-
-
 def padded(labels: np.ndarray, affine: np.ndarray,
            pad: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A source's labels padded with ``pad`` voxels of 0 (room for deformation and the painted

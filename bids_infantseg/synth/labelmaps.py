@@ -37,8 +37,8 @@ from scipy import ndimage
 
 from bids_infantseg.synth.classes import CGM, CLASSES, CSF, INDEX, WM
 from bids_infantseg.synth.config import GeneratorConfig, default_if_none
-from bids_infantseg.synth.fields import distance_inside, sample_linear, sample_nearest
-from bids_infantseg.synth.geometry import Frame, apply_affine, bounding_box, padded
+from bids_infantseg.synth.fields import Resampler, distance_inside, local_max
+from bids_infantseg.synth.geometry import Frame, bounding_box, padded
 from bids_infantseg.synth.head import cortical_ribbon, paint_head
 from bids_infantseg.synth.outputs import LABEL_SETS, class_labels, class_table, sided_index
 
@@ -209,9 +209,7 @@ def split_fused_banks(gen: np.ndarray, depth: np.ndarray, thickness_mm: float,
     surface = (gen == 0) | (gen == CSF)
     limit = thickness_mm + 0.5 * float(np.min(voxel_size))
     from_csf = distance_inside(~surface, voxel_size, limit + float(np.max(voxel_size)))
-    peak = torch.nn.functional.max_pool3d(torch.from_numpy(depth)[None, None].float(), 3,
-                                          stride=1, padding=1)[0, 0]
-    ridge = cortex & (depth >= peak.numpy())
+    ridge = cortex & (depth >= local_max(torch.from_numpy(depth)).numpy())
     gen[ridge & (from_csf.numpy() > limit)] = CSF
 
 
@@ -247,24 +245,23 @@ class LabelMap:
         m = _prepare(str(self.path), self.scheme)
         scale = np.float32((config.brain_volume.ml(age_months) * rng.uniform(0.88, 1.12)
                             / m.brain_ml) ** (1 / 3))
-        q = p / scale
         mirrored = bool(rng.uniform() < 0.5)
-        if mirrored:
-            q[0] = -q[0]
-        vox = torch.from_numpy(apply_affine(m.world_to_voxel,
-                                            q + m.center.astype(np.float32)[:, None, None, None]))
-        codes = sample_nearest(m.codes, vox).numpy()
+        head_to_source = np.eye(4)
+        head_to_source[:3, 3] = m.center
+        head_to_source[:3, :3] = np.diag([-1.0 if mirrored else 1.0, 1.0, 1.0]) / float(scale)
+        at = Resampler(p, m.world_to_voxel @ head_to_source, m.codes.shape)
+        codes = at.nearest(m.codes)
         source_classes = self.scheme.code_classes()
         gen = source_classes[codes]
         if rng.uniform() < self.thin_cortex:
-            depth = sample_nearest(m.cortex_depth, vox).numpy()
+            depth = at.nearest(m.cortex_depth)
             gen[(gen == CGM) & (depth > 4.0 * rng.uniform(*self.open_mm))] = CSF
             grow = self.cortex_growth_mm * min(age_months, 12.0) / 12.0
             thickness = rng.uniform(self.cortex_mm[0] + grow, self.cortex_mm[1] + grow)
             split_fused_banks(gen, depth, thickness, voxel_size)
             cortical_ribbon(gen, np.isin(gen, (CGM, WM)), thickness, voxel_size,
                             inside=(gen > 0) & (gen != CSF))
-        outside = sample_linear(m.outside_mm, vox / 2.0).numpy() * scale
+        outside = at.linear(m.outside_mm, 2.0) * scale
         head = np.zeros_like(gen)
         paint_head(head, p, np.where(gen > 0, -1.0, np.maximum(outside - 0.5, 0.0)),
                    Frame(m.radii * scale), rng, voxel_size, age_months, config)

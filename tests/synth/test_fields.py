@@ -7,12 +7,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from bids_infantseg.synth.fields import (
-    distance_inside,
-    gaussian_blur,
-    sample_linear,
-    sample_nearest,
-)
+from bids_infantseg.synth.fields import Resampler, distance_inside, gaussian_blur, local_max
 from bids_infantseg.synth.geometry import deform, ellipsoid, grid_points, inside_ellipsoid, rotation
 
 
@@ -27,19 +22,38 @@ def test_capped_distance_is_scipys_below_the_cap():
     exact = ndimage.distance_transform_edt(mask, sampling=spacing)
     capped = distance_inside(mask, spacing, 4.0).numpy()
     np.testing.assert_allclose(capped, np.minimum(exact, 4.0), atol=1e-5)
+    corner = np.zeros_like(mask)  # a box of the mask's own: touching two edges, cropped
+    corner[:12, 5:20, -9:] = mask[:12, 5:20, -9:] | True
+    corner[3, 8, -4] = False
+    np.testing.assert_allclose(distance_inside(corner, spacing, 4.0).numpy(), np.minimum(
+        ndimage.distance_transform_edt(corner, sampling=spacing), 4.0), atol=1e-5)
 
 
 def test_resampling_matches_map_coordinates():
     rng = np.random.default_rng(1)
     labels = np.pad(rng.integers(1, 200, (20, 24, 28)).astype(np.uint8), 2)
-    field = rng.standard_normal((12, 14, 16)).astype(np.float32)
-    vox = rng.uniform(-4, 33, (3, 10, 11, 12)).astype(np.float32)
-    nearest = sample_nearest(labels, torch.from_numpy(vox)).numpy()
+    fields = rng.standard_normal((2, 12, 14, 16)).astype(np.float32)
+    p = rng.uniform(-10, 40, (3, 10, 11, 12)).astype(np.float32)
+    affine = np.array([[0.8, 0.1, 0.0, 1.0], [0.0, 0.9, -0.1, -2.0], [0.05, 0.0, 0.7, 3.0],
+                       [0, 0, 0, 1]])
+    vox = np.einsum("ij,j...->i...", affine[:3, :3], p) + affine[:3, 3, None, None, None]
+    at = Resampler(p, affine, labels.shape)
+    nearest = at.nearest(labels)
     reference = ndimage.map_coordinates(labels, vox, order=0, mode="constant", cval=0)
     assert nearest.dtype == np.uint8 and (nearest == reference).mean() > 0.999
-    linear = sample_linear(field, torch.from_numpy(vox / 2)).numpy()
-    np.testing.assert_allclose(linear, ndimage.map_coordinates(field, vox / 2, order=1,
-                                                               mode="nearest"), atol=1e-4)
+    assert (at.nearest(labels[::-1].copy()) == ndimage.map_coordinates(
+        labels[::-1], vox, order=0, mode="constant", cval=0)).mean() > 0.999
+    linear = at.linear(fields, 2.0)
+    for field, sampled in zip(fields, linear, strict=True):
+        np.testing.assert_allclose(sampled, ndimage.map_coordinates(field, vox / 2, order=1,
+                                                                    mode="nearest"), atol=1e-4)
+    np.testing.assert_allclose(at.linear(fields[0], 2.0), linear[0])
+
+
+def test_local_max_matches_maximum_filter():
+    x = np.random.default_rng(4).standard_normal((9, 10, 11)).astype(np.float32)
+    np.testing.assert_array_equal(local_max(torch.from_numpy(x)).numpy(),
+                                  ndimage.maximum_filter(x, size=3, mode="nearest"))
 
 
 def test_blur_matches_gaussian_filter():
