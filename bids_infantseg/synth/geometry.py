@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from bids_infantseg.synth.fields import separable_noise
 
@@ -21,17 +22,20 @@ def rotation(angles_deg: np.ndarray) -> np.ndarray:
 def ellipsoid(p: np.ndarray, center, radii, tilt_deg: float = 0.0) -> np.ndarray:
     """Approximate signed distance (mm) to an ellipsoid, negative inside: (r-1)/|grad r|.
 
-    ``p`` is (3, ...) in head coordinates; ``tilt_deg`` rotates it about x (pitch).
+    ``p`` is (3, ...) in head coordinates; ``tilt_deg`` rotates it about x (pitch). In torch,
+    in place on a few buffers (the procedural head's largest per-voxel cost).
     """
-    dx, dy, dz = (p[i] - np.float32(center[i]) for i in range(3))
+    q = torch.from_numpy(p)
+    dx, dy, dz = (q[i] - float(center[i]) for i in range(3))
     if tilt_deg:
-        c, s = np.float32(np.cos(np.deg2rad(tilt_deg))), np.float32(np.sin(np.deg2rad(tilt_deg)))
-        dy, dz = c * dy + s * dz, -s * dy + c * dz
-    a, b, cc = (np.float32(r) for r in radii)
-    u, v, w = dx / a, dy / b, dz / cc
-    r = np.sqrt(u * u + v * v + w * w)
-    grad = np.sqrt((u / a) ** 2 + (v / b) ** 2 + (w / cc) ** 2) / np.maximum(r, 1e-3)
-    return (r - 1.0) / np.maximum(grad, 1e-6)
+        c, s = float(np.cos(np.deg2rad(tilt_deg))), float(np.sin(np.deg2rad(tilt_deg)))
+        dy, dz = dy * c + dz * s, dz * c - dy * s
+    a, b, cc = (float(r) for r in radii)
+    u, v, w = dx.div_(a), dy.div_(b), dz.div_(cc)
+    r = torch.sqrt(u * u + v * v + w * w)
+    grad = (u.div_(a).square_().add_(v.div_(b).square_()).add_(w.div_(cc).square_())
+            .sqrt_().div_(torch.clamp(r, min=1e-3)))
+    return r.sub_(1.0).div_(grad.clamp_(min=1e-6)).numpy()
 
 
 def inside_ellipsoid(p: np.ndarray, center, radii, tilt_deg: float = 0.0,
@@ -46,8 +50,9 @@ def inside_ellipsoid(p: np.ndarray, center, radii, tilt_deg: float = 0.0,
     """
     out = np.zeros(p.shape[1:], dtype=bool)
     coarse = p[:, ::stride, ::stride, ::stride]
-    step = max((float(np.sqrt((np.diff(coarse, axis=k + 1) ** 2).sum(axis=0)).max())
-                for k in range(3) if coarse.shape[k + 1] > 1), default=0.0) / stride
+    sparse = p[:, ::2 * stride, ::2 * stride, ::2 * stride]  # p is smooth: mm per voxel
+    step = max((float(np.sqrt((np.diff(sparse, axis=k + 1) ** 2).sum(axis=0)).max())
+                for k in range(3) if sparse.shape[k + 1] > 1), default=0.0) / (2 * stride)
     reach = float(max(radii)) + 1.5 * stride * np.sqrt(3.0) * step
     c = np.asarray(center, dtype=np.float32)[:, None, None, None]
     near = np.argwhere(((coarse - c) ** 2).sum(axis=0) <= reach ** 2)
