@@ -33,7 +33,12 @@ from typing import NamedTuple, Protocol
 import numpy as np
 
 from bids_infantseg.synth.classes import GEN_INTRACRANIAL, GEN_TO_DRAWEM9, brain_volume_ml
-from bids_infantseg.synth.config import GeneratorConfig, default_if_none, load_generator
+from bids_infantseg.synth.config import (
+    DEFAULT,
+    GeneratorConfig,
+    default_if_none,
+    load_generator,
+)
 from bids_infantseg.synth.fetal_atlas import ATLAS_HELD_OUT, ATLAS_TO_GEN, FetalAtlas, atlas_folders
 from bids_infantseg.synth.fields import Device, distance_inside, separable_noise
 from bids_infantseg.synth.geometry import deform, grid_affine, grid_points, rotation
@@ -55,8 +60,9 @@ class Anatomy(Protocol):
     A source that knows more than its generation classes (a label map's own codes, a
     procedural head's own midline) also has ``paint_labels(p, rng, voxel_size, age_months,
     label_sets) -> (generation labels, {label set: labels})``, with the same random draws as
-    ``paint``; any other source's labels are its classes' on the side of ``p[0]``. Both take
-    ``config=`` (the generator configuration; None: the default)."""
+    ``paint``; any other source's labels are its classes' on the side of ``p[0]``. Both are
+    given ``config=`` (the generator configuration) where it is not the default, so a source
+    written before configurations existed still works with the default."""
 
     def paint(self, p: np.ndarray, rng: np.random.Generator, voxel_size: np.ndarray,
               age_months: float, *, config: GeneratorConfig | None = None) -> np.ndarray: ...
@@ -103,12 +109,13 @@ def _painted(age_months: float, rng: np.random.Generator, shape: tuple[int, int,
     p *= rng.normal(1.0, config.pose.scale_sd, 3).astype(np.float32)[:, None, None, None]
     p = deform(p, rng, voxel_size, deform_mm, config.pose.deform_scale_mm)
     anatomy = anatomy or Procedural()
+    given = {} if config is DEFAULT else {"config": config}  # sources of the Protocol's past
     if not label_sets:
-        return anatomy.paint(p, rng, voxel_size, age_months, config=config), {}
+        return anatomy.paint(p, rng, voxel_size, age_months, **given), {}
     if hasattr(anatomy, "paint_labels"):
-        return anatomy.paint_labels(p, rng, voxel_size, age_months, label_sets, config=config)
+        return anatomy.paint_labels(p, rng, voxel_size, age_months, label_sets, **given)
     right = p[0] >= 0
-    gen = anatomy.paint(p, rng, voxel_size, age_months, config=config)
+    gen = anatomy.paint(p, rng, voxel_size, age_months, **given)
     return gen, class_labels(gen, right, label_sets)
 
 

@@ -121,3 +121,16 @@ def test_the_card_of_a_trained_model_records_the_generator(tmp_path):
     recorded = load_model(tmp_path / "model").card.training["data"]["generator"]
     assert recorded["file"] == "mine.json" and recorded["config"] == data
     assert recorded["sha256"] == load_generator(tmp_path / "mine.json").digest()
+
+
+class Unconfigured:
+    """A source written before generator configurations (``demo.Enlarged`` is one)."""
+
+    def paint(self, p, rng, voxel_size, age_months):
+        return synth.Procedural().paint(p, rng, voxel_size, age_months)
+
+
+def test_a_source_without_config_still_paints_with_the_default():
+    image, labels = synth.training_volume(np.random.default_rng(0), 3.0, (32, 32, 32), 5.0,
+                                          anatomy=Unconfigured())
+    assert image.shape == labels.shape == (32, 32, 32) and labels.max() > 0
