@@ -57,11 +57,15 @@ def gaussian_blur(x: torch.Tensor, sigma_voxels, truncate: float) -> torch.Tenso
         w = np.exp(-0.5 * (k / sigma) ** 2)
         w /= w.sum()
         n = out.shape[axis]
-        p = _padded(out, axis, radius, None)
-        blurred = p.narrow(axis, radius, n) * float(w[radius])
-        for j in range(1, radius + 1):
-            blurred.add_(p.narrow(axis, radius + j, n) + p.narrow(axis, radius - j, n),
-                         alpha=float(w[radius + j]))
+        blurred = out * float(w[radius])
+        for j in range(1, radius + 1):  # neighbours j away; beyond an edge, the edge's value
+            weight, inner = float(w[radius + j]), max(n - j, 0)
+            for at, source, edge in ((j, 0, 0), (0, j, n - 1)):
+                if inner:
+                    blurred.narrow(axis, at, inner).add_(out.narrow(axis, source, inner),
+                                                         alpha=weight)
+                blurred.narrow(axis, n - min(j, n) if at == 0 else 0, min(j, n)).add_(
+                    out.narrow(axis, edge, 1), alpha=weight)
         out = blurred
     return out
 
@@ -191,16 +195,21 @@ class Resampler:
     def nearest(self, volume: np.ndarray | torch.Tensor) -> np.ndarray:
         """``volume`` at the nearest voxel of each point, 0 beyond its first and last voxel
         centres (``scipy.ndimage.map_coordinates(order=0, mode="constant")``)."""
-        if self._nearest is None:
-            vox = self._mapped(self.affine)
-            top = torch.tensor(self.shape, dtype=torch.float32, device=vox.device) - 1
-            inside = ((vox >= 0) & (vox <= top)).all(dim=1)
-            index = torch.minimum(torch.floor(vox.add_(0.5)), top).clamp_(min=0)
-            if math.prod(self.shape) > 2 ** 24:  # beyond float32's exact integers
-                index = index.double()
-            strides = torch.tensor([self.shape[1] * self.shape[2], self.shape[2], 1],
-                                   dtype=index.dtype, device=vox.device)
-            self._nearest = (index @ strides).long(), inside
+        if self._nearest is None:  # row by row, in place: fewer passes than a matrix product
+            m = self.affine
+            n_points = self.points.shape[1]
+            exact = torch.float32 if math.prod(self.shape) <= 2 ** 24 else torch.float64
+            flat = torch.zeros(n_points, dtype=exact, device=self.points.device)
+            inside = torch.ones(n_points, dtype=torch.bool, device=self.points.device)
+            v = torch.empty(n_points, device=self.points.device)
+            for axis, n in enumerate(self.shape):
+                torch.mul(self.points[0], float(m[axis, 0]), out=v)
+                v.add_(self.points[1], alpha=float(m[axis, 1]))
+                v.add_(self.points[2], alpha=float(m[axis, 2])).add_(float(m[axis, 3]) + 0.5)
+                inside &= v >= 0.5
+                inside &= v <= n - 0.5
+                flat.mul_(n).add_(v.floor_().clamp_(0, n - 1))
+            self._nearest = flat.long(), inside
         flat, inside = self._nearest
         volume = torch.as_tensor(volume, device=flat.device)
         values = volume.reshape(-1)[flat]
