@@ -40,7 +40,7 @@ from bids_infantseg.synth.config import (
     load_generator,
 )
 from bids_infantseg.synth.fetal_atlas import ATLAS_HELD_OUT, ATLAS_TO_GEN, FetalAtlas, atlas_folders
-from bids_infantseg.synth.fields import Device, distance_inside, separable_noise
+from bids_infantseg.synth.fields import Device, distance_inside, one_thread, separable_noise
 from bids_infantseg.synth.geometry import deform, grid_affine, grid_points, rotation
 from bids_infantseg.synth.image import synthesize_image
 from bids_infantseg.synth.labelmaps import LabelMap, Scheme
@@ -99,8 +99,18 @@ def _painted(age_months: float, rng: np.random.Generator, shape: tuple[int, int,
              deform_mm: float, label_sets: tuple[str, ...],
              config: GeneratorConfig | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """``label_map``'s generation labels, and the labels of each of ``label_sets`` (not
-    DrawEM9: callers take it from the generation labels, after any skull-strip)."""
-    config = default_if_none(config)
+    DrawEM9: callers take it from the generation labels, after any skull-strip); painted on
+    one CPU thread (``fields.one_thread``)."""
+    with one_thread():
+        return _painted_here(age_months, rng, shape, affine, anatomy, rotation_deg, shift_mm,
+                             deform_mm, label_sets, default_if_none(config))
+
+
+def _painted_here(age_months: float, rng: np.random.Generator, shape: tuple[int, int, int],
+                  affine: np.ndarray, anatomy: Anatomy | None, rotation_deg: float,
+                  shift_mm: float, deform_mm: float, label_sets: tuple[str, ...],
+                  config: GeneratorConfig) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """``_painted``'s work."""
     voxel_size = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
     head_to_world = np.eye(4)
     head_to_world[:3, :3] = rotation(rng.uniform(-rotation_deg, rotation_deg, 3))
@@ -153,7 +163,16 @@ def _stripped(gen: np.ndarray, rng: np.random.Generator, voxel_size: float,
               max_margin_mm: float | None = None, max_cut_mm: float | None = None,
               config: GeneratorConfig | None = None) -> np.ndarray:
     """Where ``skull_strip`` removes the head (bool)."""
-    s = default_if_none(config).skull_strip
+    with one_thread():
+        return _stripped_here(gen, rng, voxel_size, max_margin_mm, max_cut_mm,
+                              default_if_none(config))
+
+
+def _stripped_here(gen: np.ndarray, rng: np.random.Generator, voxel_size: float,
+                   max_margin_mm: float | None, max_cut_mm: float | None,
+                   config: GeneratorConfig) -> np.ndarray:
+    """``_stripped``'s work."""
+    s = config.skull_strip
     margin_mm = s.max_margin_mm if max_margin_mm is None else max_margin_mm
     cut_mm = s.max_cut_mm if max_cut_mm is None else max_cut_mm
     intracranial = GEN_INTRACRANIAL[gen]

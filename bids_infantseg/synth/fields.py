@@ -14,6 +14,8 @@ thread is several times slower for these one-channel volumes).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -26,6 +28,27 @@ Device = str | torch.device | None
 
 def as_device(device: Device) -> torch.device:
     return torch.device("cpu" if device is None else device)
+
+
+@contextmanager
+def one_thread(device: Device = None) -> Iterator[None]:
+    """Torch on one CPU thread for the duration (restored after; nothing on a GPU).
+
+    Why: split over threads, reductions (a field's standard deviation) and vectorised
+    functions (``exp``, whose tail elements take a scalar path) can differ in the last bit,
+    so a volume would depend on the process's thread count (a training process and its
+    worker processes differ); on one thread the same seed gives the same volume in any
+    process. CPU parallelism comes from worker processes (``SliceSampler(workers=)``).
+    """
+    before = torch.get_num_threads()
+    if as_device(device).type != "cpu" or before == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def torch_generator(rng: np.random.Generator, device: Device) -> torch.Generator:

@@ -10,6 +10,7 @@ from bids_infantseg.synth.fields import (
     Device,
     as_device,
     gaussian_blur,
+    one_thread,
     separable_noise,
     smooth_noise,
     torch_generator,
@@ -26,11 +27,18 @@ def synthesize_image(gen: np.ndarray, rng: np.random.Generator, age_months: floa
     probability ``random_contrast``, default the configuration's, drawn uniformly instead),
     within-label texture, blur for partial volume and random (anisotropic) resolution, a
     smooth bias field, a gamma change and Rician noise; computed on ``device`` (CPU default),
-    every random draw from ``rng``.
+    every random draw from ``rng``, on one CPU thread (``fields.one_thread``).
     """
-    config = default_if_none(config)
+    with one_thread(device):
+        return _synthesized(gen, rng, age_months, voxel_size, random_contrast,
+                            default_if_none(config), as_device(device))
+
+
+def _synthesized(gen: np.ndarray, rng: np.random.Generator, age_months: float, voxel_size,
+                 random_contrast: float | None, config: GeneratorConfig,
+                 device: torch.device) -> np.ndarray:
+    """``synthesize_image``'s work."""
     s = config.image
-    device = as_device(device)
     voxel_size = np.broadcast_to(np.asarray(voxel_size, dtype=np.float64), (3,))
     n = len(config.classes)
     chance = s.random_contrast_probability if random_contrast is None else random_contrast

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from bids_infantseg import synth
 from bids_infantseg.synth.labelmaps import LabelMap, Scheme
@@ -46,3 +47,17 @@ def test_fetal_atlas_heads_repeat(seed, age, strip, atlases):
 def test_aseg_heads_repeat(name, seed, age, strip, aseg_root):
     scheme = Scheme.load("freesurfer-aseg")
     check(LabelMap(aseg_root / f"{name}_aseg.nii.gz", scheme, 1.0), seed, age, strip)
+
+
+def test_the_thread_count_does_not_change_the_volume():
+    """A training process and its workers run torch on different thread counts."""
+    threads = torch.get_num_threads()
+    try:
+        volumes = []
+        for count in (1, 3):
+            torch.set_num_threads(count)
+            volumes.append(volume(synth.Procedural(), 11, 4.0, 1.0))
+            assert torch.get_num_threads() == count  # the caller's setting is restored
+    finally:
+        torch.set_num_threads(threads)
+    assert all(np.array_equal(a, b) for a, b in zip(*volumes, strict=True))
