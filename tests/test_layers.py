@@ -20,7 +20,8 @@ CONFINED = {
                "resources.py"},
     "templateflow": {"templates.py"},
     "SimpleITK": {"pose.py"},
-    "torch": {"model/", "train/", "inference.py", "conform.py", "interfaces.py"},
+    "torch": {"model/", "train/", "inference.py", "conform.py", "interfaces.py",
+              "synth/"},  # the synthetic generator's engine (synth/fields.py)
     "safetensors": {"model/card.py", "train/"},
 }
 
@@ -34,7 +35,7 @@ LAYERS = [
      "failures.py", "demo.py", "scan_outputs.py"},
     {"model/", "conform.py", "images.py", "volumes.py", "synth/", "ages.py", "qc.py", "refine.py",
      "metrics.py", "naming.py"},
-    {"files.py", "locks.py"},
+    {"files.py", "locks.py", "errors.py"},
 ]
 
 

@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from bids_infantseg.errors import InfantsegError
 from bids_infantseg.files import atomic_write
 from bids_infantseg.model.architectures import (
     NetworkSettings,
@@ -35,7 +36,7 @@ DEFAULT_MODEL = "drawem9-synth-starter"
 """What ``--model default`` means."""
 
 
-class ModelError(ValueError):
+class ModelError(InfantsegError, ValueError):
     """A model folder or name that cannot be used."""
 
 

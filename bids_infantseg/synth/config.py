@@ -19,13 +19,15 @@ from pathlib import Path
 
 import numpy as np
 
+from bids_infantseg.errors import InfantsegError
+
 GENERATORS = Path(__file__).resolve().parents[1] / "data" / "synth" / "generators"
 """Folder of the shipped generator configurations."""
 DEFAULT_GENERATOR = "default"
 FORMAT = "bids_infantseg-generator/1"
 
 
-class GeneratorConfigError(ValueError):
+class GeneratorConfigError(InfantsegError, ValueError):
     """A generator configuration that cannot be used as written."""
 
 

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from bids_infantseg.errors import InfantsegError
 from bids_infantseg.synth.classes import CGM, CLASSES, CSF, INDEX, WM
 from bids_infantseg.synth.config import GeneratorConfig, default_if_none
 from bids_infantseg.synth.fields import Resampler, distance_inside, local_max
@@ -48,7 +49,7 @@ _PAD = 24
 _CEREBRUM = tuple(INDEX[n] for n in ("cortical_gm", "wm", "ventricle", "deep_gm", "thalamus"))
 
 
-class SchemeError(ValueError):
+class SchemeError(InfantsegError, ValueError):
     """A scheme or label map that does not fit together."""
 
 

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bids_infantseg.errors import InfantsegError
 from bids_infantseg.synth.config import (
     DEFAULT,
     DEFAULT_GENERATOR,
@@ -46,7 +47,7 @@ from bids_infantseg.synth.labelmaps import LabelMap, Scheme
 from bids_infantseg.synth.procedural import Procedural
 
 
-class SourceError(ValueError):
+class SourceError(InfantsegError, ValueError):
     """A source configuration that cannot be used as written."""
 
 
