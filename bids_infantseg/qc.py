@@ -377,10 +377,11 @@ def age_dependent(flag: str) -> bool:
 
 
 def is_drawem9(labels: LabelSet) -> bool:
-    """Whether ``labels`` are DrawEM9's (same indices and abbreviations, colours aside): the
-    structures the volume bounds are defined for."""
-    return [(lab.index, lab.abbreviation) for lab in labels.labels] == \
-        [(lab.index, lab.abbreviation) for lab in DRAWEM9.labels]
+    """Whether ``labels`` are DrawEM9's classes (same indices and names, as
+    :meth:`LabelSet.same_classes`; colours and abbreviations aside, so a card written when
+    Background was abbreviated ``BG`` still gets the structure checks): the structures the
+    volume bounds are defined for."""
+    return DRAWEM9.same_classes(labels)
 
 
 def _position(labels: LabelSet, abbreviation: str) -> int:

@@ -469,3 +469,17 @@ def test_the_log_says_each_scans_qc_in_one_line(finished_study):
         lines = [line for line in run.log.splitlines() if f"{stem}: QC" in line]
         assert len(lines) == 1, run.log
         assert lines[0].endswith(f"{stem}: {qc.summary_line(flags)}")
+
+
+@pytest.mark.parametrize("background", ["BG", "NonBrain"])
+def test_drawem9_classes_get_drawem9_qc_whatever_their_abbreviations(background):
+    """A card written when Background was "BG" (or a site's abbreviations) has DrawEM9's
+    classes (``LabelSet.same_classes``: indices and names) and keeps its structure checks."""
+    older = dataclasses.replace(DRAWEM9, labels=tuple(
+        dataclasses.replace(lab, abbreviation=background) if lab.index == 4 else lab
+        for lab in DRAWEM9.labels))
+    assert qc.is_drawem9(older) and qc.structures_skipped(older) is None
+    assert qc.drawem9_structures(older).identity
+    bounds, flags = qc.structure_checks(ASEG_12MO | {"Cbm": 0.0, background: 300.0}, 52.1,
+                                        older)
+    assert set(flags) == {"volume_Cbm"} and "Cbm" in bounds
