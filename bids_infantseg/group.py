@@ -30,6 +30,7 @@ from bids_infantseg.derivatives import (
 from bids_infantseg.model.labels import BUILTIN, LabelSet, read_dseg_tsv
 from bids_infantseg.qc import (
     BOUNDS_SOURCE,
+    FIRST_YEAR_WEEKS,
     age_dependent,
     structure_checks,
     structures_skipped,
@@ -366,10 +367,12 @@ QC_COLUMNS = {
                   "Units": "weeks"},
     "brain_volume_ml": {"Description": "brain tissue volume", "Units": "mL"},
     "intracranial_volume_ml": {"Description": "all brain labels, fluid included", "Units": "mL"},
-    "brain_volume_status": {"Description": "brain volume against age-appropriate bounds",
+    "brain_volume_status": {"Description": "brain volume against age-appropriate bounds; "
+                                           "without an age, against the whole first year's "
+                                           f"({FIRST_YEAR_WEEKS[0]:g}-{FIRST_YEAR_WEEKS[1]:g} "
+                                           "weeks), with an 'age' flag",
                             "Levels": {"ok": "inside", "below": "below the lower bound",
-                                       "above": "above the upper bound",
-                                       "no age": "no age known: not checked"},
+                                       "above": "above the upper bound"},
                             "Bounds": BOUNDS_SOURCE},
     "view_dice_mean": {"Description": "mean Dice between the views' argmax, brain labels"},
     "mc_samples": {"Description": "MC-dropout samples (0: uncertainty not measured)"},

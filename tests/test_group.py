@@ -107,7 +107,7 @@ def test_reports_are_self_contained(study):
     assert "sub-03: no outputs" in pages[0].read_text()
     scan_page = pages[2].read_text()  # sub-01_ses-02
     for expected in ("26.0 weeks", "sessions.tsv:age_weeks", "tiny-test 0.0.1",
-                     "Dice between views", "MC entropy", "plausible at this age"):
+                     "Dice between views", "MC entropy", "plausible brain tissue volume"):
         assert expected in scan_page
 
 

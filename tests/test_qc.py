@@ -30,8 +30,7 @@ def test_bounds_depend_on_age_and_accept_a_normal_neonate():
     assert status == "ok" and not flags  # FastSurfer's adult 0.70 L threshold would reject it
     status, flags = qc.volume_check(450, 50)
     assert status == "below" and "brain_volume" in flags
-    assert qc.brain_volume_bounds(None) is None
-    assert qc.volume_check(450, None)[0] == "no age"
+    assert qc.brain_volume_bounds(None) is None  # never an adult default
     assert qc.brain_volume_bounds(53).extrapolated is False  # 12 months in weeks is 52.1
     # the table reaches the ages the participant level accepts (-20..150 weeks)
     assert qc.brain_volume_bounds(-20).extrapolated is False
@@ -83,7 +82,7 @@ def test_structure_bounds_accept_real_infants_and_flag_what_is_missing_or_swolle
     assert "above" in flags["volume_Hip"]
     # the 12-month brain at 1 month: several structures too large for the age
     assert "volume_Cbm" in qc.structure_checks(ASEG_12MO, 4.3, DRAWEM9)[1]
-    assert qc.structure_checks(ASEG_1MO, None, DRAWEM9) == ({}, {})  # no age, no bounds
+    assert qc.structure_checks(ASEG_1MO, None, DRAWEM9)[1] == {}  # no age: the first year's
     assert qc.age_dependent("volume_Cbm") and not qc.age_dependent("misplaced_Cbm")
 
 
@@ -264,8 +263,9 @@ def test_brainstem_above_the_thalami_and_hippocampus_in_the_parietal_lobe_are_ou
 def test_nothing_is_placed_without_deep_grey_matter_or_in_another_label_set():
     brain = _brain()
     assert qc.misplaced(np.where(brain == 7, 3, brain), _affine(), DRAWEM9) == {}
-    other = dataclasses.replace(DRAWEM9, labels=tuple(
-        dataclasses.replace(lab, abbreviation=f"x{lab.index}") for lab in DRAWEM9.labels))
+    other = dataclasses.replace(DRAWEM9, labels=tuple(  # not DrawEM9's classes: other names
+        dataclasses.replace(lab, name=f"x{lab.index}", abbreviation=f"x{lab.index}")
+        for lab in DRAWEM9.labels))
     assert qc.misplaced(brain, _affine(), other) == {}
     assert qc.structure_checks(ASEG_1MO, 4.3, other) == ({}, {})
 
@@ -483,3 +483,30 @@ def test_drawem9_classes_get_drawem9_qc_whatever_their_abbreviations(background)
     bounds, flags = qc.structure_checks(ASEG_12MO | {"Cbm": 0.0, background: 300.0}, 52.1,
                                         older)
     assert set(flags) == {"volume_Cbm"} and "Cbm" in bounds
+
+
+def test_without_an_age_volumes_are_checked_against_the_whole_first_year():
+    """No age used to skip every size check: a 50 mL "brain" passed. Now the first year's
+    widest bounds (term's lowest to 12 months' highest) apply, and the record says so."""
+    year = qc.first_year_bounds("brain")
+    assert year.lower_ml == pytest.approx(qc.brain_volume_bounds(0).lower_ml)
+    assert year.upper_ml == pytest.approx(qc.brain_volume_bounds(52.1).upper_ml, abs=1)
+    for brain_ml, status in ((450, "ok"), (950, "ok"), (50, "below"), (3000, "above")):
+        found, flags = qc.volume_check(brain_ml, None)
+        assert found == status
+        assert flags["age"] == ("no age: volumes checked against the whole first year "
+                                "(0-52.1 weeks), not the scan's age")
+        assert ("brain_volume" in flags) == (status != "ok")
+    assert qc.volume_check(50, None)[1]["brain_volume"].endswith(
+        "mL in the whole first year (0-52.1 weeks; no age known)")
+    for volumes in (ASEG_1MO, ASEG_12MO):  # real infants pass at any first-year age
+        bounds, flags = qc.structure_checks(volumes, None, DRAWEM9)
+        assert flags == {} and set(bounds) == set(qc.STRUCTURES)
+    flags = qc.structure_checks(ASEG_12MO | {"Cbm": 0.0}, None, DRAWEM9)[1]
+    assert list(flags) == ["volume_Cbm"] and "no age known" in flags["volume_Cbm"]
+    table = pd.DataFrame({"index": [lab.index for lab in DRAWEM9.labels],
+                          "volume_mm3": [1000.0] * len(DRAWEM9), "view_dice": 0.9,
+                          "mc_entropy": float("nan")})
+    record = qc.summary(table, DRAWEM9, age_weeks=None, view_pairs={}, mc_samples=0)
+    assert record["bounds_for_age"] == "in the whole first year (0-52.1 weeks; no age known)"
+    assert record["brain_volume_status"] == "below" and record["bounds_lower_ml"] is not None
