@@ -334,10 +334,18 @@ def uncertainty(entropy: np.ndarray, grid_classes: np.ndarray, sample_counts: np
     return out
 
 
+TABLE_DECIMALS = {"volume_mm3": 3, "largest_component_fraction": 4, "view_dice": 4,
+                  "mc_entropy": 4, "mc_volume_cv": 4}
+"""Decimals of the QC table's numbers: what the checks can tell apart (a volume to 0.001 mm^3,
+below any voxel; a share or Dice to 0.0001), not a float's 17 digits. The volume table keeps
+full precision; this table is read by people."""
+
+
 def label_table(volumes: pd.DataFrame, labels: LabelSet, *, agreement: dict[int, float],
                 pieces: dict[int, tuple[int, float]],
                 uncertain: dict[int, tuple[float, float]] | None) -> pd.DataFrame:
-    """One row per label: volume and every per-label metric (NaN where not measured)."""
+    """One row per label: volume and every per-label metric (NaN where not measured),
+    rounded to ``TABLE_DECIMALS``."""
     rows = []
     for lab in labels.labels:
         volume = volumes.loc[volumes["index"] == lab.index, "volume_mm3"]
@@ -348,7 +356,7 @@ def label_table(volumes: pd.DataFrame, labels: LabelSet, *, agreement: dict[int,
                      "largest_component_fraction": pieces[lab.index][1],
                      "view_dice": agreement.get(lab.index, float("nan")),
                      "mc_entropy": entropy, "mc_volume_cv": cv})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows).round(TABLE_DECIMALS)
 
 
 def volume_check(brain_ml: float, age_weeks: float | None) -> tuple[str, dict[str, str]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -510,3 +511,23 @@ def test_without_an_age_volumes_are_checked_against_the_whole_first_year():
     record = qc.summary(table, DRAWEM9, age_weeks=None, view_pairs={}, mc_samples=0)
     assert record["bounds_for_age"] == "in the whole first year (0-52.1 weeks; no age known)"
     assert record["brain_volume_status"] == "below" and record["bounds_lower_ml"] is not None
+
+
+def test_the_qc_table_rounds_its_numbers_and_the_volume_table_keeps_full_precision():
+    """Volumes once showed 17 digits (180461.95287119987) in the QC table people read; the
+    volume table keeps voxels x voxel volume exactly, as its sidecar says."""
+    affine = np.diag([0.7, 0.7, 0.9, 1.0])
+    label_map = np.zeros((20, 20, 20), np.int16)
+    label_map[3:17, 2:15, 4:18] = 2
+    label_map[8:12, 8:12, 8:12] = 3
+    volumes = label_volumes(label_map, affine, DRAWEM9)
+    voxel = abs(np.linalg.det(affine[:3, :3]))
+    assert list(volumes["volume_mm3"]) == [n * voxel for n in volumes["voxels"]]
+    assert any(len(repr(v).split(".")[1]) > 3 for v in volumes["volume_mm3"])  # 17 digits
+    table = qc.label_table(volumes, DRAWEM9, agreement={2: 1 / 3, 3: 2 / 3},
+                           pieces=qc.components(label_map, DRAWEM9), uncertain=None)
+    text = table.to_csv(sep="\t", index=False, na_rep="n/a")
+    assert re.search(r"\d\.\d{5,}", text) is None, text
+    row = table.set_index("index").loc[2]
+    assert row["view_dice"] == 0.3333
+    assert row["volume_mm3"] == round(float(volumes.loc[2, "volume_mm3"]), 3)
