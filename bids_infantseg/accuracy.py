@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bids_infantseg.errors import InfantsegError
 from bids_infantseg.images import BadImageError, load_label_map
 from bids_infantseg.metrics import overlap_table
 from bids_infantseg.model.labelmap import LabelMapping, shipped_mappings
@@ -28,7 +29,7 @@ from bids_infantseg.model.labels import LabelSet, read_dseg_tsv
 from bids_infantseg.naming import parse_entities, source_key
 
 
-class AccuracyError(ValueError):
+class AccuracyError(InfantsegError, ValueError):
     """Inputs that cannot be compared; the message names the file."""
 
 

@@ -1,6 +1,9 @@
 """Command line: ``bids_infantseg BIDS_DIR OUTPUT_DIR {participant,group,train} [options]``.
 
 Parses arguments and hands each analysis level to one function; nothing else lives here.
+One parser serves the three levels (the level stays the third positional, as BIDS Apps
+require); each option group names the levels that take it, and an option given to another
+level is a usage error, not silently ignored.
 """
 
 from __future__ import annotations
@@ -12,12 +15,14 @@ import sys
 from pathlib import Path
 
 from bids_infantseg import __version__
+from bids_infantseg.errors import InfantsegError
 from bids_infantseg.model.labels import BUILTIN
 from bids_infantseg.resources import available_cpus
 
 LOGGER = logging.getLogger("bids_infantseg")
 
 EXIT_OK, EXIT_SCANS_FAILED, EXIT_USAGE = 0, 1, 2
+LEVELS = ("participant", "group", "train")
 
 
 def _positive_int(text: str) -> int:
@@ -44,18 +49,64 @@ def _json_object(text: str) -> dict:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="bids_infantseg",
-        description="Segment first-year infant T2w brain MRI (QuickNAT) in a BIDS dataset.",
-    )
-    parser.add_argument("bids_dir", type=Path, help="the BIDS dataset (raw)")
-    parser.add_argument("output_dir", type=Path,
-                        help="where BIDS-Derivatives go (e.g. BIDS_DIR/derivatives/bids_infantseg)")
-    parser.add_argument("analysis_level", choices=("participant", "group", "train"))
-    parser.add_argument("--version", action="version", version=f"bids_infantseg {__version__}")
+def _levels_text(levels: tuple[str, ...]) -> str:
+    return f"{' and '.join(levels)} level{'s' if len(levels) > 1 else ''}"
 
-    sel = parser.add_argument_group("selecting scans")
+
+class LevelParser(argparse.ArgumentParser):
+    """The parser of all levels; ``levels`` holds, per option (its ``dest``), its name and
+    the levels that take it (options outside a level group are every level's)."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.levels: dict[str, tuple[str, tuple[str, ...]]] = {}
+
+    def level_group(self, title: str, levels: tuple[str, ...],
+                    description: str | None = None) -> _LevelGroup:
+        return _LevelGroup(self, title, levels, description)
+
+    def misplaced(self, level: str, given: set[str]) -> list[str]:
+        """One phrase per given option that ``level`` does not take, in --help order."""
+        return [f"argument {name}: an option of the {_levels_text(levels)}, not of {level}"
+                for dest, (name, levels) in self.levels.items()
+                if dest in given and level not in levels]
+
+
+class _LevelGroup:
+    """An argument group whose options only ``levels`` take; records each in the parser."""
+
+    def __init__(self, parser: LevelParser, title: str, levels: tuple[str, ...],
+                 description: str | None) -> None:
+        self._group = parser.add_argument_group(f"{title} ({_levels_text(levels)})", description)
+        self._parser, self._levels = parser, levels
+
+    def add_argument(self, *args, **kwargs) -> argparse.Action:
+        action = self._group.add_argument(*args, **kwargs)
+        self._parser.levels[action.dest] = ("/".join(action.option_strings), self._levels)
+        return action
+
+
+def build_parser() -> LevelParser:
+    parser = LevelParser(
+        prog="bids_infantseg",
+        usage="%(prog)s BIDS_DIR OUTPUT_DIR {participant,group,train} [options]",
+        description="Segment first-year infant T2w brain MRI (QuickNAT) in a BIDS dataset. "
+                    "Each option group below names the analysis levels that take its options; "
+                    "an option given to another level is a usage error (exit status 2).",
+    )
+    parser.add_argument("bids_dir", type=Path, metavar="BIDS_DIR",
+                        help="the BIDS dataset (raw)")
+    parser.add_argument("output_dir", type=Path, metavar="OUTPUT_DIR",
+                        help="where BIDS-Derivatives go (e.g. BIDS_DIR/derivatives/bids_infantseg)")
+    parser.add_argument("analysis_level", choices=LEVELS,
+                        help="participant: segment scans; group: study tables and report from "
+                             "the participant outputs; train: fit a model on manual labels")
+    parser.add_argument("--version", action="version", version=f"bids_infantseg {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="-v: also debug lines and tracebacks; -vv: also Nipype's "
+                             "per-node lines and other libraries' information")
+
+    sel = parser.level_group("selecting scans", ("participant", "train"))
     sel.add_argument("--participant-label", "--participant_label", dest="participant_label",
                      nargs="+", metavar="LABEL",
                      help="subjects to process (with or without 'sub-'); default: all")
@@ -65,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
                      type=Path, metavar="FILE",
                      help='JSON with a "t2w" query of BIDS entities, as in fMRIPrep')
 
-    run = parser.add_argument_group("running")
+    run = parser.level_group("running", ("participant", "train"))
     run.add_argument("-w", "--work-dir", "--work_dir", dest="work_dir", type=Path,
                      help="cache of intermediate results, one locked subfolder per selection "
                           "of participants (e.g. sub-01, all); a killed run resumes from it "
@@ -80,27 +131,28 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     run.add_argument("--batch-size", dest="batch_size", type=_positive_int, default=8,
                      help="2D slices per network call")
-    run.add_argument("--compile", choices=("auto", "always", "never"), default="auto",
+    prun = parser.level_group("running", ("participant",))
+    prun.add_argument("--compile", choices=("auto", "always", "never"), default="auto",
                      help="torch.compile the network on CPU (auto: when the work repays it)")
-    run.add_argument("--plugin", metavar="NAME",
+    prun.add_argument("--plugin", metavar="NAME",
                      help="Nipype execution plugin (e.g. SLURM, SGE, MultiProc; default "
                           "Linear for --nprocs 1, else MultiProc)")
-    run.add_argument("--plugin-args", "--plugin_args", dest="plugin_args", type=_json_object,
+    prun.add_argument("--plugin-args", "--plugin_args", dest="plugin_args", type=_json_object,
                      metavar="JSON", help="the plugin's arguments as a JSON object, e.g. "
                      '\'{"sbatch_args": "--gres=gpu:1 --time=1:00:00"}\'')
-    run.add_argument("--wait-lock", dest="wait_lock", action="store_true",
+    prun.add_argument("--wait-lock", dest="wait_lock", action="store_true",
                      help="when another run holds this run's work folder (same -w and "
                           "selection of participants), wait for it instead of exiting with "
                           "status 2")
-    run.add_argument("--strict", action="store_true",
-                     help="inputs no infant scan can be (voxel sizes, field of view, head "
-                          "size, an age outside -20..150 weeks) are errors: exit 2, nothing "
-                          "run (default: a warning line each)")
-    run.add_argument("-v", "--verbose", action="count", default=0,
-                     help="-v: also debug lines and tracebacks; -vv: also Nipype's "
-                          "per-node lines and other libraries' information")
+    strict = parser.level_group("checking", ("participant", "group"))
+    strict.add_argument("--strict", action="store_true",
+                        help="participant: inputs no infant scan can be (voxel sizes, field "
+                             "of view, head size, an age outside -20..150 weeks) are errors: "
+                             "exit 2, nothing run (default: a warning line each); group: exit "
+                             "1 when a scan's outputs are missing, unusable or partial, or a "
+                             "participant has none (the rest is still summarised)")
 
-    seg = parser.add_argument_group("segmentation")
+    seg = parser.level_group("segmentation", ("participant",))
     seg.add_argument("--model", default="default",
                      help="a bundled model name or a model folder (card.json + "
                           "model.safetensors); default: the bundled starter model")
@@ -129,8 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="rigidly align each scan to its age-matched MNIInfant template "
                           "before slicing (outputs stay on the native grid)")
 
-    trn = parser.add_argument_group(
-        "training (train level)",
+    trn = parser.level_group(
+        "training", ("train",),
         "Fine-tune a model on manual labels, or train one from scratch, with subject-level "
         "cross-validation; writes OUTPUT_DIR/models/<name>/ (see docs/training.md). Here "
         "--nprocs counts the processes that cache volumes and load slices (divided among "
@@ -191,6 +243,17 @@ def _given_options(argv: list[str] | None) -> set[str]:
     return set(vars(parser.parse_args(argv)))
 
 
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The parsed command line; an option of another level than the one given is a usage
+    error (one line naming it and the levels that take it, exit status 2)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    misplaced = parser.misplaced(args.analysis_level, _given_options(argv))
+    if misplaced:
+        parser.error("; ".join(misplaced))
+    return args
+
+
 def model_for_label_set(model: str, label_set: str | None) -> str:
     """``--model`` as given, or with ``--label-set`` (and no ``--model``) the bundled model
     of that label set; a ModelError where none is bundled."""
@@ -217,32 +280,30 @@ def _setup_logging(verbosity: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     _setup_logging(args.verbose)
-    if args.analysis_level == "group":
-        from bids_infantseg.group import GroupError, run_group
-
-        try:
-            return run_group(args)
-        except GroupError as exc:
-            print(f"bids_infantseg: error: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-    if args.analysis_level == "train":
-        from bids_infantseg.train.site import TrainError, run_train
-
-        try:
-            return run_train(args, _given_options(argv))
-        except TrainError as exc:
-            print(f"bids_infantseg: error: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-    from bids_infantseg.participant import UserError, run_participant
-
     try:
-        args.model = model_for_label_set(args.model, args.label_set)
-        return run_participant(args)
-    except UserError as exc:
+        return _run_level(args, argv)
+    except InfantsegError as exc:  # a usage error or unusable input, at any level
+        LOGGER.debug("traceback", exc_info=True)
         print(f"bids_infantseg: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+
+
+def _run_level(args: argparse.Namespace, argv: list[str] | None) -> int:
+    if args.analysis_level == "group":
+        from bids_infantseg.group import run_group
+
+        return run_group(args)
+    if args.analysis_level == "train":
+        from bids_infantseg.train.site import run_train
+
+        return run_train(args, _given_options(argv))
+    from bids_infantseg.participant import run_participant
+
+    args.model = model_for_label_set(args.model, args.label_set)
+    try:
+        return run_participant(args)
     except OSError as exc:  # a file system failing after the checks; the traceback with -v
         LOGGER.debug("traceback", exc_info=True)
         print(f"bids_infantseg: error: {exc}", file=sys.stderr)

@@ -17,6 +17,7 @@ import nibabel as nib
 import pandas as pd
 
 from bids_infantseg.ages import Age
+from bids_infantseg.errors import InfantsegError
 from bids_infantseg.files import atomic_write
 from bids_infantseg.model.labels import DSEG_COLUMNS, LabelSet
 
@@ -36,7 +37,7 @@ Folders are named without a trailing slash: bids-validator-deno matches the fold
 entry (``/group/``) against the pattern, and ``group/`` does not match it."""
 
 
-class OutputDirError(Exception):
+class OutputDirError(InfantsegError):
     """The output folder must not be written to; one-line message."""
 
 

@@ -22,6 +22,7 @@ from bids import BIDSLayout, BIDSLayoutIndexer
 from bids.layout import Query
 
 from bids_infantseg.ages import Age, AgeLookup
+from bids_infantseg.errors import InfantsegError
 from bids_infantseg.naming import ENTITY_NAMES, ENTITY_PATTERN, format_entities, parse_entities
 
 logger = logging.getLogger("bids_infantseg")
@@ -41,11 +42,11 @@ SPACE_T2W = re.compile(rf"^/sub-[^/]+/(?:ses-[^/]+/)?anat/sub-[0-9a-zA-Z+]+(?:{E
 level indexes it explicitly (``discover(with_space=True)``)."""
 
 
-class DiscoveryError(Exception):
+class DiscoveryError(InfantsegError):
     """The dataset or the selection cannot give any scan to segment; one-line message."""
 
 
-class FilterFileError(Exception):
+class FilterFileError(InfantsegError):
     """A ``--bids-filter-file`` (or its parsed content) is unusable; one-line message."""
 
 

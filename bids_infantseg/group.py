@@ -27,6 +27,7 @@ from bids_infantseg.derivatives import (
     atomic_write_tsv,
     write_bidsignore,
 )
+from bids_infantseg.errors import InfantsegError
 from bids_infantseg.model.labels import BUILTIN, LabelSet, read_dseg_tsv
 from bids_infantseg.qc import (
     BOUNDS_SOURCE,
@@ -46,7 +47,7 @@ ID_COLUMNS = ("participant_id", "session_id")
 _SEX = {"m": "M", "male": "M", "f": "F", "female": "F", "o": "O", "other": "O"}
 
 
-class GroupError(Exception):
+class GroupError(InfantsegError):
     """Nothing the group level could summarise; one-line message."""
 
 

@@ -14,6 +14,8 @@ import nibabel as nib
 import numpy as np
 from nibabel.filebasedimages import ImageFileError
 
+from bids_infantseg.errors import InfantsegError
+
 LOGGER = logging.getLogger(__name__)
 
 MIN_FOV_MM = 60.0
@@ -49,7 +51,7 @@ warning; more means the data are broken."""
 _READ_ERRORS = (OSError, EOFError, ValueError, zlib.error, ImageFileError)
 
 
-class BadImageError(ValueError):
+class BadImageError(InfantsegError, ValueError):
     """An input image that cannot be segmented; the message names the file and the problem."""
 
 

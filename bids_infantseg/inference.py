@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from bids_infantseg import refine
+from bids_infantseg.errors import InfantsegError
 from bids_infantseg.model.card import Model, load_model, resolve_model_path, sha256_file
 from bids_infantseg.model.views import VIEW_AXIS, to_slices
 
@@ -45,7 +46,7 @@ Runner = Callable[[torch.Tensor], torch.Tensor]
 T = TypeVar("T")
 
 
-class DeviceError(ValueError):
+class DeviceError(InfantsegError, ValueError):
     """A ``--device`` that this machine does not have."""
 
 

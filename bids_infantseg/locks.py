@@ -28,6 +28,8 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bids_infantseg.errors import InfantsegError
+
 LOGGER = logging.getLogger("bids_infantseg")
 
 LOCK_NAME = "bids_infantseg.lock"
@@ -35,7 +37,7 @@ NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
 """``flock`` errors meaning the file system has no locks (not that the lock is held)."""
 
 
-class LockedError(Exception):
+class LockedError(InfantsegError):
     """Another run holds the work folder; the message names it in one line."""
 
 

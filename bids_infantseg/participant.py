@@ -21,31 +21,24 @@ from nipype import logging as nipype_logging
 from bids_infantseg import __version__
 from bids_infantseg.ages import implausible_age
 from bids_infantseg.derivatives import (
-    OutputDirError,
     check_output_dir,
     check_writable,
     write_bidsignore,
     write_dataset_description,
     write_dataset_files,
 )
-from bids_infantseg.discovery import (
-    DiscoveryError,
-    FilterFileError,
-    Scan,
-    discover,
-    load_filter_file,
-)
+from bids_infantseg.discovery import Scan, discover, load_filter_file
+from bids_infantseg.errors import InfantsegError
 from bids_infantseg.failures import crash_reason, scan_failures
 from bids_infantseg.images import BadImageError, implausibilities, load_t2w
-from bids_infantseg.inference import DeviceError, resolve_device
-from bids_infantseg.locks import LockedError, hold
-from bids_infantseg.model.card import ModelError, load_model
+from bids_infantseg.inference import resolve_device
+from bids_infantseg.locks import hold
+from bids_infantseg.model.card import load_model
 from bids_infantseg.qc import structures_skipped, summary_line
-from bids_infantseg.refine import RefineError, resolve_options
+from bids_infantseg.refine import resolve_options
 from bids_infantseg.report.outputs import IGNORED as QC_IGNORED
 from bids_infantseg.resources import (
     NIPYPE_LOG_LEVELS,
-    PluginError,
     RunPlan,
     available_cpus,
     check_plugin,
@@ -53,20 +46,14 @@ from bids_infantseg.resources import (
     plugin_runner,
 )
 from bids_infantseg.scan_outputs import ScanOutputs, read_outputs, scan_outputs, sidecar
-from bids_infantseg.templates import TemplateError, cohort_for_age, template_path
+from bids_infantseg.templates import cohort_for_age, template_path
 from bids_infantseg.workflow import SegmentSettings, init_participant_wf, scan_wf_name
 
 LOGGER = logging.getLogger("bids_infantseg")
 
 
-class ImplausibleInputError(ValueError):
+class ImplausibleInputError(InfantsegError, ValueError):
     """--strict and some input that no infant scan can be (each was logged in one line)."""
-
-
-UserError = (DiscoveryError, FilterFileError, OutputDirError, ModelError, DeviceError,
-             TemplateError, PluginError, RefineError,
-             ImplausibleInputError, LockedError)
-"""Problems with the command line or its inputs: one line, exit status 2, nothing run."""
 
 
 def run_participant(args: argparse.Namespace) -> int:

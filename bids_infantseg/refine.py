@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from bids_infantseg.errors import InfantsegError
 from bids_infantseg.model.labels import LabelSet
 
 _SIDES = {"left": "right", "right": "left", "lh": "rh", "rh": "lh"}
@@ -34,7 +35,7 @@ DEFAULTS = {"tta_flip": False, "refine_em": True, "refine_ventricles": False}
 atlases (``docs/accuracy.md``, "Inference-side options")."""
 
 
-class RefineError(ValueError):
+class RefineError(InfantsegError, ValueError):
     """A refinement that the model's label set cannot support."""
 
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bids_infantseg.errors import InfantsegError
+
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
 SLURM_CPUS = ("SLURM_CPUS_PER_TASK", "SLURM_CPUS_ON_NODE")
 """SLURM's allocation, the first one set wins (per task is what one job step may use)."""
@@ -25,7 +27,7 @@ POOL_PLUGINS = ("MultiProc", "LegacyMultiProc")
 """Plugins that run nodes on this machine and check each node's request against n_procs."""
 
 
-class PluginError(ValueError):
+class PluginError(InfantsegError, ValueError):
     """A --plugin that Nipype does not have, or plugin arguments it cannot run with."""
 
 

@@ -23,6 +23,8 @@ from pathlib import Path
 from templateflow import TemplateFlowClient
 from templateflow.conf.env import get_templateflow_home
 
+from bids_infantseg.errors import InfantsegError
+
 TEMPLATE = "MNIInfant"
 """MNI unbiased nonlinear infant atlases 0-4.5 y (Fonov et al. 2009), one per age cohort."""
 
@@ -44,7 +46,7 @@ COHORT_AGE_MONTHS: dict[int, tuple[float, float]] = {
 WEEKS_PER_MONTH = 365.25 / 12 / 7
 
 
-class TemplateError(RuntimeError):
+class TemplateError(InfantsegError, RuntimeError):
     """A template that is not available locally (or not uniquely identified)."""
 
 

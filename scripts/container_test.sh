@@ -133,8 +133,8 @@ else
 fi
 
 say "group level"
-show "${dock[@]}" "${inputs[@]}" -v "$SCRATCH/out:/out" -v "$SCRATCH/work:/work" "$IMAGE" \
-  /data/bids /out group -w /work || fail "group level exited $?"
+show "${dock[@]}" "${inputs[@]}" -v "$SCRATCH/out:/out" "$IMAGE" /data/bids /out group \
+  || fail "group level exited $?"
 (cd "$SCRATCH/out" && find group -type f | LC_ALL=C sort) >"$SCRATCH/group.txt"
 diff -u "$EXPECTED_GROUP" "$SCRATCH/group.txt" || fail "group outputs differ from $EXPECTED_GROUP"
 (cd "$SCRATCH/out" && find . -type f -not -path './group/*' | sed 's|^\./||' | LC_ALL=C sort) \

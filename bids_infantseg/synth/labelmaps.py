@@ -34,6 +34,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from bids_infantseg.errors import InfantsegError
 from bids_infantseg.synth.classes import CGM, CLASSES, CSF, INDEX, WM, brain_volume_ml
 from bids_infantseg.synth.geometry import Frame, apply_affine, bounding_box, padded
 from bids_infantseg.synth.head import cortical_ribbon, paint_head
@@ -45,7 +46,7 @@ _PAD = 24
 _CEREBRUM = tuple(INDEX[n] for n in ("cortical_gm", "wm", "ventricle", "deep_gm", "thalamus"))
 
 
-class SchemeError(ValueError):
+class SchemeError(InfantsegError, ValueError):
     """A scheme or label map that does not fit together."""
 
 

@@ -30,12 +30,13 @@ from pathlib import Path
 
 import numpy as np
 
+from bids_infantseg.errors import InfantsegError
 from bids_infantseg.synth.fetal_atlas import FetalAtlas, atlas_folders
 from bids_infantseg.synth.labelmaps import LabelMap, Scheme
 from bids_infantseg.synth.procedural import Procedural
 
 
-class SourceError(ValueError):
+class SourceError(InfantsegError, ValueError):
     """A source configuration that cannot be used as written."""
 
 

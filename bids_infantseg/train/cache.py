@@ -37,6 +37,7 @@ import torch
 from torch.utils.data import Dataset
 
 from bids_infantseg.conform import Grid, conform, intensity_center
+from bids_infantseg.errors import InfantsegError
 from bids_infantseg.images import BadImageError, load_label_map, load_t2w
 from bids_infantseg.model.card import ModelCard
 from bids_infantseg.model.labelmap import LabelMapError, LabelMapping
@@ -86,7 +87,7 @@ class Volume:
         return read_labels(self.labels_path, self.mapping)
 
 
-class LabelDataError(ValueError):
+class LabelDataError(InfantsegError, ValueError):
     """A pair that cannot be used (the message names the file and the problem)."""
 
 

@@ -30,6 +30,7 @@ import torch
 
 from bids_infantseg.conform import restore_labels
 from bids_infantseg.derivatives import atomic_write_json
+from bids_infantseg.errors import InfantsegError
 from bids_infantseg.inference import predict
 from bids_infantseg.metrics import confusion_matrix, scores
 from bids_infantseg.model.card import Model, ModelCard
@@ -54,7 +55,7 @@ LOGGER = logging.getLogger("bids_infantseg.train")
 RESULT_FILE = "result.json"
 
 
-class FoldError(ValueError):
+class FoldError(InfantsegError, ValueError):
     """Folds that cannot be made (too few subjects for the scheme)."""
 
 

@@ -33,6 +33,7 @@ import nibabel as nib
 import numpy as np
 
 from bids_infantseg.discovery import Scan, discover
+from bids_infantseg.errors import InfantsegError
 from bids_infantseg.model.labelmap import LabelMapError, LabelMapping, shipped_mappings
 from bids_infantseg.model.labels import (
     BUILTIN,
@@ -49,7 +50,7 @@ GRID_TOLERANCE_MM = 1e-3
 """Affines that differ by less than this (any element) describe the same grid."""
 
 
-class TrainDataError(ValueError):
+class TrainDataError(InfantsegError, ValueError):
     """Training inputs that cannot be used at all; one line naming the file and the problem."""
 
 

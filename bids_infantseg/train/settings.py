@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from bids_infantseg.errors import InfantsegError
 from bids_infantseg.model.views import VIEW_AXIS
 
 PAPER_LR_GRID = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
@@ -23,7 +24,7 @@ PAPER_LR_GRID = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
-class SettingsError(ValueError):
+class SettingsError(InfantsegError, ValueError):
     """A setting that cannot be used; one line naming it."""
 
 

@@ -33,6 +33,7 @@ from bids_infantseg.derivatives import (
     write_dataset_description,
 )
 from bids_infantseg.discovery import DiscoveryError, FilterFileError, load_filter_file
+from bids_infantseg.errors import InfantsegError
 from bids_infantseg.inference import DeviceError, resolve_device
 from bids_infantseg.model.card import (
     DEFAULT_MODEL,
@@ -67,7 +68,7 @@ FLAGS = {  # argparse dest -> setting
 }
 
 
-class TrainError(Exception):
+class TrainError(InfantsegError):
     """A usage error or unusable input of the train level; one line, exit status 2."""
 
 
