@@ -18,6 +18,7 @@ from bids_infantseg import __version__
 from bids_infantseg.errors import InfantsegError
 from bids_infantseg.model.labels import BUILTIN
 from bids_infantseg.resources import available_cpus
+from bids_infantseg.train.settings import add_arguments as add_train_arguments
 
 LOGGER = logging.getLogger("bids_infantseg")
 
@@ -64,6 +65,15 @@ class LevelParser(argparse.ArgumentParser):
     def level_group(self, title: str, levels: tuple[str, ...],
                     description: str | None = None) -> _LevelGroup:
         return _LevelGroup(self, title, levels, description)
+
+    def given(self, argv: list[str] | None) -> set[str]:
+        """Destinations of the level options written on the command line: ``argv`` parsed
+        into a namespace that already holds each of them (argparse sets a default only
+        where the namespace has none), so what changed was typed."""
+        unset = object()
+        namespace = self.parse_args(argv, argparse.Namespace(**dict.fromkeys(self.levels,
+                                                                              unset)))
+        return {dest for dest in self.levels if getattr(namespace, dest) is not unset}
 
     def misplaced(self, level: str, given: set[str]) -> list[str]:
         """One phrase per given option that ``level`` does not take, in --help order."""
@@ -152,14 +162,17 @@ def build_parser() -> LevelParser:
                              "1 when a scan's outputs are missing, unusable or partial, or a "
                              "participant has none (the rest is still summarised)")
 
+    lab = parser.level_group("label set", ("participant", "train"))
+    lab.add_argument("--label-set", dest="label_set", choices=tuple(BUILTIN),
+                     help="participant: segment into this label set with its bundled model "
+                          "(<label set>-synth-starter): drawem9 (9 tissues, the default) or "
+                          "aseg (lateralised FreeSurfer aseg structures); --model overrides "
+                          "it. train, synthetic: the labels the new model outputs")
+
     seg = parser.level_group("segmentation", ("participant",))
     seg.add_argument("--model", default="default",
                      help="a bundled model name or a model folder (card.json + "
                           "model.safetensors); default: the bundled starter model")
-    seg.add_argument("--label-set", dest="label_set", choices=tuple(BUILTIN),
-                     help="segment into this label set with its bundled model "
-                          "(<label set>-synth-starter): drawem9 (9 tissues, the default) or "
-                          "aseg (lateralised FreeSurfer aseg structures); --model overrides it")
     seg.add_argument("--write-probseg", action="store_true",
                      help="also write one probability map per label on the native grid")
     seg.add_argument("--mc-samples", dest="mc_samples", type=_non_negative_int, default=0,
@@ -184,73 +197,38 @@ def build_parser() -> LevelParser:
     trn = parser.level_group(
         "training", ("train",),
         "Fine-tune a model on manual labels, or train one from scratch, with subject-level "
-        "cross-validation; writes OUTPUT_DIR/models/<name>/ (see docs/training.md). Here "
-        "--nprocs counts the processes that cache volumes and load slices (divided among "
-        "torchrun's processes), --batch-size is the slices per step of each training "
-        "process, and under torchrun every process trains on a share of each epoch (DDP).")
-    trn.add_argument("--labels", type=Path, metavar="DERIV_DIR",
-                     help="BIDS-Derivatives folder of _dseg label maps on the T2w grids, "
-                          "with their dseg.tsv lookup table (or BIDS_DIR itself, when the "
-                          "label maps lie beside the scans)")
-    trn.add_argument("--labels-desc", "--labels_desc", dest="labels_desc", metavar="D",
-                     help="use only label maps with desc-D (e.g. drawem9 in the dHCP release)")
-    trn.add_argument("--labels-map", "--labels_map", dest="labels_map", metavar="NAME|FILE",
-                     help="map the label maps' values onto a built-in label set: a shipped "
-                          "mapping (aseg-to-drawem9, for FreeSurfer asegs such as Baby Open "
-                          "Brains') or a <source>-to-<target>.tsv file; lookup tables are "
-                          "then not needed")
-    trn.add_argument("--pretrained", metavar="NAME|PATH|none",
-                     help="model to fine-tune (default: the bundled model); none trains "
-                          "from scratch")
-    trn.add_argument("--views", metavar="V[,V...]",
-                     help="views to train (default axial,coronal,sagittal)")
+        "cross-validation (BIDS_DIR a BIDS dataset), or train on synthetic images (BIDS_DIR a "
+        "synthetic-data configuration, configs/*.json); writes OUTPUT_DIR/models/<name>/ (see "
+        "docs/training.md). Every setting is also a key of --config FILE. Here --nprocs counts "
+        "the processes that cache volumes and load slices (or draw synthetic volumes), "
+        "divided among torchrun's processes, --batch-size is the slices per step of each "
+        "training process, and under torchrun every process trains on a share of each epoch "
+        "(DDP).")
     trn.add_argument("--config", type=Path, metavar="FILE",
                      help="JSON object of training settings (the flags' names); flags given "
                           "on the command line win")
-    trn.add_argument("--cv", metavar="loso|kfold:K|none",
-                     help="cross-validation by subject (default loso)")
-    trn.add_argument("--epochs-classifier", dest="epochs_classifier", type=_non_negative_int,
-                     metavar="N", help="stage I epochs, the new classifier alone (default 15)")
-    trn.add_argument("--epochs-all", dest="epochs_all", type=_non_negative_int, metavar="N",
-                     help="stage II epochs, all layers (default 50)")
-    trn.add_argument("--lr", type=float, metavar="RATE", help="Adam learning rate (1e-3)")
-    trn.add_argument("--lr-grid", dest="lr_grid", metavar="paper|R,R,...",
-                     help="cross-validate several rates and keep the best by Dice; 'paper': "
-                          "nine rates 1e-5, 3e-5, ..., 1e-1")
-    trn.add_argument("--max-slices-per-epoch", dest="max_slices_per_epoch",
-                     type=_positive_int, metavar="N",
-                     help="draw N slices per epoch instead of all (short runs, large studies)")
-    trn.add_argument("--seed", type=_non_negative_int, metavar="N",
-                     help="seed of every random draw (default 0)")
-    trn.add_argument("--model-name", dest="model_name", metavar="NAME",
-                     help="folder name under OUTPUT_DIR/models (default <labels>-from-"
-                          "<pretrained> or <labels>-scratch)")
-    trn.add_argument("--shared-views", dest="shared_views", action="store_true", default=None,
-                     help="one network trained on and serving all views")
-    trn.add_argument("--no-augment", dest="augment", action="store_false", default=None,
-                     help="no intensity or spatial augmentation")
-    trn.add_argument("--no-final", dest="final", action="store_false", default=None,
-                     help="cross-validate only; do not train the model on all subjects")
+    trn.add_argument("--from-checkpoint", dest="from_checkpoint", action="store_true",
+                     help="synthetic training: do not train, ship the last checkpoint in the "
+                          "work folder as it is")
+    add_train_arguments(trn)
     return parser
 
 
-def _given_options(argv: list[str] | None) -> set[str]:
-    """Destinations of the options written on the command line (defaults left out), so that
-    a train ``--config`` file can override defaults but not what the user typed."""
-    parser = build_parser()
-    for action in parser._actions:
-        action.default = argparse.SUPPRESS
-    return set(vars(parser.parse_args(argv)))
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The parsed command line; an option of another level than the one given is a usage
-    error (one line naming it and the levels that take it, exit status 2)."""
+    error (one line naming it and the levels that take it, exit status 2). At the train
+    level the settings files (``--config``, a synthetic-data configuration) become the
+    parser's defaults, so typed flags win over them."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    misplaced = parser.misplaced(args.analysis_level, _given_options(argv))
+    misplaced = parser.misplaced(args.analysis_level, parser.given(argv))
     if misplaced:
         parser.error("; ".join(misplaced))
+    if args.analysis_level == "train":
+        from bids_infantseg.train.settings import config_defaults
+
+        parser.set_defaults(**config_defaults(args.bids_dir, args.config))
+        args = parser.parse_args(argv)
     return args
 
 
@@ -280,7 +258,11 @@ def _setup_logging(verbosity: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    try:
+        args = parse_args(argv)
+    except InfantsegError as exc:  # a settings file of the train level
+        print(f"bids_infantseg: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     _setup_logging(args.verbose)
     try:
         return _run_level(args, argv)
@@ -298,7 +280,7 @@ def _run_level(args: argparse.Namespace, argv: list[str] | None) -> int:
     if args.analysis_level == "train":
         from bids_infantseg.train.site import run_train
 
-        return run_train(args, _given_options(argv))
+        return run_train(args)
     from bids_infantseg.participant import run_participant
 
     args.model = model_for_label_set(args.model, args.label_set)

@@ -1,14 +1,16 @@
-"""The networks a model card may name: ``architecture.type`` -> settings and builder.
+"""The networks a model card may name: ``architecture.type`` -> settings, builder, protocol.
 
 A card stores its network as ``{"type": <name>, <settings>...}``; this registry turns that
-into the settings dataclass and the torch module. A second network type is one more entry
-here, not a new card format. Cards written before the field existed mean QuickNAT.
+into the settings dataclass and the torch module, and declares what training needs of the
+network (its classifier, how to replace it for another label set, how to change its width),
+so ``train/`` never names a network class. A second network type is one more entry here,
+not a new card format or a new trainer. Cards written before the field existed mean QuickNAT.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from torch import nn
@@ -46,12 +48,30 @@ class Architecture:
     """Each side of the model grid must divide by this (the network's total pooling)."""
     feature_maps: Callable[[Any], int]
     """Settings -> feature maps held at once per input pixel at inference (memory planning)."""
+    classifier: Callable[[nn.Module], nn.Module]
+    """Network -> its last layer, the one stage I of transfer learning trains alone."""
+    replace_classifier: Callable[[nn.Module, int], None]
+    """(network, classes) -> a fresh classifier for another label set, the body kept."""
+    with_width: Callable[[Any, int], Any]
+    """(settings, filters) -> the same network with this many filters per layer."""
+
+
+def _quicknat_classifier(net: nn.Module) -> nn.Module:
+    return net.classifier
+
+
+def _quicknat_replace_classifier(net: nn.Module, num_classes: int) -> None:
+    net.replace_classifier(num_classes)
 
 
 ARCHITECTURES: dict[str, Architecture] = {
     # dense blocks keep about 6 feature maps of num_filters at a level's resolution
     "quicknat": Architecture("QuickNAT", QuickNATConfig, QuickNAT, grid_multiple=16,
-                             feature_maps=lambda settings: 6 * settings.num_filters),
+                             feature_maps=lambda settings: 6 * settings.num_filters,
+                             classifier=_quicknat_classifier,
+                             replace_classifier=_quicknat_replace_classifier,
+                             with_width=lambda settings, filters: replace(
+                                 settings, num_filters=filters)),
 }
 
 

@@ -5,6 +5,10 @@ A checkpoint is two files in one folder, each replaced atomically: ``checkpoint.
 (the caller's state plus each optimiser's ``param_groups``). Several names may share one
 network and optimiser (one network serving several views): it is stored once, under the
 first name.
+
+A *compact* checkpoint stores the weights as float16 and the Adam moments as bfloat16 (the
+second moment underflows float16): about a third of the float32 size, small enough to commit
+so a long run can stop and go on elsewhere. Loading casts back to each tensor's own dtype.
 """
 
 from __future__ import annotations
@@ -35,16 +39,27 @@ def first_name_of_each(nets: dict[str, torch.nn.Module]) -> dict[str, torch.nn.M
     return dict(unique.values())
 
 
+def _stored(value: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    value = value.detach().cpu()
+    if dtype is not None and value.is_floating_point():
+        value = value.to(dtype)
+    return value.clone().contiguous()
+
+
 def save_checkpoint(folder: Path, nets: dict[str, torch.nn.Module],
-                    optimizers: dict[str, torch.optim.Optimizer], state: dict) -> None:
-    """Write ``nets``, their optimisers' moments and ``state`` (JSON-able) to ``folder``."""
+                    optimizers: dict[str, torch.optim.Optimizer], state: dict, *,
+                    compact: bool = False) -> None:
+    """Write ``nets``, their optimisers' moments and ``state`` (JSON-able) to ``folder``;
+    ``compact``: float16 weights and bfloat16 moments."""
+    weights, moments_dtype = (torch.float16, torch.bfloat16) if compact else (None, None)
     tensors = {}
     for name, net in first_name_of_each(nets).items():
         for key, value in net.state_dict().items():
-            tensors[f"net.{name}.{key}"] = value.detach().cpu().clone().contiguous()
+            tensors[f"net.{name}.{key}"] = _stored(value, weights)
         for pid, moments in optimizers[name].state_dict()["state"].items():
             for moment, value in moments.items():
-                tensors[f"adam.{name}.{pid}.{moment}"] = value.detach().cpu().clone().contiguous()
+                tensors[f"adam.{name}.{pid}.{moment}"] = \
+                    _stored(value, None if moment == "step" else moments_dtype)
     state = {**state, "param_groups": {name: optimizers[name].state_dict()["param_groups"]
                                        for name in first_name_of_each(nets)}}
     folder = Path(folder)
@@ -69,8 +84,9 @@ def load_checkpoint(folder: Path, nets: dict[str, torch.nn.Module],
     """Load weights and Adam moments into ``nets``/``optimizers``; returns the state."""
     tensors, state = read_checkpoint(folder)
     for name, net in first_name_of_each(nets).items():
-        device = next(net.parameters()).device
-        net.load_state_dict(net_weights(tensors, name))
+        param = next(net.parameters())
+        own = net.state_dict()
+        net.load_state_dict({k: v.to(own[k].dtype) for k, v in net_weights(tensors, name).items()})
         opt_state = optimizers[name].state_dict()
         moments: dict[int, dict] = {}
         prefix = f"adam.{name}."
@@ -78,7 +94,7 @@ def load_checkpoint(folder: Path, nets: dict[str, torch.nn.Module],
             if key.startswith(prefix):
                 pid, moment = key[len(prefix):].split(".", 1)
                 moments.setdefault(int(pid), {})[moment] = \
-                    value if moment == "step" else value.to(device)
+                    value if moment == "step" else value.to(param.device, param.dtype)
         opt_state["state"] = moments
         opt_state["param_groups"] = state["param_groups"][name]
         optimizers[name].load_state_dict(opt_state)

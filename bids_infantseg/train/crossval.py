@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from bids_infantseg.conform import restore_labels
 from bids_infantseg.derivatives import atomic_write_json
@@ -34,7 +35,6 @@ from bids_infantseg.errors import InfantsegError
 from bids_infantseg.inference import predict
 from bids_infantseg.metrics import confusion_matrix, scores
 from bids_infantseg.model.card import Model, ModelCard
-from bids_infantseg.model.quicknat import QuickNAT
 from bids_infantseg.train import ddp
 from bids_infantseg.train.batches import CachedSlices
 from bids_infantseg.train.cache import Volume
@@ -138,11 +138,11 @@ class Trainer:
         return next(iter(self.card.views)) if view_name == SHARED else view_name
 
     def train_units(self, fold: Fold, lr_index: int, lr: float,
-                    held_out: Sequence[Volume]) -> tuple[dict[str, QuickNAT], dict, float, int]:
+                    held_out: Sequence[Volume]) -> tuple[dict[str, nn.Module], dict, float, int]:
         recipe: Recipe = self.recipe_for_lr(lr)
         train = [v for v in self.volumes if v.subject in fold.train]
         folder = self.run_dir / (f"fold-{fold.number:02d}" if fold.number else "final")
-        nets: dict[str, QuickNAT] = {}
+        nets: dict[str, nn.Module] = {}
         curves, seconds, slices = {}, 0.0, 0
         for view_name, views, index in unit_views(self.card.views, self.shared_views):
             key = (fold.number, lr_index, index)
@@ -163,7 +163,7 @@ class Trainer:
             slices += result.slices
         return nets, curves, seconds, slices
 
-    def evaluate(self, nets: dict[str, QuickNAT], volumes: Sequence[Volume]) -> np.ndarray:
+    def evaluate(self, nets: dict[str, nn.Module], volumes: Sequence[Volume]) -> np.ndarray:
         """Per-scan confusion ``(n, K, K)`` on each scan's own grid, as segmented by the
         participant level (each rank does its share)."""
         k = len(self.card.labels)
@@ -204,7 +204,7 @@ class Trainer:
         ddp.barrier()
         return result
 
-    def final_nets(self, lr_index: int, lr: float) -> tuple[dict[str, QuickNAT], dict,
+    def final_nets(self, lr_index: int, lr: float) -> tuple[dict[str, nn.Module], dict,
                                                              float, int]:
         subjects = tuple(sorted({v.subject for v in self.volumes}))
         return self.train_units(Fold(0, (), subjects), lr_index, lr, [])

@@ -9,6 +9,7 @@ heads without paying for a new head per batch.
 
 from __future__ import annotations
 
+import inspect
 import multiprocessing
 import time
 from collections import deque
@@ -84,9 +85,17 @@ class SynthSource:
 
     mix: SourceMix = PROCEDURAL_ONLY
     skull_strip: float = 0.0  # share of volumes skull-stripped (brain-only scans)
+    device: str = "cpu"  # where the generator draws, when it takes a device
 
     def to_dict(self) -> dict:
-        return {**self.mix.describe(), "skull_strip": self.skull_strip}
+        return {**self.mix.describe(), "skull_strip": self.skull_strip,
+                "generator_device": self.device}
+
+
+def generator_takes_device() -> bool:
+    """Whether the synthetic generator can draw on a given device (a torch generator does);
+    a GPU run then draws its volumes there."""
+    return "device" in inspect.signature(synth.training_volume_sets).parameters
 
 
 def draw_volume(card: ModelCard, source: SynthSource, rng: np.random.Generator,
@@ -107,10 +116,11 @@ def draw_labelled(card: ModelCard, source: SynthSource, rng: np.random.Generator
         age_months = source.mix.draw_age(rng)
     if anatomy is None:
         anatomy = source.mix.draw(rng, age_months)
+    where = {"device": source.device} if generator_takes_device() else {}
     image, labels = synth.training_volume_sets(rng, age_months, tuple(card.grid_shape),
                                                card.voxel_size_mm, anatomy=anatomy,
                                                strip_probability=source.skull_strip,
-                                               label_sets=label_sets)
+                                               label_sets=label_sets, **where)
     return normalise_intensity(image, card.intensity), labels
 
 

@@ -13,13 +13,25 @@ the label set differs)
   statistics and dropout fixed), ``epochs_classifier`` epochs;
 - stage II trains every layer, ``epochs_all`` epochs.
 
-From scratch there is only stage II. Adam throughout; QuickNAT's loss (median-frequency and
-boundary weighted cross-entropy plus soft Dice), the class weights from the source's voxel
-counts; a source whose targets include partial labels (``groups``) gets their loss
-(``losses.py``). Under DDP each rank takes an equal share of each epoch and gradients are averaged.
+From scratch there is only stage II. ``UnitTrainer`` holds the loop (``run``, a dozen lines)
+and one method per step, to override rather than edit: ``configure_optimizer`` (Adam),
+``configure_scheduler`` (``torch.optim.lr_scheduler.ExponentialLR``, ``lr_decay`` per
+epoch), ``on_epoch_start``, ``train_step`` (QuickNAT's loss: median-frequency and boundary
+weighted cross-entropy plus soft Dice, the class weights from the source's voxel counts; a
+source whose targets include partial labels (``groups``) gets their loss, ``losses.py``),
+``on_epoch_end``, ``validate`` and ``save_checkpoint``. What the network's classifier is
+comes from the architecture registry, never from a network class. Under DDP each rank takes
+an equal share of each epoch and gradients are averaged.
 
-After every epoch rank 0 writes a checkpoint (weights, Adam moments, history, class counts,
-recipe) into the unit's folder, so a killed run resumes at the next epoch; every random draw
+Validation: with a scorer (``Runtime.scorer``, named by the ``scorer`` setting) every
+checkpoint's network is scored, the score kept in the epoch's record and in ``scores.tsv``
+in the unit's folder, the best one's weights in ``best.safetensors``; the unit's result is
+then the best checkpoint, not the last epoch (without a scorer: the last epoch).
+
+After every epoch rank 0 writes a checkpoint (weights, Adam moments, scheduler, history, class
+counts, recipe) into the unit's folder (``compact_checkpoints``: weights float16 and Adam
+moments bfloat16, small enough to commit; a run resumed from one is then close to, not
+identical with, an uninterrupted one), so a killed run resumes at the next epoch; every random draw
 is seeded by (seed, unit, epoch[, rank]), so the resumed run ends with the weights an
 uninterrupted one would have. With a time budget the unit stops at an epoch's end when the
 next epoch would not fit, or mid-epoch (that epoch recorded as ``partial``, its checkpoint
@@ -41,17 +53,18 @@ from pathlib import Path
 from typing import NamedTuple, Protocol
 
 import numpy as np
+import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
+from torch import nn
 from tqdm import tqdm
 
-from bids_infantseg.derivatives import atomic_write_json
+from bids_infantseg.derivatives import atomic_write_json, atomic_write_tsv
 from bids_infantseg.files import atomic_write
 from bids_infantseg.inference import predict
 from bids_infantseg.metrics import confusion_matrix, scores
-from bids_infantseg.model.architectures import build_network
+from bids_infantseg.model.architectures import Architecture, architecture_of, build_network
 from bids_infantseg.model.card import Model, ModelCard
-from bids_infantseg.model.quicknat import QuickNAT
 from bids_infantseg.model.views import VIEW_AXIS
 from bids_infantseg.train import ddp
 from bids_infantseg.train.cache import Volume
@@ -61,6 +74,8 @@ from bids_infantseg.train.losses import median_frequency_weights, quicknat_loss
 LOGGER = logging.getLogger("bids_infantseg.train")
 DONE_FILE = "done.json"
 WEIGHTS_FILE = "weights.safetensors"
+BEST_FILE = "best.safetensors"
+SCORES_FILE = "scores.tsv"
 SHARED = "shared"
 
 
@@ -86,6 +101,7 @@ class Recipe:
     steps_per_epoch: int | None = None
     time_budget_s: float | None = None
     class_weight_cap: float | None = None  # largest class weight (losses.median_frequency_weights)
+    compact_checkpoints: bool = False  # float16 weights, bfloat16 Adam moments
 
     def schedule(self, from_scratch: bool) -> list[str]:
         """Stage of each epoch: ``classifier`` (stage I) then ``all`` (stage II)."""
@@ -136,6 +152,11 @@ class BatchSource(Protocol):
         """This rank's batches of ``epoch``, drawn from the seed ``key`` and the epoch."""
 
 
+Scorer = Callable[[Model], tuple[float, object]]
+"""Validation: a model (the unit's network for its views) -> (score, higher is better; a
+table, a ``pandas.DataFrame`` to keep beside the checkpoint's score, or anything else)."""
+
+
 @dataclass
 class Runtime:
     """How to run (not what is learnt): device, ranks, loader processes, progress."""
@@ -147,6 +168,7 @@ class Runtime:
     progress: bool = True
     tracker: Progress | None = None
     after_epoch: Callable[[Unit, int], None] | None = None  # tests: simulate a kill
+    scorer: Scorer | None = None  # validation: scores each checkpoint, the best one ships
 
 
 @dataclass
@@ -154,6 +176,7 @@ class UnitResult:
     state: dict[str, torch.Tensor]
     history: list[dict]
     stopped_early: bool = False  # the time budget ended it before its last epoch
+    best_epoch: int | None = None  # the scored checkpoint the state is (None: the last epoch)
 
     @property
     def train_seconds(self) -> float:
@@ -209,7 +232,7 @@ def transfers(init: ModelCard, card: ModelCard) -> bool:
     return not init.labels.same_classes(card.labels)
 
 
-def initial_net(card: ModelCard, init: Model | None, view: str, seed: int) -> QuickNAT:
+def initial_net(card: ModelCard, init: Model | None, view: str, seed: int) -> nn.Module:
     """A network seeded by ``seed``: fresh (the card's architecture, built through the
     registry), or a copy of ``init``'s network for ``view`` whose classifier is replaced by
     a fresh one where the classes differ (Wang et al.'s transfer). A checkpoint in the
@@ -220,18 +243,19 @@ def initial_net(card: ModelCard, init: Model | None, view: str, seed: int) -> Qu
     net = build_network(init.card.architecture)
     net.load_state_dict(init.nets[view].state_dict())
     if transfers(init.card, card):
-        net.replace_classifier(len(card.labels))
+        architecture_of(init.card.architecture).replace_classifier(net, len(card.labels))
     return net
 
 
-def _set_stage(net: QuickNAT, stage: str) -> None:
+def _set_stage(net: nn.Module, protocol: Architecture, stage: str) -> None:
     if stage == "classifier":
         net.eval()  # frozen layers: batch norm statistics and dropout fixed
         for param in net.parameters():
             param.requires_grad_(False)
-        for param in net.classifier.parameters():
+        classifier = protocol.classifier(net)
+        for param in classifier.parameters():
             param.requires_grad_(True)
-        net.classifier.train()
+        classifier.train()
     else:
         net.train()
         for param in net.parameters():
@@ -242,7 +266,7 @@ def evaluation_card(card: ModelCard, views: Sequence[str]) -> ModelCard:
     return replace(card, views=dict.fromkeys(views, 1.0))
 
 
-def confusions(card: ModelCard, nets: dict[str, QuickNAT], volumes: Sequence[Volume],
+def confusions(card: ModelCard, nets: dict[str, nn.Module], volumes: Sequence[Volume],
                runtime: Runtime) -> np.ndarray:
     """Per volume, the class confusion ``(n, K, K)`` of the model-grid prediction of
     ``nets`` (rows reference, columns predicted); each rank does its share."""
@@ -269,7 +293,7 @@ def nanmean(values: np.ndarray, axis: int = 0) -> np.ndarray:
         return np.nanmean(values, axis=axis)
 
 
-def _curve_point(card: ModelCard, net: QuickNAT, unit: Unit, volumes: Sequence[Volume],
+def _curve_point(card: ModelCard, net: nn.Module, unit: Unit, volumes: Sequence[Volume],
                  runtime: Runtime) -> dict[str, list[float | None]]:
     per_scan = scores(confusions(card, dict.fromkeys(unit.views, net), volumes, runtime))
     return {metric: [None if np.isnan(v) else round(float(v), 5) for v in nanmean(values)]
@@ -289,9 +313,8 @@ def read_done(unit: Unit) -> UnitResult | None:
     if not done.is_file() or not (unit.folder / WEIGHTS_FILE).is_file():
         return None
     info = json.loads(done.read_text())
-    return UnitResult(load_file(str(unit.folder / WEIGHTS_FILE)), info["history"])
-
-
+    return UnitResult(load_file(str(unit.folder / WEIGHTS_FILE)), info["history"],
+                      best_epoch=info.get("best_epoch"))
 
 
 class Budget:
@@ -324,135 +347,267 @@ class Budget:
         return float(ddp.all_reduce_sum(torch.tensor([0.0 if fits else 1.0]))[0]) == 0.0
 
 
-def train_unit(unit: Unit, card: ModelCard, net: QuickNAT, source: BatchSource,
-               held_out: Sequence[Volume], recipe: Recipe, runtime: Runtime, *,
-               from_scratch: bool) -> UnitResult:
-    """Train ``net`` (already initialised: pretrained with its classifier, or fresh) on the
-    batches of ``source``; resume from the unit's checkpoint; returns the final weights and
-    history. A unit an earlier run finished (with at least this schedule) is not retrained."""
-    budget = Budget(recipe.time_budget_s, runtime.place)
-    done = read_done(unit)
-    schedule = recipe.schedule(from_scratch)
-    tracker = runtime.tracker
-    if done is not None and len(done.history) >= len(schedule):
-        if tracker:
-            tracker.skip(len(schedule))
-        LOGGER.info("%s: already trained by an earlier run", unit.name)
+def _state_copy(net: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone().contiguous() for k, v in net.state_dict().items()}
+
+
+class UnitTrainer:
+    """Trains one unit on a batch source. ``run`` is the whole loop; each step is a method,
+    so a new optimiser, scheduler, loss or validation rule is an override (or a scorer),
+    not an edit in the middle of a loop."""
+
+    def __init__(self, unit: Unit, card: ModelCard, net: nn.Module, source: BatchSource,
+                 held_out: Sequence[Volume], recipe: Recipe, runtime: Runtime, *,
+                 from_scratch: bool) -> None:
+        self.unit, self.card, self.net, self.source = unit, card, net, source
+        self.held_out, self.recipe, self.runtime = held_out, recipe, runtime
+        self.protocol = architecture_of(card.architecture)
+        self.schedule = recipe.schedule(from_scratch)
+        self.budget = Budget(recipe.time_budget_s, runtime.place)
+        self.device, self.place = runtime.device, runtime.place
+        self.use_amp = recipe.amp and self.device.type == "cuda"
+        self.history: list[dict] = []
+        self.first_epoch = 0
+        self.stage: str | None = None
+        self.wrapped: nn.Module = net
+        self.stopped = False
+
+    # the loop
+    def run(self) -> UnitResult:
+        """Resume, train the epochs of the schedule the budget allows, return the result."""
+        done = self.already_done()
+        if done is not None:
+            return done
+        self.setup()
+        for epoch in range(self.first_epoch, len(self.schedule)):
+            if not self.budget.room_for_epoch():
+                self.stop(f"the time budget ({self.recipe.time_budget_s:.0f} s) leaves no "
+                          f"room for epoch {epoch + 1}; stopping after epoch {epoch}")
+                break
+            self.on_epoch_start(epoch)
+            record = self.train_epoch(epoch)
+            self.on_epoch_end(epoch, record)
+            if record.get("partial"):
+                self.stop(f"time budget ({self.recipe.time_budget_s:.0f} s) reached during "
+                          f"epoch {epoch + 1}; stopping")
+                break
+        return self.finish()
+
+    # the steps
+    def already_done(self) -> UnitResult | None:
+        """A unit an earlier run finished (with at least this schedule) is not retrained."""
+        done = read_done(self.unit)
+        if done is None or len(done.history) < len(self.schedule):
+            return None
+        if self.runtime.tracker:
+            self.runtime.tracker.skip(len(self.schedule))
+        LOGGER.info("%s: already trained by an earlier run", self.unit.name)
         return done
-    place, device = runtime.place, runtime.device
-    net.to(device)
-    optimizer = torch.optim.Adam(net.parameters(), lr=recipe.lr)
-    use_amp = recipe.amp and device.type == "cuda"
-    # fp16 autocast needs loss scaling; bf16 (where the GPU has it) does not
-    scaler = torch.amp.GradScaler(
-        "cuda", enabled=use_amp and not torch.cuda.is_bf16_supported())
-    history: list[dict] = []
-    first, counts = 0, None
-    if has_checkpoint(unit.folder):
-        state = load_checkpoint(unit.folder, {"net": net}, {"net": optimizer})
-        first, history = state["epochs_done"], state["history"]
-        counts = state.get("class_counts")
-        if state.get("scaler") and scaler.is_enabled():
-            scaler.load_state_dict(state["scaler"])
-        LOGGER.info("%s: resuming after epoch %d of %d", unit.name, first, len(schedule))
-    if tracker:
-        tracker.skip(first)
-    counts = np.asarray(source.class_counts() if counts is None else counts, dtype=np.int64)
-    weights = median_frequency_weights(counts, recipe.class_weight_cap)
-    w = torch.from_numpy(weights).to(device)
-    boundary = recipe.boundary_weight * float(np.median(weights))
-    groups = source.groups  # fixed for the unit (a synthetic source derives them each call)
-    stage, wrapped, stopped = None, net, False
-    for epoch in range(first, len(schedule)):
-        if not budget.room_for_epoch():
-            LOGGER.info("%s: the time budget (%.0f s) leaves no room for epoch %d; stopping "
-                        "after epoch %d", unit.name, recipe.time_budget_s, epoch + 1, epoch)
-            stopped = True
-            break
-        _set_stage(net, schedule[epoch])  # every epoch: evaluation left the net in eval mode
-        if schedule[epoch] != stage:
-            stage = schedule[epoch]
-            del wrapped  # drop the old DDP wrapper (and its gradient hooks) first
-            wrapped = ddp.wrap(net, device)
-        torch.manual_seed(seed_of(recipe.seed, *unit.key, epoch, place.rank))
-        started, cpu_started = time.monotonic(), time.process_time()
-        steps, batches = source.epoch((recipe.seed, *unit.key), epoch, place)
-        waited = source.wait_seconds
+
+    def configure_optimizer(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.net.parameters(), lr=self.recipe.lr)
+
+    def configure_scheduler(self) -> torch.optim.lr_scheduler.LRScheduler:
+        """Stepped after every epoch: the learning rate times ``lr_decay``."""
+        return torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma=self.recipe.lr_decay)
+
+    def setup(self) -> None:
+        """Optimiser, scheduler, loss scaling, the checkpoint to resume from, class weights."""
+        self.net.to(self.device)
+        self.optimizer = self.configure_optimizer()
+        self.scheduler = self.configure_scheduler()
+        # fp16 autocast needs loss scaling; bf16 (where the GPU has it) does not
+        self.scaler = torch.amp.GradScaler(
+            "cuda", enabled=self.use_amp and not torch.cuda.is_bf16_supported())
+        counts = self.resume()
+        if self.runtime.tracker:
+            self.runtime.tracker.skip(self.first_epoch)
+        self.counts = np.asarray(self.source.class_counts() if counts is None else counts,
+                                 dtype=np.int64)
+        weights = median_frequency_weights(self.counts, self.recipe.class_weight_cap)
+        self.class_weights = torch.from_numpy(weights).to(self.device)
+        self.boundary = self.recipe.boundary_weight * float(np.median(weights))
+        self.groups = self.source.groups  # fixed for the unit (a synthetic source derives them)
+
+    def resume(self) -> list | None:
+        """Load the unit's checkpoint, if any; its class counts (``None`` without one)."""
+        if not has_checkpoint(self.unit.folder):
+            return None
+        state = load_checkpoint(self.unit.folder, {"net": self.net}, {"net": self.optimizer})
+        self.first_epoch, self.history = state["epochs_done"], state["history"]
+        if state.get("scheduler"):
+            self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler") and self.scaler.is_enabled():
+            self.scaler.load_state_dict(state["scaler"])
+        LOGGER.info("%s: resuming after epoch %d of %d", self.unit.name, self.first_epoch,
+                    len(self.schedule))
+        return state.get("class_counts")
+
+    def on_epoch_start(self, epoch: int) -> None:
+        """The epoch's stage (every epoch: evaluation left the net in eval mode), its DDP
+        wrapper when the stage changes, and its seed."""
+        stage = self.schedule[epoch]
+        _set_stage(self.net, self.protocol, stage)
+        if stage != self.stage:
+            self.stage = stage
+            del self.wrapped  # drop the old DDP wrapper (and its gradient hooks) first
+            self.wrapped = ddp.wrap(self.net, self.device)
+        torch.manual_seed(seed_of(self.recipe.seed, *self.unit.key, epoch, self.place.rank))
+        self.started, self.cpu_started = time.monotonic(), time.process_time()
+
+    def train_step(self, images: torch.Tensor, targets: torch.Tensor) -> float:
+        """One optimiser step on one batch; its loss."""
+        images = images.to(self.device, non_blocking=True)
+        targets = targets.to(self.device, non_blocking=True)
+        with _autocast(self.device, self.use_amp):
+            logits = self.wrapped(images)
+        loss = quicknat_loss(logits.float(), targets, self.class_weights, self.boundary,
+                             self.groups)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return float(loss.detach())
+
+    def train_epoch(self, epoch: int) -> dict:
+        """The epoch's batches through ``train_step`` (mid-epoch stop when the budget ends);
+        the epoch's record, summed over ranks."""
+        steps, batches = self.source.epoch((self.recipe.seed, *self.unit.key), epoch,
+                                           self.place)
+        waited = self.source.wait_seconds
         total, count, slices, partial = 0.0, 0, 0, False
-        label = "I" if stage == "classifier" else "II"
-        bar = tqdm(batches, total=steps,
-                   desc=f"{unit.name} stage {label} epoch {epoch + 1}/{len(schedule)}",
-                   disable=None if runtime.progress and place.main else True,
+        bar = tqdm(batches, total=steps, desc=f"{self.unit.name} stage {self.stage_label} "
+                   f"epoch {epoch + 1}/{len(self.schedule)}",
+                   disable=None if self.runtime.progress and self.place.main else True,
                    unit="batch", leave=False, mininterval=5.0)  # None: off unless a terminal
-        run_eta = tracker.eta() if tracker else "?"
+        run_eta = self.runtime.tracker.eta() if self.runtime.tracker else "?"
         for images, targets in bar:
-            images = images.to(device, non_blocking=True)
-            targets = targets.to(device, non_blocking=True)
-            with _autocast(device, use_amp):
-                logits = wrapped(images)
-            loss = quicknat_loss(logits.float(), targets, w, boundary, groups)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            total += float(loss.detach())
+            total += self.train_step(images, targets)
             count += 1
             slices += len(images)
             bar.set_postfix(loss=f"{total / count:.4f}", run_eta=run_eta)
-            if count < steps and not budget.room_for_batch(started, count):
+            if count < steps and not self.budget.room_for_batch(self.started, count):
                 partial = True
                 break
         bar.close()
-        seconds = time.monotonic() - started
-        cpu_seconds = time.process_time() - cpu_started  # this process (and its threads)
+        seconds = time.monotonic() - self.started
+        cpu_seconds = time.process_time() - self.cpu_started  # this process (and its threads)
         sums = ddp.all_reduce_sum(torch.tensor([total, float(count), float(slices)],
                                                dtype=torch.float64))
-        record = {"epoch": epoch + 1, "stage": stage, "loss": round(float(sums[0] / sums[1]), 6),
-                  "lr": optimizer.param_groups[0]["lr"], "slices": int(sums[2]),
+        record = {"epoch": epoch + 1, "stage": self.stage,
+                  "loss": round(float(sums[0] / sums[1]), 6),
+                  "lr": self.optimizer.param_groups[0]["lr"], "slices": int(sums[2]),
                   "seconds": round(seconds, 2), "cpu_seconds": round(cpu_seconds, 2),
-                  "data_wait_seconds": round(source.wait_seconds - waited, 2)}
+                  "data_wait_seconds": round(self.source.wait_seconds - waited, 2)}
         if partial:
             record["partial"] = True
-        for group in optimizer.param_groups:
-            group["lr"] *= recipe.lr_decay
-        if held_out:
-            record["held_out"] = _curve_point(card, net, unit, held_out, runtime)
-            if device.type == "cuda":  # GPU inference turns the network channels-last
-                net.to(memory_format=torch.contiguous_format)
-        history.append(record)
-        if place.main:
-            save_checkpoint(unit.folder, {"net": net}, {"net": optimizer}, {
-                "unit": unit.name, "epochs_done": epoch + 1, "history": history,
-                "class_counts": counts.tolist(), "recipe": recipe.to_dict(),
-                "scaler": scaler.state_dict() if scaler.is_enabled() else None})
+        return record
+
+    @property
+    def stage_label(self) -> str:
+        return "I" if self.stage == "classifier" else "II"
+
+    def on_epoch_end(self, epoch: int, record: dict) -> None:
+        """Scheduler step, validation, checkpoint, log line, the budget's epoch time."""
+        self.scheduler.step()
+        self.validate(record)
+        self.history.append(record)
+        if self.place.main:
+            self.save_checkpoint(epoch)
         ddp.barrier()
-        note = tracker.tick(time.monotonic() - started) if tracker else ""
+        tracker = self.runtime.tracker
+        note = tracker.tick(time.monotonic() - self.started) if tracker else ""
         held = record.get("held_out", {}).get("accuracy")
         accuracy = "" if not held else \
             f", held-out mean accuracy {np.nanmean([a for a in held if a is not None]):.3f}"
+        score = f", score {record['score']:.4f}" if "score" in record else ""
         LOGGER.info("%s stage %s epoch %d/%d: loss %.4f (%d slices, %.0f s, %.0f s waiting for "
-                    "data%s)%s", unit.name, label, epoch + 1, len(schedule), record["loss"],
-                    record["slices"], seconds, record["data_wait_seconds"], accuracy,
-                    f"; {note}" if note else "")
-        if runtime.after_epoch:
-            runtime.after_epoch(unit, epoch + 1)
-        budget.epoch_seconds.append(time.monotonic() - started)
-        if partial:
-            LOGGER.info("%s: time budget (%.0f s) reached during epoch %d; stopping",
-                        unit.name, recipe.time_budget_s, epoch + 1)
-            stopped = True
-            break
-    net.eval()
-    state = {k: v.detach().cpu().clone().contiguous() for k, v in net.state_dict().items()}
-    result = UnitResult(state, history, stopped_early=stopped)
-    spread = ddp.rank_spread(net)
-    if place.enabled:
-        LOGGER.info("%s: parameters of the %d ranks differ by at most %.3g (sums of tensors)",
-                    unit.name, place.world, spread)
-    if place.main and not stopped:
-        atomic_write(unit.folder / WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp)))
-        atomic_write_json(unit.folder / DONE_FILE, {
-            "unit": unit.name, "history": history, "train_seconds": result.train_seconds,
-            "slices": result.slices, "processes": place.world, "rank_spread": spread})
-    ddp.barrier()
-    return result
+                    "data%s%s)%s", self.unit.name, self.stage_label, epoch + 1,
+                    len(self.schedule), record["loss"], record["slices"], record["seconds"],
+                    record["data_wait_seconds"], accuracy, score, f"; {note}" if note else "")
+        if self.runtime.after_epoch:
+            self.runtime.after_epoch(self.unit, epoch + 1)
+        self.budget.epoch_seconds.append(time.monotonic() - self.started)
+
+    def validate(self, record: dict) -> None:
+        """Held-out learning curves (site volumes) and the scorer's score of this checkpoint;
+        a new best score keeps the network's weights in ``best.safetensors``."""
+        if self.held_out:
+            record["held_out"] = _curve_point(self.card, self.net, self.unit, self.held_out,
+                                              self.runtime)
+        scorer = self.runtime.scorer
+        if scorer is not None:
+            model = Model(evaluation_card(self.card, self.unit.views),
+                          dict.fromkeys(self.unit.views, self.net), self.unit.folder, "")
+            self.net.eval()
+            score, table = scorer(model)
+            record["score"] = round(float(score), 6)
+            if self.place.main:
+                if isinstance(table, pd.DataFrame):
+                    atomic_write_tsv(self.unit.folder / f"score_epoch-{record['epoch']:03d}.tsv",
+                                     table)
+                if record["score"] > max((h["score"] for h in self.history if "score" in h),
+                                         default=-np.inf):
+                    state = _state_copy(self.net)
+                    atomic_write(self.unit.folder / BEST_FILE,
+                                 lambda tmp: save_file(state, str(tmp)))
+        if self.device.type == "cuda":  # GPU inference turns the network channels-last
+            self.net.to(memory_format=torch.contiguous_format)
+
+    def save_checkpoint(self, epoch: int) -> None:
+        """Weights, Adam moments, scheduler and counters; the scores so far as a table."""
+        save_checkpoint(self.unit.folder, {"net": self.net}, {"net": self.optimizer}, {
+            "unit": self.unit.name, "epochs_done": epoch + 1, "history": self.history,
+            "class_counts": self.counts.tolist(), "recipe": self.recipe.to_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None},
+            compact=self.recipe.compact_checkpoints)
+        scored = [{"epoch": h["epoch"], "stage": h["stage"], "loss": h["loss"],
+                   "score": h["score"]} for h in self.history if "score" in h]
+        if scored:
+            atomic_write_tsv(self.unit.folder / SCORES_FILE, pd.DataFrame(scored))
+
+    def stop(self, why: str) -> None:
+        LOGGER.info("%s: %s", self.unit.name, why)
+        self.stopped = True
+
+    def best_epoch(self) -> int | None:
+        """The epoch of the best-scored checkpoint (``None`` when nothing was scored)."""
+        scored = [h for h in self.history if "score" in h]
+        if not scored or not (self.unit.folder / BEST_FILE).is_file():
+            return None
+        return max(scored, key=lambda h: h["score"])["epoch"]  # the first of equal scores
+
+    def finish(self) -> UnitResult:
+        """The unit's weights (the best-scored checkpoint's, else the last epoch's); a unit
+        that trained its whole schedule is written and marked done."""
+        self.net.eval()
+        best = self.best_epoch()
+        state = _state_copy(self.net)
+        if best is not None:
+            state = {k: v.to(state[k].dtype) for k, v in
+                     load_file(str(self.unit.folder / BEST_FILE)).items()}
+            self.net.load_state_dict(state)
+            LOGGER.info("%s: the best-scored checkpoint is epoch %d", self.unit.name, best)
+        result = UnitResult(state, self.history, stopped_early=self.stopped, best_epoch=best)
+        spread = ddp.rank_spread(self.net)
+        if self.place.enabled:
+            LOGGER.info("%s: parameters of the %d ranks differ by at most %.3g (sums of "
+                        "tensors)", self.unit.name, self.place.world, spread)
+        if self.place.main and not self.stopped:
+            atomic_write(self.unit.folder / WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp)))
+            atomic_write_json(self.unit.folder / DONE_FILE, {
+                "unit": self.unit.name, "history": self.history,
+                "train_seconds": result.train_seconds, "slices": result.slices,
+                "processes": self.place.world, "rank_spread": spread, "best_epoch": best})
+        ddp.barrier()
+        return result
+
+
+def train_unit(unit: Unit, card: ModelCard, net: nn.Module, source: BatchSource,
+               held_out: Sequence[Volume], recipe: Recipe, runtime: Runtime, *,
+               from_scratch: bool) -> UnitResult:
+    """Train ``net`` (already initialised: pretrained with its classifier, or fresh) on the
+    batches of ``source`` with :class:`UnitTrainer`; resumes from the unit's checkpoint."""
+    return UnitTrainer(unit, card, net, source, held_out, recipe, runtime,
+                       from_scratch=from_scratch).run()

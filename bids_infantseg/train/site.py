@@ -1,5 +1,8 @@
 """The train level: ``bids_infantseg BIDS_DIR OUTPUT_DIR train --labels DERIV_DIR ...``.
 
+(With a synthetic-data configuration in place of BIDS_DIR, ``run_train`` hands the run to
+``starter.train_synthetic``.)
+
 Finds the labelled T2w scans, caches them on the model grid, cross-validates by subject,
 trains the final model on every subject and writes it, with its card and the
 cross-validation tables and figures, to ``OUTPUT_DIR/models/<name>/``. Under ``torchrun``
@@ -18,7 +21,6 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -35,57 +37,43 @@ from bids_infantseg.derivatives import (
 from bids_infantseg.discovery import DiscoveryError, FilterFileError, load_filter_file
 from bids_infantseg.errors import InfantsegError
 from bids_infantseg.inference import DeviceError, resolve_device
-from bids_infantseg.model.card import (
-    DEFAULT_MODEL,
-    Model,
-    ModelCard,
-    ModelError,
-    load_model,
-    read_card,
-    resolve_model_path,
-    save_model,
-)
+from bids_infantseg.model.architectures import architecture_of
+from bids_infantseg.model.card import Model, ModelCard, ModelError, load_model, save_model
 from bids_infantseg.model.labels import LabelSet
-from bids_infantseg.model.quicknat import QuickNATConfig
+from bids_infantseg.synth.sources import SourceError
 from bids_infantseg.train import ddp, outputs
 from bids_infantseg.train.augment import DEFAULT as AUGMENTATION
 from bids_infantseg.train.cache import Volume, prepare
 from bids_infantseg.train.crossval import FoldError, Trainer, make_folds
 from bids_infantseg.train.engine import Progress, Recipe, Runtime
 from bids_infantseg.train.pairs import TrainDataError, TrainingData, find_training_data
-from bids_infantseg.train.settings import Settings, SettingsError, build, read_config
+from bids_infantseg.train.settings import (
+    SITE,
+    SYNTHETIC,
+    Settings,
+    SettingsError,
+    from_args,
+    is_synthetic,
+    load_scorer,
+    target_card,
+)
+from bids_infantseg.train.starter import train_synthetic
 
 LOGGER = logging.getLogger("bids_infantseg.train")
-
-FLAGS = {  # argparse dest -> setting
-    "labels": "labels", "labels_desc": "labels_desc", "labels_map": "labels_map",
-    "pretrained": "pretrained",
-    "views": "views", "cv": "cv", "epochs_classifier": "epochs_classifier",
-    "epochs_all": "epochs_all", "lr": "lr", "lr_grid": "lr_grid",
-    "max_slices_per_epoch": "max_slices_per_epoch", "seed": "seed", "model_name": "name",
-    "shared_views": "shared_views", "augment": "augment", "final": "final",
-    "batch_size": "batch_size",
-}
-
 
 class TrainError(InfantsegError):
     """A usage error or unusable input of the train level; one line, exit status 2."""
 
 
-def settings_from_args(args: argparse.Namespace, explicit: set[str]) -> Settings:
-    """Defaults, then ``--config``, then the flags given on the command line."""
-    config = read_config(args.config) if getattr(args, "config", None) else {}
-    flags = {setting: getattr(args, dest) for dest, setting in FLAGS.items()
-             if dest in explicit and getattr(args, dest, None) is not None}
-    return build(config, flags)
-
-
-def run_train(args: argparse.Namespace, explicit: set[str] | None = None, *,
-              runtime_hook=None) -> int:
-    """Run the train level; 0 on success. Raises :class:`TrainError` for usage errors."""
+def run_train(args: argparse.Namespace, *, runtime_hook=None) -> int:
+    """Run the train level; 0 on success. Raises :class:`TrainError` for usage errors.
+    ``args`` come from ``cli.parse_args`` (the settings files already its defaults)."""
+    synthetic = is_synthetic(args.bids_dir)
+    if not synthetic and Path(args.bids_dir).suffix.lower() == ".json":
+        raise TrainError(f"{args.bids_dir}: no such synthetic-data configuration")
     try:
-        settings = settings_from_args(args, explicit if explicit is not None else
-                                      {k for k, v in vars(args).items() if v is not None})
+        settings = from_args(args, SYNTHETIC if synthetic else SITE)
+        scorer = load_scorer(settings.scorer)
         place = ddp.from_environment()
         device = resolve_device(args.device)
     except (SettingsError, DeviceError) as exc:
@@ -99,9 +87,11 @@ def run_train(args: argparse.Namespace, explicit: set[str] | None = None, *,
         torch.set_num_threads(args.omp_nthreads)
     ddp.init(place, device)
     try:
-        return _train(settings, args, place, device, runtime_hook)
+        if synthetic:
+            return train_synthetic(settings, args, device, scorer)
+        return _train(settings, args, place, device, scorer, runtime_hook)
     except (SettingsError, TrainDataError, DiscoveryError, FilterFileError, OutputDirError,
-            ModelError, FoldError) as exc:
+            ModelError, FoldError, SourceError) as exc:
         raise TrainError(str(exc)) from exc
     finally:
         ddp.shutdown()
@@ -110,27 +100,6 @@ def run_train(args: argparse.Namespace, explicit: set[str] | None = None, *,
 def default_name(labels: LabelSet, pretrained: Model | None) -> str:
     return f"{labels.name}-scratch" if pretrained is None else \
         f"{labels.name}-from-{pretrained.card.name}"
-
-
-def target_card(settings: Settings, labels: LabelSet, pretrained: Model | None) -> ModelCard:
-    """The new model's card: the pretrained model's grid and architecture (a new classifier
-    when the labels differ), or, from scratch, the bundled model's unless set otherwise."""
-    name = settings.name or default_name(labels, pretrained)
-    base = pretrained.card if pretrained else read_card(resolve_model_path(DEFAULT_MODEL))
-    missing = [v for v in settings.views if v not in base.views]
-    if pretrained and missing:
-        raise TrainError(f"--pretrained {settings.pretrained} has no {', '.join(missing)} "
-                         f"network (its views: {', '.join(base.views)})")
-    arch = replace(base.architecture, num_classes=len(labels))
-    if pretrained is None and settings.num_filters:
-        arch = QuickNATConfig(**{**arch.to_dict(), "num_filters": settings.num_filters})
-    grid = settings.grid_size
-    return ModelCard(
-        name=name, version=settings.version, architecture=arch, labels=labels,
-        voxel_size_mm=settings.voxel_size_mm or base.voxel_size_mm,
-        grid_shape=(grid, grid, grid) if grid else base.grid_shape,
-        views={v: base.views.get(v, 1.0) for v in settings.views},
-        intensity=base.intensity, weights_dtype=settings.weights_dtype)
 
 
 def _run_id(settings: Settings, card: ModelCard, pretrained: Model | None,
@@ -146,12 +115,14 @@ def _recipe_for(settings: Settings):
     def recipe(lr: float) -> Recipe:
         return Recipe(settings.epochs_classifier, settings.epochs_all, lr, settings.lr_decay,
                       settings.batch_size, settings.max_slices_per_epoch,
-                      settings.boundary_weight, settings.augment, settings.amp, settings.seed)
+                      settings.boundary_weight, settings.augment, settings.amp, settings.seed,
+                      class_weight_cap=settings.class_weight_cap,
+                      compact_checkpoints=settings.compact_checkpoints)
     return recipe
 
 
 def _train(settings: Settings, args: argparse.Namespace, place: ddp.Dist,
-           device: torch.device, runtime_hook) -> int:
+           device: torch.device, scorer, runtime_hook) -> int:
     start = time.monotonic()
     bids_dir = Path(args.bids_dir).resolve()
     output_dir = Path(args.output_dir).resolve()
@@ -164,7 +135,8 @@ def _train(settings: Settings, args: argparse.Namespace, place: ddp.Dist,
         work_dir=work_dir, participant_labels=args.participant_label,
         session_labels=args.session_label, bids_filters=filters)
     pretrained = None if settings.from_scratch else load_model(settings.pretrained)
-    card = target_card(settings, data.label_set, pretrained)
+    card = target_card(settings, data.label_set, pretrained,
+                       settings.model_name or default_name(data.label_set, pretrained))
     processes = max(1, int(getattr(args, "nprocs", 1) or 1) // place.world)  # per rank
     cache = prepare(data.pairs, card, work_dir / "train_cache", rank=place.rank,
                     world=place.world, processes=processes, barrier=ddp.barrier)
@@ -182,7 +154,7 @@ def _train(settings: Settings, args: argparse.Namespace, place: ddp.Dist,
     total = units * epochs * (len(rates) * len(folds) + (1 if settings.final else 0))
     runtime = Runtime(device=device, place=place, workers=processes - 1,
                       eval_batch_size=settings.batch_size, progress=True,
-                      tracker=Progress(total))
+                      tracker=Progress(total), scorer=scorer)
     if runtime_hook:
         runtime_hook(runtime)
     LOGGER.info("run folder %s: %d fold(s) x %d rate(s)%s, %d network(s) of %d epoch(s) each "
@@ -238,7 +210,8 @@ def _describe(card: ModelCard, settings: Settings, data: TrainingData, volumes: 
               + ("new classifier for this label set" if trainer.replaces_classifier
                  else "same label set, classifier kept") + ")")
     card.description = (
-        f"QuickNAT {origin} on {len(volumes)} scan(s) of {len(subjects)} subject(s) of "
+        f"{architecture_of(card.architecture).name} {origin} on {len(volumes)} scan(s) of "
+        f"{len(subjects)} subject(s) of "
         f"{dataset_name(bids_dir)}, {_labels_origin(settings, card.labels)}. "
         + (f"Cross-validated ({settings.cv}): mean Dice over brain labels "
            f"{cv_summary['brain_dice_mean']:.3f} on held-out subjects. " if cv_summary else "")

@@ -87,7 +87,10 @@ class _Tiny(nn.Module):
 def test_a_second_network_is_a_registry_entry_not_a_format_change(tmp_path, monkeypatch):
     monkeypatch.setitem(architectures.ARCHITECTURES, "tiny",
                         Architecture("Tiny", _TinyConfig, _Tiny, grid_multiple=1,
-                                     feature_maps=lambda settings: settings.num_classes))
+                                     feature_maps=lambda settings: settings.num_classes,
+                                     classifier=lambda net: net.conv,
+                                     replace_classifier=lambda net, k: None,
+                                     with_width=lambda settings, width: settings))
     card = dataclasses.replace(tiny_card(views={"axial": 1.0}),
                                architecture=_TinyConfig(num_classes=10))
     save_model(tmp_path, card, {"axial": _Tiny(card.architecture)})

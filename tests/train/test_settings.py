@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 import json
+from dataclasses import fields
+from pathlib import Path
 
 import pytest
 
-from bids_infantseg.train.settings import PAPER_LR_GRID, SettingsError, build, read_config
+from bids_infantseg.train.settings import (
+    PAPER_LR_GRID,
+    SITE,
+    SYNTHETIC,
+    Settings,
+    SettingsError,
+    build,
+    from_args,
+    read_config,
+)
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_config_overrides_defaults_and_flags_override_the_config(tmp_path):
@@ -46,13 +59,78 @@ def test_checks():
 
 
 def test_a_config_file_overrides_parser_defaults_but_not_typed_flags(tmp_path):
-    from bids_infantseg.cli import _given_options, build_parser
-    from bids_infantseg.train.site import settings_from_args
+    from bids_infantseg.cli import parse_args
 
     config = tmp_path / "c.json"
     config.write_text(json.dumps({"batch_size": 2, "epochs_all": 3}))
     base = ["bids", "out", "train", "--labels", "L", "--config", str(config)]
     for extra, batch in (([], 2), (["--batch-size", "8"], 8)):
-        argv = base + extra
-        settings = settings_from_args(build_parser().parse_args(argv), _given_options(argv))
+        settings = from_args(parse_args(base + extra), SITE)
         assert settings.batch_size == batch and settings.epochs_all == 3
+
+
+def test_every_setting_is_a_flag_and_a_config_key_of_one_name(tmp_path):
+    """The one configuration: each field of Settings is a train flag (its name with '-')
+    and a key of the file, site and synthetic alike; the old starter names are gone."""
+    from bids_infantseg.cli import build_parser, parse_args
+
+    names = {f.name for f in fields(Settings)}
+    assert {"epochs_all", "shared_views", "num_filters", "grid_size"} <= names
+    assert not {"epochs", "separate_views", "filters", "grid", "init"} & names
+    help_text = build_parser().format_help()
+    for spec in fields(Settings):
+        flag = (spec.metadata["flags"] or (f"--{spec.name.replace('_', '-')}",))[0]
+        assert flag in help_text, flag
+    config = tmp_path / "synthetic.json"
+    config.write_text(json.dumps({"sources": [{"name": "procedural", "kind": "procedural"}],
+                                  "train": {"epochs_all": 4, "shared_views": True,
+                                            "lr_decay": 0.5, "num_filters": 4,
+                                            "pretrained": "none"}}))
+    args = parse_args([str(config), "out", "train", "--lr-decay", "0.25", "--no-shared-views"])
+    settings = from_args(args, SYNTHETIC)
+    assert (settings.epochs_all, settings.lr_decay, settings.shared_views,
+            settings.num_filters) == (4, 0.25, False, 4)
+
+
+def test_a_setting_of_the_other_kind_of_training_is_an_error():
+    with pytest.raises(SettingsError, match="steps_per_epoch applies only to synthetic"):
+        build({}, {"labels": "L", "steps_per_epoch": 3}, kind=SITE)
+    with pytest.raises(SettingsError, match="max_slices_per_epoch applies only to site"):
+        build({}, {"max_slices_per_epoch": 3}, kind=SYNTHETIC)
+
+
+def test_the_bundled_configs_hold_their_recipe_under_the_one_set_of_names():
+    from bids_infantseg.cli import parse_args
+
+    drawem9 = REPO / "configs" / "drawem9-synth-starter.json"
+    settings = from_args(parse_args([str(drawem9), "out", "train", "--lr", "0.5"]), SYNTHETIC)
+    assert (settings.lr, settings.lr_decay, settings.epochs_all, settings.steps_per_epoch,
+            settings.batch_size, settings.skull_strip, settings.pretrained, settings.model_version,
+            settings.shared_views, settings.minutes, settings.eval_minutes) == \
+        (0.5, 0.94, 30, 60, 8, 0.5, "drawem9-synth-starter", "0.5.0", True, 100, 8)
+    aseg = from_args(parse_args([str(drawem9.with_name("aseg-synth-starter.json")), "out",
+                                 "train"]), SYNTHETIC)
+    assert (aseg.label_set, aseg.epochs_classifier, aseg.epochs_all, aseg.class_weight_cap) == \
+        ("aseg", 3, 15, 10)
+
+
+def test_the_scorer_is_named_by_module_and_function():
+    from bids_infantseg.train.settings import load_scorer
+
+    assert load_scorer("bids_infantseg.metrics:scores").__name__ == "scores"
+    assert load_scorer(None) is None
+    for name in ("nowhere:score", "bids_infantseg.metrics:nothing", "bids_infantseg.metrics"):
+        with pytest.raises(SettingsError, match=f"scorer '{name}': cannot be imported"):
+            load_scorer(name)
+
+
+def test_the_label_set_option_is_the_synthetic_models_labels(tmp_path):
+    from bids_infantseg.cli import parse_args
+
+    config = tmp_path / "synthetic.json"
+    config.write_text(json.dumps({"sources": [{"name": "procedural", "kind": "procedural"}]}))
+    args = parse_args([str(config), "out", "train", "--label-set", "aseg"])
+    assert from_args(args, SYNTHETIC).label_set == "aseg"
+    with pytest.raises(SettingsError, match="label_set applies only to synthetic"):
+        from_args(parse_args(["bids", "out", "train", "--labels", "L", "--label-set", "aseg"]),
+                  SITE)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from bids_infantseg.cli import _given_options, build_parser, main
+from bids_infantseg.cli import main, parse_args
 from bids_infantseg.inference import predict
 from bids_infantseg.model.card import load_model
 from bids_infantseg.train.site import run_train
@@ -107,8 +107,7 @@ class Killed(Exception):
 
 
 def run(args_list, hook=None):
-    args = build_parser().parse_args(args_list)
-    return run_train(args, _given_options(args_list), runtime_hook=hook)
+    return run_train(parse_args(args_list), runtime_hook=hook)
 
 
 def test_resume_after_a_kill_gives_the_weights_of_an_uninterrupted_run(tmp_path, dataset):
