@@ -2,7 +2,8 @@
 #
 #   docker build -t infantseg .                                   # CUDA torch (--gpus all)
 #   docker build --build-arg TORCH=cpu -t infantseg:cpu .         # CPU-only torch, GBs smaller
-#   docker run --rm --gpus all -v /bids:/bids:ro -v /out:/out infantseg /bids /out participant
+#   docker run --rm --gpus all --user "$(id -u):$(id -g)" -v /bids:/bids:ro -v /out:/out
+#       infantseg /bids /out participant     # --user: uid 1000 cannot write a root-owned /out
 #
 # Build arguments:
 #   BASE_IMAGE       any Debian image; python3 (>= 3.11) is installed with apt if it lacks one
@@ -84,6 +85,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     MPLCONFIGDIR=/tmp/matplotlib \
     XDG_CACHE_HOME=/tmp/.cache \
     TORCHINDUCTOR_CACHE_DIR=/tmp/torchinductor \
+    TRITON_CACHE_DIR=/tmp/triton \
+    CUDA_CACHE_PATH=/tmp/nv-compute-cache \
     TEMPLATEFLOW_HOME=/opt/templateflow \
     TEMPLATEFLOW_AUTOUPDATE=0 \
     NIPYPE_NO_ET=1 \

@@ -6,7 +6,8 @@
 
 Datasets (built under ``WORK``, reused when present):
 
-- ``demo``: the generated demo (``bids_infantseg_demo``; 3 scans, 2 weeks, 6 and 12 months);
+- ``demo``: the generated demo (``bids_infantseg_demo``; 3 scans of real infant anatomy, 2, 8
+  and 12 months);
 - ``mit``: the four real MIT infant templates (0, 6, 9, 12 months; brain-only, cerebrum only:
   no cerebellum, hardly any brainstem), as ``benchmarks/mit_templates.py`` builds them;
 - ``broken``: inputs no segmentation can be right on, from the demo's first scan: uniform
@@ -33,13 +34,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from accuracy import split_participant_args  # noqa: E402
 from mit_templates import build_dataset  # noqa: E402
 
-from bids_infantseg.demo import write_demo_dataset  # noqa: E402
+from bids_infantseg.demo import SCANS, write_demo_dataset  # noqa: E402
 
 DEMO_SCAN = Path("sub-01", "ses-01", "anat", "sub-01_ses-01_T2w.nii.gz")
 
 
 def build_broken(demo: Path, bids: Path) -> None:
-    """Noise, and the demo's first scan with shuffled axial or sagittal slices (age 2 weeks)."""
+    """Noise, and the demo's first scan with shuffled axial or sagittal slices (at its age)."""
     bids.mkdir(parents=True, exist_ok=True)
     (bids / "dataset_description.json").write_text(json.dumps(
         {"Name": "broken inputs", "BIDSVersion": "1.10.0"}))
@@ -55,7 +56,7 @@ def build_broken(demo: Path, bids: Path) -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
         if not out.exists():
             nib.save(nib.Nifti1Image(array, img.affine, img.header), out)
-        rows.append(f"sub-{name}\t0.5")
+        rows.append(f"sub-{name}\t{SCANS[0].age_months:g}")
     (bids / "participants.tsv").write_text("\n".join(rows) + "\n")
 
 

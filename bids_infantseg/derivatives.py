@@ -20,6 +20,7 @@ from bids_infantseg.ages import Age
 from bids_infantseg.errors import InfantsegError
 from bids_infantseg.files import atomic_write
 from bids_infantseg.model.labels import DSEG_COLUMNS, LabelSet
+from bids_infantseg.report.colors import output_labels
 
 NAME = "bids_infantseg"
 CODE_URL = "https://github.com/bids-infantseg/bids_infantseg"
@@ -175,10 +176,10 @@ def write_dataset_description(out_dir: Path, *, bids_dir: Path, version: str,
 
 def write_label_table(out_dir: Path, label_set: LabelSet) -> Path:
     """Top-level ``desc-<labels>_dseg.tsv``, which every ``desc-<labels>_dseg`` inherits, and
-    its sidecar defining the ``brain`` column."""
+    its sidecar defining the ``brain`` column; colours are those the reports draw."""
     atomic_write_json(Path(out_dir) / f"desc-{label_set.name}_dseg.json", DSEG_COLUMNS)
     return atomic_write_text(Path(out_dir) / f"desc-{label_set.name}_dseg.tsv",
-                             label_set.dseg_tsv())
+                             output_labels(label_set).dseg_tsv())
 
 
 def write_bidsignore(out_dir: Path, extra: Iterable[str] = ()) -> Path:
@@ -273,7 +274,8 @@ def volumes_sidecar(*, labels: str, entity_columns: Iterable[str] = ()) -> dict[
         "index": {"Description": f"label index in the segmentation (desc-{labels}_dseg.tsv)"},
         "name": {"Description": "label name"},
         "voxels": {"Description": "number of voxels with this label on the native grid"},
-        "volume_mm3": {"Description": "voxels times the native voxel volume "
+        "volume_mm3": {"Description": "voxels times the native voxel volume, at full double "
+                                      "precision (the reports and the QC table round it) "
                                       "(BEP011 draft: volume-mm3)", "Units": "mm^3"},
     }
     return {

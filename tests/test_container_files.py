@@ -182,3 +182,40 @@ def test_slurm_array_runs_one_participant_per_task_on_one_gpu():
     assert "#SBATCH --gres=gpu:1" in text
     assert "SLURM_ARRAY_TASK_ID" in text and "--participant-label" in text
     assert "apptainer run --nv --cleanenv" in text
+
+
+def _docker_runs(text: str) -> list[str]:
+    """Each ``docker run`` command of a Markdown text, continuation lines joined."""
+    joined = re.sub(r"\\\n\s*", " ", text)
+    return re.findall(r"docker run [^\n]*", joined)
+
+
+@pytest.mark.parametrize("doc", ["README.md", "docs/hpc.md", "docs/nibabies.md"])
+def test_every_documented_docker_run_that_writes_runs_as_the_caller(doc):
+    """The image's own uid 1000 cannot write to a root-owned output folder."""
+    runs = _docker_runs((ROOT / doc).read_text())
+    writing = [run for run in runs
+               if re.search(r"-v \S+:/\S+(?<!:ro)(\s|$)", run)]  # a writable mount
+    assert writing, f"{doc} shows no docker run"
+    for run in writing:
+        assert '--user "$(id -u):$(id -g)"' in run, run
+
+
+def test_every_cache_of_the_runtime_image_is_in_tmp():
+    """Any --user, and a read-only root filesystem with a tmpfs on /tmp, must work."""
+    runtime = DOCKERFILE.read_text().rsplit("\nFROM ", 1)[1]
+    env = dict(re.findall(r"\b([A-Z_]+)=(\S+?)\s*\\?$", runtime, re.MULTILINE))
+    for name in ("MPLCONFIGDIR", "XDG_CACHE_HOME", "TORCHINDUCTOR_CACHE_DIR",
+                 "TRITON_CACHE_DIR", "CUDA_CACHE_PATH"):
+        assert env.get(name, "").startswith("/tmp/"), name
+    assert "chmod 1777 /home/infantseg" in runtime and env["HOME"] == "/home/infantseg"
+
+
+def test_readme_names_every_build_argument_for_an_offline_cpu_build():
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Containers and HPC", 1)[1].split("\n## ", 1)[0]
+    arguments = set(re.findall(r"^ARG ([A-Z_]+)", DOCKERFILE.read_text(), re.MULTILINE))
+    assert {"TORCH", "TORCH_CPU_INDEX", "PIP_FIND_LINKS", "FETCH_TEMPLATES"} <= arguments
+    for name in arguments:
+        assert f"`{name}`" in section or f"{name}=" in section, name
+    assert "LOCAL_WHEELS=" in section and "scripts/container_test.sh" in section

@@ -164,23 +164,26 @@ def read_dseg_tsv(path: Path, name: str | None = None) -> LabelSet:
 
 # dHCP structural pipeline (DrawEM) tissue labels, as released in desc-drawem9_dseg.
 # 0 is outside the head; 4 "Background" is non-brain tissue inside the head mask.
-# Colours are saturated hues that stand out on a T2w: dark ones (blue, red, violet) for
-# tissue bright on T2 (fluid, newborn white matter), light ones (yellow, green, cyan) for
-# tissue dark on T2 (grey matter); white matter was beige and fluid pale blue, invisible on
-# the bright tissue they outline.
+# Colours (docs/design.md, "Label colours"): saturated hues that stand out on a T2w, dark ones
+# (blue, violet, red) for tissue bright on T2 (fluid, newborn white matter), light ones for
+# tissue dark on T2; and structures that touch get hues far apart, so that neither their fills
+# nor two outlines side by side read as a third label. White matter was red beside yellow
+# cortex (two outlines read as the cerebellum's orange) and ventricles violet beside a pink
+# hippocampus; now cortex yellow / white matter violet / CSF blue, ventricles red, deep grey
+# green, hippocampus cyan, brainstem pink, cerebellum orange.
 DRAWEM9 = LabelSet(
     "drawem9",
     (
         Label(0, "Unknown", "UNK", "#000000"),
         Label(1, "Cerebrospinal fluid", "CSF", "#0050ff"),
         Label(2, "Cortical grey matter", "cGM", "#ffd400"),
-        Label(3, "White matter", "WM", "#e8000b"),
-        Label(4, "Background", "BG", "#a0522d"),
-        Label(5, "Ventricles", "Ven", "#a000ff"),
+        Label(3, "White matter", "WM", "#8c1eff"),
+        Label(4, "Background", "Bkg", "#a0522d"),
+        Label(5, "Ventricles", "Ven", "#e8000b"),
         Label(6, "Cerebellum", "Cbm", "#ff8c00"),
         Label(7, "Deep grey matter", "dGM", "#00d84a"),
-        Label(8, "Brainstem", "BS", "#00e5ff"),
-        Label(9, "Hippocampus and amygdala", "Hip", "#ff5cc8"),
+        Label(8, "Brainstem", "BS", "#ff78b4"),
+        Label(9, "Hippocampus and amygdala", "Hip", "#00e5ff"),
     ),
     non_brain=(0, 4),
 )

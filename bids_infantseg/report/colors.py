@@ -1,8 +1,14 @@
-"""Which colour the reports draw each label in."""
+"""Which colour each label has in every output: the ``dseg.tsv`` and the reports.
+
+One function, ``output_labels``, decides; the label table and the report both take its
+colours, so the legend of a report and the table beside its label maps never disagree
+(the table once kept the model card's cortex #c83c3c while the report drew #ffd400).
+"""
 
 from __future__ import annotations
 
 import colorsys
+from dataclasses import replace
 from itertools import count
 
 from bids_infantseg.model.labels import LabelSet, builtin_twin, distinct_color
@@ -20,11 +26,11 @@ def faint(color: str) -> bool:
 
 def display_colors(labels: LabelSet) -> dict[int, str]:
     """Label index -> ``#rrggbb``. A set equal to a built-in one (same indices and names)
-    takes the built-in's colours, so a model card written before DrawEM9's high-contrast ones
-    (the bundled 0.4.0 card keeps beige white matter) still draws readable outlines; any
+    takes the built-in's colours, so a model card written before DrawEM9's palette (the
+    bundled 0.4.0 card keeps beige white matter) is drawn and listed in the current one; any
     other set keeps its own. Then every faint colour (FreeSurfer's white matter #f5f5f5 and
-    CSF #3c3c3c) becomes the next ``distinct_color`` no label uses, in class order: the
-    report's legend shows what is drawn; the label table keeps the set's colours."""
+    CSF #3c3c3c) becomes the next ``distinct_color`` no label uses, in class order, since it
+    would vanish on a greyscale MRI."""
     source = builtin_twin(labels) or labels
     colors = {lab.index: lab.color for lab in source.labels}
     used = {c.lower() for c in colors.values()}
@@ -33,6 +39,14 @@ def display_colors(labels: LabelSet) -> dict[int, str]:
         if lab.index != 0 and faint(colors[lab.index]):
             colors[lab.index] = next(spare)
     return colors
+
+
+def output_labels(labels: LabelSet) -> LabelSet:
+    """``labels`` with ``display_colors``: the set the output ``dseg.tsv`` lists and the
+    reports draw. Only colours change, so ``same_classes`` still matches the model's set."""
+    colors = display_colors(labels)
+    return replace(labels, labels=tuple(replace(lab, color=colors[lab.index])
+                                        for lab in labels.labels))
 
 
 def rgb(color: str) -> tuple[int, int, int]:

@@ -1,13 +1,14 @@
-"""A slice viewer inside the report: every slice of three views, label outlines toggled per
-label, click to enlarge; one self-contained block of HTML, no network.
+"""A slice viewer inside the report: every slice of three views, labels filled (40 % opaque)
+or outlined, toggled per label, neurological or radiological, click to enlarge; one
+self-contained block of HTML, no network.
 
 Why a volume and not pre-rendered pictures: seven slices per view cannot show whether the
 cortical ribbon is right, and a strip of every slice per view and per label layer would be
 three times the data. The page instead carries the cropped T2w (8-bit, windowed) and the
 label map (class numbers) once each, as PNGs of tiled axial slices (PNG compresses them
 losslessly and every browser decodes it); a small script reads them back through a canvas
-and draws any slice of any view with each enabled label's outline inside its own region, at
-the screen's resolution, so a one-voxel ribbon stays visible when enlarged.
+and draws any slice of any view with each enabled label filled, or outlined inside its own
+region, at the screen's resolution, so a one-voxel ribbon stays visible when enlarged.
 """
 
 from __future__ import annotations
@@ -36,8 +37,21 @@ VIEWS = {"axial": (2, 0, 1), "coronal": (1, 0, 2), "sagittal": (0, 1, 2)}
 
 MARKERS = {"axial": ("L", "R", "A", "P"), "coronal": ("L", "R", "S", "I"),
            "sagittal": ("P", "A", "S", "I")}
-"""Orientation letters at the left, right, top and bottom edge of each view (neurological
-convention: the subject's right on the right; RAS axes increase rightwards and upwards)."""
+"""Orientation letters at the left, right, top and bottom edge of each view in neurological
+convention (the subject's right on the right; RAS axes increase rightwards and upwards), the
+page's default; the radiological toggle mirrors axial and coronal views and swaps L and R."""
+
+FILL_OPACITY = 0.4
+"""Opacity of filled labels, the default display: at a glance a filled region shows which
+structure is where; the T2w still shows through, and outlines (a toggle) show edges."""
+
+CONVENTIONS = {
+    "neurological": "Neurological convention: the subject's right is on the right of the "
+                    "axial and coronal views.",
+    "radiological": "Radiological convention: the subject's right is on the left of the "
+                    "axial and coronal views (as if facing the patient).",
+}
+"""The sentence the page states for each left-right convention (neurological by default)."""
 
 JPEG_QUALITY = 90
 """The T2w is carried as JPEG: a noisy MRI barely compresses losslessly (PNG: 1.6 MB for a
@@ -64,6 +78,9 @@ class ScanImages:
     brain: np.ndarray
     window: tuple[float, float]
     origin: tuple[int, int, int] = (0, 0, 0)  # the crop's first voxel in the RAS volume
+    file_slices: tuple[tuple[int, int], ...] = ((0, 1), (0, 1), (0, 1))
+    """Per RAS axis: the image file's own voxel index of the crop's first slice, and +1 or -1
+    per slice (-1 where the file's axis runs the other way): what the captions number."""
 
     @classmethod
     def load(cls, t2w: nib.Nifti1Image, dseg: nib.Nifti1Image, labels: LabelSet,
@@ -83,9 +100,13 @@ class ScanImages:
         finite = image[np.isfinite(image) & (image > 0)]
         finite = finite[::max(1, finite.size // WINDOW_SAMPLES)]
         low, high = np.percentile(finite, (1, 99)) if finite.size else (0.0, 1.0)
+        file_slices = [(0, 1)] * 3
+        for axis, (ras, direction) in enumerate(nib.io_orientation(dseg.affine)):
+            start, last = origin[int(ras)], dseg.shape[axis] - 1
+            file_slices[int(ras)] = (last - start, -1) if direction < 0 else (start, 1)
         return cls(image, label_map, tuple(float(z) for z in canonical.header.get_zooms()[:3]),
                    np.isin(label_map, labels.brain_indices), (float(low), float(high)),
-                   origin)
+                   origin, tuple(file_slices))
 
 
 @dataclass(frozen=True)
@@ -170,14 +191,19 @@ def legend(labels: LabelSet, colors: dict[int, str]) -> str:
     return "".join(items)
 
 
-def _view(name: str, data: Volume, start: int, origin: int) -> str:
+def _view(name: str, data: Volume, start: int, file_slices: tuple[int, int]) -> str:
+    """One view; its caption numbers a slice by the image file's own voxel index (the
+    carried slice ``k`` is file slice ``first + k * step``), one number a user can find in
+    any viewer."""
     axis = VIEWS[name][0]
     left, right, top, bottom = MARKERS[name]
     markers = "".join(f'<span class="ori {side}" title="{_SIDES[letter]}">{letter}</span>'
                       for side, letter in (("left", left), ("right", right), ("top", top),
                                            ("bottom", bottom)))
     last = data.shape[axis] - 1
-    return (f'<figure class="view" data-view="{name}" data-origin="{origin}">'
+    first, direction = file_slices
+    return (f'<figure class="view" data-view="{name}" data-first="{first}" '
+            f'data-step="{direction * data.step}">'
             f"<figcaption>{name} <output></output></figcaption>"
             f'<div class="frame"><canvas title="click: enlarge or shrink; wheel or slider: '
             f'move through the slices"></canvas>{markers}</div>'
@@ -205,6 +231,7 @@ text-shadow:0 0 3px #000,0 0 3px #000;pointer-events:none}
 .viewer .ori.right{right:4px;top:50%;transform:translateY(-50%)}
 .viewer .ori.top{top:4px;left:50%;transform:translateX(-50%)}
 .viewer .ori.bottom{bottom:4px;left:50%;transform:translateX(-50%)}
+.viewer .convention{font-weight:600}
 """
 
 SCRIPT = r"""
@@ -213,8 +240,8 @@ const root = document.getElementById("viewer");
 const D = JSON.parse(document.getElementById("viewer-data").textContent);
 const [nx, ny, nz] = D.shape, stride = [1, nx, nx * ny];
 const AXES = {axial: [2, 0, 1], coronal: [1, 0, 2], sagittal: [0, 1, 2]};
-const shown = new Uint8Array(D.colors.length);
-let fill = false, t2 = null, lab = null;
+const shown = new Uint8Array(D.colors.length), fillAlpha = Math.round(255 * D.fill);
+let outline = false, radiological = false, t2 = null, lab = null;
 
 function voxels(img) {  // tiled axial slices -> x-fastest volume (red channel)
   const c = document.createElement("canvas");
@@ -235,9 +262,12 @@ function voxels(img) {  // tiled axial slices -> x-fastest volume (red channel)
 
 const views = [...root.querySelectorAll(".view")].map(fig => {
   const [axis, across, up] = AXES[fig.dataset.view];
+  const side = s => fig.querySelector(".ori." + s);
   return {fig, axis, across, up, canvas: fig.querySelector("canvas"),
           slider: fig.querySelector("input"), out: fig.querySelector("output"),
-          origin: +fig.dataset.origin, plane: document.createElement("canvas")};
+          first: +fig.dataset.first, step: +fig.dataset.step,
+          sides: [side("left"), side("right")].map(e => [e, e.textContent, e.title]),
+          plane: document.createElement("canvas")};
 });
 
 function draw(v) {
@@ -252,13 +282,15 @@ function draw(v) {
   const c = v.canvas;
   c.width = W; c.height = H; c.style.width = cssW + "px"; c.style.height = cssH + "px";
   const base = pos * stride[v.axis], sa = stride[v.across], su = stride[v.up];
+  const mirror = radiological && v.across === 0;  // x across: axial and coronal
+  const across = q => (mirror ? na - 1 - q : q) * sa;
   // the slice at its own size, smoothed by the browser when scaled
   v.plane.width = na; v.plane.height = nu;
   const pg = v.plane.getContext("2d"), small = pg.createImageData(na, nu);
   for (let r = 0; r < nu; r++) {
     const row = base + (nu - 1 - r) * su;
     for (let q = 0; q < na; q++) {
-      const g = t2[row + q * sa], p = 4 * (r * na + q);
+      const g = t2[row + across(q)], p = 4 * (r * na + q);
       small.data[p] = small.data[p + 1] = small.data[p + 2] = g; small.data[p + 3] = 255;
     }
   }
@@ -266,9 +298,10 @@ function draw(v) {
   const ctx = c.getContext("2d");
   ctx.imageSmoothingEnabled = true;
   ctx.drawImage(v.plane, 0, 0, W, H);
-  // each display pixel's class (nearest voxel), then outlines inside each enabled label
+  // each display pixel's class (nearest voxel), then each enabled label filled, or outlined
+  // inside its own region
   const col = new Int32Array(W), rowOf = new Int32Array(H), cls = new Uint8Array(W * H);
-  for (let x = 0; x < W; x++) col[x] = Math.min(na - 1, Math.floor((x + 0.5) * na / W)) * sa;
+  for (let x = 0; x < W; x++) col[x] = across(Math.min(na - 1, Math.floor((x + 0.5) * na / W)));
   for (let y = 0; y < H; y++)
     rowOf[y] = base + (nu - 1 - Math.min(nu - 1, Math.floor((y + 0.5) * nu / H))) * su;
   for (let y = 0; y < H; y++) for (let x = 0; x < W; x++) cls[y * W + x] = lab[rowOf[y] + col[x]];
@@ -277,19 +310,23 @@ function draw(v) {
   for (let y = 0; y < H; y++) for (let x = 0; x < W; x++) {
     const i = y * W + x, k = cls[i];
     if (!shown[k]) continue;
-    let edge = false;
+    let edge = !outline;
     for (let d = 1; d <= lw && !edge; d++)
       edge = (x >= d && cls[i - d] !== k) || (x + d < W && cls[i + d] !== k)
           || (y >= d && cls[i - d * W] !== k) || (y + d < H && cls[i + d * W] !== k);
-    if (!edge && !fill) continue;
+    if (!edge) continue;
     const [r, g, b] = D.colors[k], p = 4 * i;
-    o[p] = r; o[p + 1] = g; o[p + 2] = b; o[p + 3] = edge ? 255 : 80;
+    o[p] = r; o[p + 1] = g; o[p + 2] = b; o[p + 3] = outline ? 255 : fillAlpha;
   }
   const layer = document.createElement("canvas");
   layer.width = W; layer.height = H;
   layer.getContext("2d").putImageData(over, 0, 0);
   ctx.drawImage(layer, 0, 0);
-  v.out.textContent = `slice ${v.origin + pos * D.step} (${pos + 1} of ${D.shape[v.axis]})`;
+  v.out.textContent = `slice ${v.first + pos * v.step}`;
+  for (const [e, letter, title] of v.sides) {  // radiological: L and R change places
+    const [other, otherTitle] = v.sides.find(s => s[0] !== e).slice(1);
+    e.textContent = mirror ? other : letter; e.title = mirror ? otherTitle : title;
+  }
 }
 
 const drawAll = () => views.forEach(draw);
@@ -298,8 +335,16 @@ for (const box of root.querySelectorAll("input[data-class]")) {
   box.addEventListener("change", () => { shown[+box.dataset.class] = box.checked ? 1 : 0;
                                           drawAll(); });
 }
-const fillBox = root.querySelector("input.fill");
-fillBox.addEventListener("change", () => { fill = fillBox.checked; drawAll(); });
+for (const mode of root.querySelectorAll("input.mode"))
+  mode.addEventListener("change", () => { outline = mode.value === "outline" && mode.checked;
+                                          drawAll(); });
+const flipBox = root.querySelector("input.radiological"),
+      convention = root.querySelector(".convention");
+flipBox.addEventListener("change", () => {
+  radiological = flipBox.checked;
+  convention.textContent = D.conventions[radiological ? "radiological" : "neurological"];
+  drawAll();
+});
 for (const button of root.querySelectorAll("button[data-all]"))
   button.addEventListener("click", () => {
     for (const box of root.querySelectorAll("input[data-class]"))
@@ -344,19 +389,27 @@ def viewer(source: ScanImages, labels: LabelSet) -> str:
     colors = display_colors(labels)
     meta = {"shape": data.shape, "columns": data.columns, "step": data.step,
             "zooms": [round(z, 4) for z in data.zooms],
-            "colors": [rgb(colors[lab.index]) for lab in labels.labels]}
+            "colors": [rgb(colors[lab.index]) for lab in labels.labels],
+            "fill": FILL_OPACITY, "conventions": CONVENTIONS}
     views = "".join(_view(name, data, _start(source, axes[0], data.step),
-                          source.origin[axes[0]]) for name, axes in VIEWS.items())
+                          source.file_slices[axes[0]]) for name, axes in VIEWS.items())
     return (
         f"<style>{STYLE}</style>"
         '<div class="viewer" id="viewer">'
         f'<div class="tools">{legend(labels, colors)}</div>'
-        '<div class="tools"><label><input type="checkbox" class="fill"> fill labels</label>'
+        '<div class="tools"><span>labels '
+        '<label><input type="radio" name="viewer-mode" class="mode" value="fill" checked> '
+        f"filled ({FILL_OPACITY:.0%} opaque)</label> "
+        '<label><input type="radio" name="viewer-mode" class="mode" value="outline"> '
+        "outlined</label></span>"
+        '<label><input type="checkbox" class="radiological"> radiological</label>'
         '<button type="button" data-all="1">show all</button>'
-        '<button type="button" data-all="0">hide all</button>'
+        '<button type="button" data-all="0">hide all</button></div>'
+        f'<div class="tools"><span class="convention">{CONVENTIONS["neurological"]}</span>'
         "<span>Click a view to enlarge it (or open the page at #axial, #coronal, "
         "#sagittal); the slider, or the mouse wheel on an enlarged view, moves through the "
-        "slices; numbers are voxel indices of the RAS-reoriented image.</span>"
+        "slices; a slice's number is its voxel index (from 0) along that axis of the image "
+        "file, whatever the file's axis order.</span>"
         '<span class="status"></span></div>'
         f'<div class="views">{"".join(views)}</div>'
         + image_tag(data.t2w_jpeg, "T2w volume (tiled axial slices) for the viewer",

@@ -102,6 +102,7 @@ class Recipe:
     time_budget_s: float | None = None
     class_weight_cap: float | None = None  # largest class weight (losses.median_frequency_weights)
     compact_checkpoints: bool = False  # float16 weights, bfloat16 Adam moments
+    score_every: int = 1  # epochs between scored checkpoints (the last is always scored)
 
     def schedule(self, from_scratch: bool) -> list[str]:
         """Stage of each epoch: ``classifier`` (stage I) then ``all`` (stage II)."""
@@ -536,7 +537,9 @@ class UnitTrainer:
             record["held_out"] = _curve_point(self.card, self.net, self.unit, self.held_out,
                                               self.runtime)
         scorer = self.runtime.scorer
-        if scorer is not None:
+        epoch = record["epoch"]
+        last = epoch == len(self.schedule) or record.get("partial")
+        if scorer is not None and (last or epoch % self.recipe.score_every == 0):
             model = Model(evaluation_card(self.card, self.unit.views),
                           dict.fromkeys(self.unit.views, self.net), self.unit.folder, "")
             self.net.eval()

@@ -120,9 +120,13 @@ class Settings:
     compact_checkpoints: bool = knob(False, "checkpoints with float16 weights and bfloat16 "
                                      "Adam moments (small enough to commit; a resumed run is "
                                      "then close to, not identical with, an uninterrupted one)")
-    scorer: str | None = knob(None, "validation: MODULE:FUNCTION called with each checkpoint's "
-                              "model, returning (score, table); the best-scored checkpoint "
-                              "ships instead of the last epoch", metavar="MODULE:FUNCTION")
+    scorer: str | None = knob(None, "validation: 'protocol' (docs/validation.md; synthetic "
+                              "training, its held-out maps from the configuration) or "
+                              "MODULE:FUNCTION called with a checkpoint's model, returning "
+                              "(score, table); the best-scored checkpoint ships instead of the "
+                              "last epoch", metavar="protocol|MODULE:FUNCTION")
+    score_every: int = knob(1, "epochs between scored checkpoints (the protocol costs minutes "
+                            "on a CPU); a unit's last epoch is always scored")
 
     @property
     def from_scratch(self) -> bool:
@@ -338,9 +342,13 @@ def check(s: Settings, kind: str = SITE) -> None:
         raise SettingsError("cv none without the final model trains nothing")
 
 
+PROTOCOL = "protocol"  # the scorer of docs/validation.md, built by the synthetic trainer
+
+
 def load_scorer(name: str | None) -> Callable | None:
-    """The validation scorer ``MODULE:FUNCTION`` (``None``: none)."""
-    if name is None:
+    """The validation scorer ``MODULE:FUNCTION`` (``None``: none; ``protocol``: ``None`` here,
+    since the protocol needs the synthetic configuration and work folder to be built)."""
+    if name is None or name == PROTOCOL:
         return None
     module, _, function = name.partition(":")
     try:

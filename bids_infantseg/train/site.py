@@ -48,6 +48,7 @@ from bids_infantseg.train.crossval import FoldError, Trainer, make_folds
 from bids_infantseg.train.engine import Progress, Recipe, Runtime
 from bids_infantseg.train.pairs import TrainDataError, TrainingData, find_training_data
 from bids_infantseg.train.settings import (
+    PROTOCOL,
     SITE,
     SYNTHETIC,
     Settings,
@@ -73,6 +74,10 @@ def run_train(args: argparse.Namespace, *, runtime_hook=None) -> int:
         raise TrainError(f"{args.bids_dir}: no such synthetic-data configuration")
     try:
         settings = from_args(args, SYNTHETIC if synthetic else SITE)
+        if settings.scorer == PROTOCOL and not synthetic:
+            raise SettingsError("scorer protocol: it scores synthetic training (its held-out "
+                                "maps come from the synthetic-data configuration); give a site "
+                                "run MODULE:FUNCTION")
         scorer = load_scorer(settings.scorer)
         place = ddp.from_environment()
         device = resolve_device(args.device)
@@ -117,7 +122,8 @@ def _recipe_for(settings: Settings):
                       settings.batch_size, settings.max_slices_per_epoch,
                       settings.boundary_weight, settings.augment, settings.amp, settings.seed,
                       class_weight_cap=settings.class_weight_cap,
-                      compact_checkpoints=settings.compact_checkpoints)
+                      compact_checkpoints=settings.compact_checkpoints,
+                      score_every=settings.score_every)
     return recipe
 
 

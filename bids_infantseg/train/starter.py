@@ -66,7 +66,8 @@ from bids_infantseg.train.engine import (
     unit_views,
 )
 from bids_infantseg.train.evaluate import evaluate_synthetic, heldout_cases
-from bids_infantseg.train.settings import Settings, SettingsError, target_card
+from bids_infantseg.train.settings import PROTOCOL, Settings, SettingsError, target_card
+from bids_infantseg.train.validation import Protocol
 
 LOGGER = logging.getLogger("bids_infantseg.train")
 
@@ -205,7 +206,8 @@ def synthetic_recipe(settings: Settings, new_classifier: bool = False) -> Recipe
                   time_budget_s=None if settings.minutes is None else
                   60.0 * (settings.minutes - settings.eval_minutes),
                   class_weight_cap=settings.class_weight_cap,
-                  compact_checkpoints=settings.compact_checkpoints)
+                  compact_checkpoints=settings.compact_checkpoints,
+                  score_every=settings.score_every)
 
 
 def held_out_sources(config: Path) -> tuple[Source, ...]:
@@ -238,6 +240,8 @@ def train_synthetic(settings: Settings, args: argparse.Namespace, device: torch.
     source = SynthSource(mix, skull_strip=settings.skull_strip, device=str(generator_device))
     provenance = warm_start(pretrained, card) if pretrained else None
     work = Path(args.work_dir or Path(args.output_dir) / ".work") / "synthetic" / card.name
+    if settings.scorer == PROTOCOL:  # its cases are drawn once, cached beside the checkpoints
+        scorer = Protocol.from_config(config, work / "protocol")
     units = starter_units(work, card, settings.shared_views)
     recipe = synthetic_recipe(settings, new_classifier=pretrained is not None
                               and transfers(pretrained.card, card))

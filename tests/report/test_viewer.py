@@ -1,3 +1,4 @@
+import html
 import io
 import json
 import re
@@ -8,8 +9,19 @@ import pytest
 from PIL import Image
 
 from bids_infantseg.model.labels import DRAWEM9, LabelSet
-from bids_infantseg.report.colors import display_colors
-from bids_infantseg.report.viewer import MARKERS, ScanImages, class_map, legend, viewer, volume
+from bids_infantseg.report.colors import display_colors, rgb
+from bids_infantseg.report.viewer import (
+    CONVENTIONS,
+    FILL_OPACITY,
+    MARKERS,
+    VIEWS,
+    ScanImages,
+    _start,
+    class_map,
+    legend,
+    viewer,
+    volume,
+)
 from tests.report.pages import CHROMIUM, NO_CHROMIUM, probe
 
 
@@ -120,10 +132,10 @@ def test_each_view_has_its_orientation_letters_and_a_slider():
     assert MARKERS["axial"][:2] == ("L", "R")  # neurological: the subject's right on the right
 
 
-@pytest.fixture
-def viewer_page(tmp_path):
+@pytest.fixture(scope="module")
+def viewer_page(tmp_path_factory):
     t2w, dseg = _images()
-    page = tmp_path / "viewer.html"
+    page = tmp_path_factory.mktemp("viewer") / "viewer.html"
     page.write_text("<!DOCTYPE html><html><body>"
                     + viewer(ScanImages.load(t2w, dseg, DRAWEM9), DRAWEM9) + "</body></html>")
     return page
@@ -138,6 +150,12 @@ function count(canvas, rgb) {  // pixels of one colour, and how many lie left of
       n++; if ((i / 4) % canvas.width < canvas.width / 2) left++; }
   return [n, left];
 }
+function centre(canvas) {
+  const g = canvas.getContext("2d");
+  return [...g.getImageData(canvas.width >> 1, canvas.height >> 1, 1, 1).data.slice(0, 3)];
+}
+// a control the page lacks is skipped (?.), so that the checks below say what differs
+const letters = fig => [...fig.querySelectorAll(".ori")].map(e => e.textContent).join("");
 function measure() {
   const root = document.getElementById("viewer");
   if (root.dataset.ready !== "1") { setTimeout(measure, 50); return; }
@@ -146,25 +164,41 @@ function measure() {
   const hist = new Array(D.colors.length).fill(0);
   for (const k of api.labels) hist[k]++;
   const axial = api.views[0].canvas, wm = D.colors[3], hip = D.colors[9];
+  const r = {hist, width: axial.width, filled: centre(axial), wmFilled: count(axial, wm),
+             captions: api.views.map(v => v.out.textContent),
+             convention: root.querySelector(".convention")?.textContent,
+             letters: api.views.map(v => letters(v.fig))};
+  root.querySelector('input.mode[value="outline"]')?.click();
+  r.grey = centre(axial);
   const box = root.querySelector('input[data-class="3"]');
-  const before = count(axial, wm), hipBefore = count(axial, hip);
+  r.before = count(axial, wm); r.hipBefore = count(axial, hip);
   box.click();
-  const hidden = count(axial, wm), hipHidden = count(axial, hip);
+  r.hidden = count(axial, wm); r.hipHidden = count(axial, hip);
   box.click();
-  const again = count(axial, wm);
-  document.body.dataset.probe = JSON.stringify({hist, before, hidden, again, hipBefore,
-                                                hipHidden, width: axial.width});
+  r.again = count(axial, wm);
+  root.querySelector("input.radiological")?.click();
+  r.hipMirrored = count(axial, hip);
+  r.lettersMirrored = api.views.map(v => letters(v.fig));
+  r.conventionMirrored = root.querySelector(".convention")?.textContent;
+  document.body.dataset.probe = JSON.stringify(r);
 }
 measure();
 """
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM)
-def test_viewer_decodes_the_labels_and_toggles_each_label_in_chromium(viewer_page):
+@pytest.fixture(scope="module")
+def probed(viewer_page) -> dict:
+    """What ``_PROBE`` measured in Chromium, once for the tests below."""
+    if CHROMIUM is None:
+        pytest.skip(NO_CHROMIUM)
     dom = probe(viewer_page, _PROBE)
     found = re.search(r'data-probe="([^"]*)"', dom)
     assert found, dom[-2000:]
-    result = json.loads(found.group(1).replace("&quot;", '"'))
+    return json.loads(html.unescape(found.group(1)))
+
+
+def test_viewer_decodes_the_labels_and_toggles_each_label_in_chromium(probed):
+    result = probed
     t2w, dseg = _images()
     source = ScanImages.load(t2w, dseg, DRAWEM9)
     expected = np.bincount(class_map(source.label_map, DRAWEM9).ravel(), minlength=10)
@@ -175,3 +209,49 @@ def test_viewer_decodes_the_labels_and_toggles_each_label_in_chromium(viewer_pag
     assert result["hipBefore"] == result["hipHidden"] and result["hipBefore"][0] > 0
     # the structure at low x (the subject's left) is drawn left of the middle, under "L"
     assert result["hipBefore"][1] == result["hipBefore"][0]
+
+
+def test_labels_start_filled_at_40_percent_and_outlines_are_a_toggle(probed, viewer_page):
+    result = probed
+    grey, filled = np.array(result["grey"]), np.array(result["filled"])
+    assert len(set(result["grey"])) == 1  # outlined: the middle of the white matter is T2w
+    wm = np.array(rgb(display_colors(DRAWEM9)[3]))
+    assert np.abs(filled - (FILL_OPACITY * wm + (1 - FILL_OPACITY) * grey)).max() <= 2
+    assert result["wmFilled"][0] == 0  # no opaque outline while filled
+    assert 'value="fill" checked' in viewer_page.read_text()
+
+
+def test_neurological_by_default_stated_and_radiological_mirrors_left_and_right(probed):
+    result = probed
+    assert result["convention"] == CONVENTIONS["neurological"]
+    assert result["letters"] == ["LRAP", "LRSI", "PASI"]
+    # radiological: the left-sided structure moves right of the middle, L and R change places
+    assert result["hipMirrored"] == [result["hipBefore"][0], 0]
+    assert result["lettersMirrored"] == ["RLAP", "RLSI", "PASI"]
+    assert result["conventionMirrored"] == CONVENTIONS["radiological"]
+
+
+def test_each_caption_shows_one_slice_number_the_files_own(probed):
+    result = probed
+    t2w, dseg = _images()
+    source = ScanImages.load(t2w, dseg, DRAWEM9)
+    starts = [_start(source, axes[0], 1) for axes in VIEWS.values()]
+    assert result["captions"] == [f"slice {source.origin[axes[0]] + start}"
+                                  for axes, start in zip(VIEWS.values(), starts, strict=True)]
+
+
+def test_slice_numbers_follow_the_files_axis_order():
+    t2w, dseg = _images()
+    flip = np.diag([-1.0, 1.0, 1.0, 1.0])  # the file's first axis runs right to left
+    flip[0, 3] = t2w.shape[0] - 1
+    las = nib.Nifti1Image(np.asanyarray(dseg.dataobj)[::-1], dseg.affine @ flip)
+    ras_source = ScanImages.load(t2w, dseg, DRAWEM9)
+    source = ScanImages.load(nib.Nifti1Image(np.asanyarray(t2w.dataobj)[::-1], las.affine),
+                             las, DRAWEM9)
+    assert ras_source.file_slices == tuple((o, 1) for o in ras_source.origin)
+    first_x = source.origin[0]  # the crop's first RAS x is file index (n - 1 - x)
+    assert source.file_slices[0] == (dseg.shape[0] - 1 - first_x, -1)
+    assert source.file_slices[1:] == ras_source.file_slices[1:]
+    sagittal = re.search(r'data-view="sagittal" data-first="(-?\d+)" data-step="(-?\d+)"',
+                         viewer(source, DRAWEM9))
+    assert sagittal.groups() == (str(dseg.shape[0] - 1 - first_x), "-1")

@@ -134,3 +134,15 @@ def test_the_label_set_option_is_the_synthetic_models_labels(tmp_path):
     with pytest.raises(SettingsError, match="label_set applies only to synthetic"):
         from_args(parse_args(["bids", "out", "train", "--labels", "L", "--label-set", "aseg"]),
                   SITE)
+
+
+def test_the_protocol_scores_synthetic_training_only(tmp_path, capsys):
+    from bids_infantseg.cli import main
+    from bids_infantseg.train.settings import PROTOCOL, load_scorer
+
+    assert load_scorer(PROTOCOL) is None  # built by the synthetic trainer, which has the config
+    bids = tmp_path / "bids"
+    bids.mkdir()
+    assert main([str(bids), str(tmp_path / "out"), "train", "--labels", str(tmp_path),
+                 "--scorer", "protocol"]) == 2
+    assert "scorer protocol: it scores synthetic training" in capsys.readouterr().err

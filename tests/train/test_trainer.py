@@ -84,6 +84,20 @@ def test_the_best_scored_checkpoint_ships_and_every_score_is_kept(tmp_path):
     assert (tmp_path / "axial" / BEST_FILE).is_file()
 
 
+def test_score_every_scores_some_checkpoints_and_always_the_last(tmp_path):
+    card = tiny_card(("axial",))
+    scored = []
+
+    def scorer(model):
+        scored.append(len(scored))
+        return float(len(scored)), None
+
+    runtime = Runtime(progress=False, scorer=scorer)
+    result = trainer(tmp_path, card, recipe(5, score_every=2), runtime).run()
+    assert [h["epoch"] for h in result.history if "score" in h] == [2, 4, 5]
+    assert result.best_epoch == 5 and len(scored) == 3
+
+
 def test_without_a_scorer_the_last_epoch_ships(tmp_path):
     card = tiny_card(("axial",))
     net = initial_net(card, None, "axial", 0)
