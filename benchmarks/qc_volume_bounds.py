@@ -38,7 +38,7 @@ and their ventricles are enlarged (spina bifida), so they would set a wrong tren
 (-10..52 postnatal weeks; ``qc.py`` history), which rest on many more brains; below and above
 them the nearest range is scaled by the fitted tissue curve's growth.
 
-Not bounded: ``CSF`` and ``BG`` (non-brain head tissue). The asegs are brain-only maps (label
+Not bounded: ``CSF`` and ``Bkg`` (non-brain head tissue). The asegs are brain-only maps (label
 24 is a few mL), the fetal atlases' extra-axial CSF is a pathology (collapsed before the
 repair: 4 mL at 25 weeks not operated, 24 mL operated), and both volumes depend mostly on the
 field of view and skull-stripping of the scan (a skull-stripped template has almost none).
@@ -122,7 +122,7 @@ def fetal_points(root: Path) -> pd.DataFrame:
 
 def _volumes(drawem: np.ndarray, zooms: np.ndarray) -> dict[str, float]:
     counts = np.bincount(drawem.ravel(), minlength=len(ABBR)) * zooms.prod() / 1000
-    row = {a: float(c) for a, c in zip(ABBR, counts, strict=True) if a not in ("UNK", "BG")}
+    row = {a: float(c) for a, c in zip(ABBR, counts, strict=True) if a not in ("UNK", "Bkg")}
     row["brain"] = sum(row[a] for a in TISSUE)
     return row
 

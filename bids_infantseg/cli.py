@@ -154,10 +154,13 @@ def build_parser() -> LevelParser:
                      help="when another run holds this run's work folder (same -w and "
                           "selection of participants), wait for it instead of exiting with "
                           "status 2")
-    prun.add_argument("--strict", action="store_true",
-                     help="inputs no infant scan can be (voxel sizes, field of view, head "
-                          "size, an age outside -20..150 weeks) are errors: exit 2, nothing "
-                          "run (default: a warning line each)")
+    strict = parser.level_group("checking", ("participant", "group"))
+    strict.add_argument("--strict", action="store_true",
+                        help="participant: inputs no infant scan can be (voxel sizes, field "
+                             "of view, head size, an age outside -20..150 weeks) are errors: "
+                             "exit 2, nothing run (default: a warning line each); group: exit "
+                             "1 when a scan's outputs are missing, unusable or partial, or a "
+                             "participant has none (the rest is still summarised)")
 
     lab = parser.level_group("label set", ("participant", "train"))
     lab.add_argument("--label-set", dest="label_set", choices=tuple(BUILTIN),

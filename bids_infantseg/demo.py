@@ -27,6 +27,7 @@ import nibabel as nib
 import numpy as np
 
 from bids_infantseg import __version__, synth
+from bids_infantseg.errors import InfantsegError
 from bids_infantseg.files import atomic_write
 from bids_infantseg.model.card import bundled_model_names, bundled_models_dir, read_card
 from bids_infantseg.model.labels import DRAWEM9
@@ -39,7 +40,7 @@ CREDIT = ("DCAN Labs, University of Minnesota: BIBSnet template_input_asegs (Hen
           "release (Feczko et al., Sci Data 2025; OpenNeuro ds005450, CC0)")
 
 
-class DemoError(ValueError):
+class DemoError(InfantsegError, ValueError):
     """A demo that cannot be written where asked; the message names the path."""
 
 

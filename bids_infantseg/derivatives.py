@@ -277,7 +277,8 @@ def volumes_sidecar(*, labels: str, entity_columns: Iterable[str] = ()) -> dict[
         "index": {"Description": f"label index in the segmentation (desc-{labels}_dseg.tsv)"},
         "name": {"Description": "label name"},
         "voxels": {"Description": "number of voxels with this label on the native grid"},
-        "volume_mm3": {"Description": "voxels times the native voxel volume "
+        "volume_mm3": {"Description": "voxels times the native voxel volume, at full double "
+                                      "precision (the reports and the QC table round it) "
                                       "(BEP011 draft: volume-mm3)", "Units": "mm^3"},
     }
     return {

@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from bids_infantseg.ages import WEEKS_PER_MONTH, AgeLookup, read_tsv
@@ -30,6 +31,7 @@ from bids_infantseg.errors import InfantsegError
 from bids_infantseg.model.labels import BUILTIN, LabelSet, read_dseg_tsv
 from bids_infantseg.qc import (
     BOUNDS_SOURCE,
+    FIRST_YEAR_WEEKS,
     age_dependent,
     structure_checks,
     structures_skipped,
@@ -59,14 +61,16 @@ class Collected:
 
 
 def run_group(args: argparse.Namespace) -> int:
-    """Write ``OUTPUT_DIR/group``; missing or partial outputs are logged and listed in the
-    report, not fatal (a study is analysed while stragglers are rerun)."""
+    """Write ``OUTPUT_DIR/group``; missing, unusable or partial outputs are logged and listed
+    in the report, not fatal (a study is analysed while stragglers are rerun): 0, or 1 with
+    ``--strict`` when anything was listed."""
     out, raw = args.output_dir.resolve(), args.bids_dir.resolve()
     label_tables = sorted(out.glob("desc-*_dseg.tsv"))
     if not label_tables:
         raise GroupError(f"{out} holds no bids_infantseg outputs (no desc-*_dseg.tsv); "
                          "run the participant level first")
     write_bidsignore(out)  # folders written by older versions may lack the group entry
+    listed = 0
     for table in label_tables:
         collected = collect(out, raw, _label_set(table))
         if skipped := structures_skipped(collected.labels):
@@ -74,15 +78,26 @@ def run_group(args: argparse.Namespace) -> int:
         write_group(out, collected)
         for who, why in collected.problems:
             LOGGER.warning("%s: %s", who, why)
-        LOGGER.info("group: %d scan(s) of %s summarised in %s", len(collected.scans),
-                    collected.labels.name, out / "group")
+        listed += len(collected.problems)
+        LOGGER.info("group: %d scan(s) of %s summarised in %s%s", len(collected.scans),
+                    collected.labels.name, out / "group",
+                    f"; {len(collected.problems)} missing, unusable or partial listed"
+                    if collected.problems else "")
+    if listed and getattr(args, "strict", False):
+        LOGGER.error("--strict: %d scan(s) or participant(s) missing, unusable or partial "
+                     "(listed above and in the group report)", listed)
+        return 1
     return 0
 
 
 def _label_set(path: Path) -> LabelSet:
     """The built-in set of that name (it knows its non-brain labels), else the table's."""
     name = path.name.removeprefix("desc-").removesuffix("_dseg.tsv")
-    return BUILTIN.get(name) or read_dseg_tsv(path, name)
+    try:
+        return BUILTIN.get(name) or read_dseg_tsv(path, name)
+    except (OSError, ValueError, KeyError) as exc:
+        why = _first_line(exc).removeprefix(f"{path}: ")
+        raise GroupError(f"{path}: unusable label table ({why})") from exc
 
 
 def _sex(value: str | None) -> str | None:
@@ -105,7 +120,7 @@ def collect(out: Path, raw: Path, labels: LabelSet) -> Collected:
             stems.setdefault(match.group(1), path.parent)
     lookup = AgeLookup(raw)
     for stem, anat in sorted(stems.items()):
-        scan, missing = _read_scan(out, anat, stem, name, lookup)
+        scan, missing = _read_scan(out, anat, stem, name, labels, lookup)
         if scan is None:
             found.problems.append((stem, "incomplete: " + ", ".join(missing)))
             continue
@@ -120,9 +135,10 @@ def collect(out: Path, raw: Path, labels: LabelSet) -> Collected:
     return found
 
 
-def _read_scan(out: Path, anat: Path, stem: str, name: str,
+def _read_scan(out: Path, anat: Path, stem: str, name: str, labels: LabelSet,
                lookup: AgeLookup) -> tuple[dict | None, list[str]]:
-    """A scan's volumes, age, sex and QC, or None with what is missing."""
+    """A scan's volumes, age, sex and QC, or None with what is missing or unusable (a
+    table that is empty, garbage or lacks labels is as good as missing, never volume 0)."""
     dseg = anat / f"{stem}_space-T2w_desc-{name}_dseg.nii.gz"
     files = {"label map": dseg, "label map sidecar": dseg.with_name(dseg.name[:-7] + ".json"),
              "volume table": anat / f"{stem}_desc-{name}_volumes.tsv",
@@ -133,11 +149,18 @@ def _read_scan(out: Path, anat: Path, stem: str, name: str,
     missing = [k for k, p in files.items() if not p.is_file()]
     if not (out / report).is_file():
         missing.append("HTML report")
-    if {"label map", "label map sidecar", "volume table"} & set(missing):
+    readers = {"label map sidecar": _read_json, "QC sidecar": _read_json,
+               "volume table": lambda path: read_volume_table(path, labels, f"sub-{subject}")}
+    read = {}
+    for what, reader in readers.items():
+        if what not in missing:
+            try:
+                read[what] = reader(files[what])
+            except UnusableTable as exc:
+                missing.append(f"{what} unusable ({files[what].name}: {exc})")
+    if "label map" in missing or not {"label map sidecar", "volume table"} <= set(read):
         return None, missing
-    sidecar = json.loads(files["label map sidecar"].read_text())
-    volumes = pd.read_csv(files["volume table"], sep="\t", dtype={c: str for c in ID_COLUMNS},
-                          keep_default_na=False)
+    sidecar, volumes = read["label map sidecar"], read["volume table"]
     first = volumes.iloc[0]
     entities = {c: str(first[c]) for c in volumes.columns[:list(volumes.columns).index("index")]}
     session = entities.get("session_id") or None
@@ -146,12 +169,73 @@ def _read_scan(out: Path, anat: Path, stem: str, name: str,
     age_weeks, age_source = _age(sidecar, lookup, subject,
                                  session.removeprefix("ses-") if session else None)
     participant = lookup.participant(subject) or {}
-    qc = (json.loads(files["QC sidecar"].read_text()).get("QC", {})
-          if files["QC sidecar"].is_file() else None)
+    qc = read["QC sidecar"].get("QC", {}) if "QC sidecar" in read else None
     return {**entities, "age_weeks": age_weeks, "age_source": age_source,
             "sex": _sex(participant.get("sex")), "volumes": volumes, "qc": qc,
             "model": sidecar.get("Model", {}),
             "report": report.as_posix() if (out / report).is_file() else None}, missing
+
+
+class UnusableTable(ValueError):
+    """A participant-level file the group level cannot use; the message says why."""
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        content = json.loads(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise UnusableTable(f"not a JSON file ({_first_line(exc)})") from exc
+    if not isinstance(content, dict):
+        raise UnusableTable("not a JSON object")
+    return content
+
+
+def _first_line(exc: Exception) -> str:
+    return (getattr(exc, "strerror", None) or str(exc) or type(exc).__name__).splitlines()[0]
+
+
+def read_volume_table(path: Path, labels: LabelSet, participant: str) -> pd.DataFrame:
+    """A scan's volume table, checked: ids before ``index``, one row per label of the set,
+    each volume a number >= 0, all rows of ``participant``; else :class:`UnusableTable`
+    saying what is wrong (a table cut to a few rows is not read as zero volumes)."""
+    try:
+        table = pd.read_csv(path, sep="\t", dtype={c: str for c in ID_COLUMNS},
+                            keep_default_na=False)
+    except pd.errors.EmptyDataError as exc:
+        raise UnusableTable("empty file") from exc
+    except (OSError, ValueError) as exc:  # ParserError and UnicodeDecodeError among them
+        raise UnusableTable(f"not a TSV table ({_first_line(exc)})") from exc
+    absent = [c for c in ("participant_id", "index", "volume_mm3") if c not in table.columns]
+    if absent or list(table.columns).index("participant_id") > \
+            list(table.columns).index("index"):
+        raise UnusableTable(f"not a volume table (no {', '.join(absent)} column)" if absent
+                            else "not a volume table (participant_id after index)")
+    index = pd.to_numeric(table["index"], errors="coerce")
+    volume = pd.to_numeric(table["volume_mm3"], errors="coerce")
+    bad = index.isna() | (index % 1 != 0) | ~np.isfinite(volume) | (volume < 0)
+    if bad.any():
+        row = table[bad].iloc[0]
+        raise UnusableTable(f"line {int(bad.to_numpy().argmax()) + 2}: index {row['index']}, "
+                            f"volume_mm3 {row['volume_mm3']} (a label index and a volume "
+                            ">= 0 expected)")
+    expected = [lab.index for lab in labels.labels]
+    repeated = sorted(int(i) for i in index[index.duplicated()].unique())
+    lacking = sorted(set(expected) - set(index.astype(int)))
+    foreign = sorted(set(index.astype(int)) - set(expected))
+    if lacking or foreign or repeated:
+        why = [f"no row for label(s) {_numbers(lacking)}" if lacking else "",
+               f"label(s) {_numbers(foreign)} not in {labels.name}" if foreign else "",
+               f"label(s) {_numbers(repeated)} repeated" if repeated else ""]
+        raise UnusableTable(f"{len(table)} row(s) for the {len(expected)} labels of "
+                            f"{labels.name}: " + "; ".join(w for w in why if w))
+    others = sorted(set(table["participant_id"]) - {participant})
+    if others:
+        raise UnusableTable(f"rows of {', '.join(others)}, not {participant}")
+    return table.assign(index=index.astype(int), volume_mm3=volume.astype(float))
+
+
+def _numbers(values: list[int]) -> str:
+    return ", ".join(str(v) for v in values[:10]) + (", ..." if len(values) > 10 else "")
 
 
 def _age(sidecar: dict, lookup: AgeLookup, subject: str,
@@ -284,10 +368,12 @@ QC_COLUMNS = {
                   "Units": "weeks"},
     "brain_volume_ml": {"Description": "brain tissue volume", "Units": "mL"},
     "intracranial_volume_ml": {"Description": "all brain labels, fluid included", "Units": "mL"},
-    "brain_volume_status": {"Description": "brain volume against age-appropriate bounds",
+    "brain_volume_status": {"Description": "brain volume against age-appropriate bounds; "
+                                           "without an age, against the whole first year's "
+                                           f"({FIRST_YEAR_WEEKS[0]:g}-{FIRST_YEAR_WEEKS[1]:g} "
+                                           "weeks), with an 'age' flag",
                             "Levels": {"ok": "inside", "below": "below the lower bound",
-                                       "above": "above the upper bound",
-                                       "no age": "no age known: not checked"},
+                                       "above": "above the upper bound"},
                             "Bounds": BOUNDS_SOURCE},
     "view_dice_mean": {"Description": "mean Dice between the views' argmax, brain labels"},
     "mc_samples": {"Description": "MC-dropout samples (0: uncertainty not measured)"},

@@ -194,6 +194,40 @@ def brain_volume_bounds(age_weeks: float | None) -> Bounds | None:
     return volume_bounds(BRAIN, age_weeks)
 
 
+FIRST_YEAR_WEEKS = (0.0, round(12 * WEEKS_PER_MONTH, 1))
+"""The ages a scan without an age is checked against: the app's range, term to 12 months."""
+
+
+def first_year_bounds(label: str) -> Bounds | None:
+    """Bounds of ``label`` over the whole first year (the lowest lower bound to the highest
+    upper bound from term to 12 months); None for a label without bounds. Why: a scan
+    without an age still gets its volumes checked, wide enough for any first-year infant, so
+    a failed segmentation (a brain of 50 mL or 3 L) is caught; a preterm or older infant needs
+    its age."""
+    rows = bounds_rows(label)
+    if rows.empty:
+        return None
+    low, high = FIRST_YEAR_WEEKS
+    weeks = rows["age_weeks"].to_numpy()
+    ages = np.concatenate([[low, high], weeks[(weeks > low) & (weeks < high)]])
+    return Bounds(float(np.interp(ages, weeks, rows["low_ml"]).min()),
+                  float(np.interp(ages, weeks, rows["high_ml"]).max()), False)
+
+
+def _checked_bounds(label: str, age_weeks: float | None) -> Bounds | None:
+    """The bounds a volume is checked against: at its age, else over the first year."""
+    known = age_weeks is not None and np.isfinite(age_weeks)
+    return volume_bounds(label, age_weeks) if known else first_year_bounds(label)
+
+
+def bounds_for_age(age_weeks: float | None) -> str:
+    """What the checks' bounds are for, in words (the QC record and the flags say it)."""
+    if age_weeks is not None and np.isfinite(age_weeks):
+        return f"at {age_weeks:.1f} weeks"
+    low, high = FIRST_YEAR_WEEKS
+    return f"in the whole first year ({low:g}-{high:g} weeks; no age known)"
+
+
 def tissue_indices(labels: LabelSet) -> tuple[int, ...]:
     """Brain labels that are tissue, not fluid: those of DrawEM9's tissue structures (not
     CSF or ventricles, nor its non-brain tissue) through :func:`drawem9_structures`; for a
@@ -300,10 +334,18 @@ def uncertainty(entropy: np.ndarray, grid_classes: np.ndarray, sample_counts: np
     return out
 
 
+TABLE_DECIMALS = {"volume_mm3": 3, "largest_component_fraction": 4, "view_dice": 4,
+                  "mc_entropy": 4, "mc_volume_cv": 4}
+"""Decimals of the QC table's numbers: what the checks can tell apart (a volume to 0.001 mm^3,
+below any voxel; a share or Dice to 0.0001), not a float's 17 digits. The volume table keeps
+full precision; this table is read by people."""
+
+
 def label_table(volumes: pd.DataFrame, labels: LabelSet, *, agreement: dict[int, float],
                 pieces: dict[int, tuple[int, float]],
                 uncertain: dict[int, tuple[float, float]] | None) -> pd.DataFrame:
-    """One row per label: volume and every per-label metric (NaN where not measured)."""
+    """One row per label: volume and every per-label metric (NaN where not measured),
+    rounded to ``TABLE_DECIMALS``."""
     rows = []
     for lab in labels.labels:
         volume = volumes.loc[volumes["index"] == lab.index, "volume_mm3"]
@@ -314,21 +356,24 @@ def label_table(volumes: pd.DataFrame, labels: LabelSet, *, agreement: dict[int,
                      "largest_component_fraction": pieces[lab.index][1],
                      "view_dice": agreement.get(lab.index, float("nan")),
                      "mc_entropy": entropy, "mc_volume_cv": cv})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows).round(TABLE_DECIMALS)
 
 
 def volume_check(brain_ml: float, age_weeks: float | None) -> tuple[str, dict[str, str]]:
-    """Status (ok, below, above, no age) of a brain tissue volume at an age, with flags."""
-    bounds = brain_volume_bounds(age_weeks)
+    """Status (ok, below, above) of a brain tissue volume at an age, with flags; without an
+    age, against the whole first year (:func:`first_year_bounds`), flagged as such."""
+    bounds = _checked_bounds(BRAIN, age_weeks)
     flags = {}
-    if bounds is None:
-        return "no age", {"age": "no age: brain volume not checked (bounds depend on age)"}
+    if age_weeks is None or not np.isfinite(age_weeks):
+        low, high = FIRST_YEAR_WEEKS
+        flags["age"] = (f"no age: volumes checked against the whole first year ({low:g}-"
+                        f"{high:g} weeks), not the scan's age")
     status = ("below" if brain_ml < bounds.lower_ml else
               "above" if brain_ml > bounds.upper_ml else "ok")
     if status != "ok":
         flags["brain_volume"] = (f"brain volume {brain_ml:.0f} mL is {status} the plausible "
-                                 f"range {bounds.lower_ml:.0f}-{bounds.upper_ml:.0f} mL at "
-                                 f"{age_weeks:.1f} weeks")
+                                 f"range {bounds.lower_ml:.0f}-{bounds.upper_ml:.0f} mL "
+                                 f"{bounds_for_age(age_weeks)}")
     if bounds.extrapolated:
         flags["age"] = (f"age {age_weeks:.1f} weeks is outside the bounds' ages "
                         f"({BOUNDS_ML[0][0]:g} to {BOUNDS_ML[-1][0]:g} weeks); nearest used")
@@ -341,7 +386,7 @@ def structure_checks(volumes_ml: dict[str, float], age_weeks: float | None,
     (``volume_<DrawEM9 abbreviation>``) for each volume outside them. ``volumes_ml`` by the
     set's abbreviations; a structure's volume is the sum of its labels' (an aseg's cortical
     grey matter: Left- plus Right-Cerebral-Cortex). Nothing for a set without a known mapping
-    to DrawEM9 (:func:`structures_skipped`), or without an age."""
+    to DrawEM9 (:func:`structures_skipped`); without an age, the whole first year's bounds."""
     structures = drawem9_structures(labels)
     if structures is None:
         return {}, {}
@@ -351,12 +396,11 @@ def structure_checks(volumes_ml: dict[str, float], age_weeks: float | None,
 def _structure_checks(structure_ml: dict[str, float], age_weeks: float | None
                       ) -> tuple[dict[str, list[float]], dict[str, str]]:
     """:func:`structure_checks` of volumes already summed into DrawEM9 structures (by
-    abbreviation), for :func:`summary`, which needs those sums for the placement flags too."""
-    if age_weeks is None:
-        return {}, {}
+    abbreviation), for :func:`summary`, which needs those sums for the placement flags too.
+    Without an age, the whole first year's bounds."""
     bounds, flags = {}, {}
     for abbreviation in STRUCTURES:
-        limits = volume_bounds(abbreviation, age_weeks)
+        limits = _checked_bounds(abbreviation, age_weeks)
         volume = structure_ml.get(abbreviation)
         if limits is None or volume is None or not np.isfinite(volume):
             continue
@@ -367,7 +411,7 @@ def _structure_checks(structure_ml: dict[str, float], age_weeks: float | None
             name = DRAWEM9.labels[_position(DRAWEM9, abbreviation)].name.lower()
             flags[f"volume_{abbreviation}"] = (
                 f"{name} {volume:.1f} mL is {side} the plausible {limits.lower_ml:.1f}-"
-                f"{limits.upper_ml:.1f} mL at {age_weeks:.1f} weeks")
+                f"{limits.upper_ml:.1f} mL {bounds_for_age(age_weeks)}")
     return bounds, flags
 
 
@@ -377,10 +421,11 @@ def age_dependent(flag: str) -> bool:
 
 
 def is_drawem9(labels: LabelSet) -> bool:
-    """Whether ``labels`` are DrawEM9's (same indices and abbreviations, colours aside): the
-    structures the volume bounds are defined for."""
-    return [(lab.index, lab.abbreviation) for lab in labels.labels] == \
-        [(lab.index, lab.abbreviation) for lab in DRAWEM9.labels]
+    """Whether ``labels`` are DrawEM9's classes (same indices and names, as
+    :meth:`LabelSet.same_classes`; colours and abbreviations aside, so a card written when
+    Background was abbreviated ``BG`` still gets the structure checks): the structures the
+    volume bounds are defined for."""
+    return DRAWEM9.same_classes(labels)
 
 
 def _position(labels: LabelSet, abbreviation: str) -> int:
@@ -519,7 +564,7 @@ def summary(table: pd.DataFrame, labels: LabelSet, *, age_weeks: float | None,
     brain = table[table["index"].isin(labels.brain_indices)]
     tissue_ml = float(table.loc[table["index"].isin(tissue_indices(labels)),
                                 "volume_mm3"].sum()) / 1000
-    bounds = brain_volume_bounds(age_weeks)
+    bounds = _checked_bounds(BRAIN, age_weeks)
     status, flags = volume_check(tissue_ml, age_weeks)
     by_abbreviation = {lab.abbreviation: float(v) / 1000 for lab, v in
                        zip(labels.labels, table["volume_mm3"], strict=True)}
@@ -541,6 +586,7 @@ def summary(table: pd.DataFrame, labels: LabelSet, *, age_weeks: float | None,
         "intracranial_volume_ml": round(float(brain["volume_mm3"].sum()) / 1000, 3),
         "bounds_lower_ml": None if bounds is None else round(bounds.lower_ml, 1),
         "bounds_upper_ml": None if bounds is None else round(bounds.upper_ml, 1),
+        "bounds_for_age": bounds_for_age(age_weeks),
         "bounds_source": BOUNDS_SOURCE,
         "brain_volume_status": status,
         "structure_bounds_ml": structure_bounds,

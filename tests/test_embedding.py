@@ -115,6 +115,6 @@ def test_infantseg_wf_needs_no_bids_and_no_age(tmp_path, tiny_model_dir):
     assert result["probseg"] == 10
     assert tuple(result["dseg_shape"]) == nib.load(t2w).shape
     assert result["max_sum_error"] < 1e-3
-    assert result["flags"]["age"].startswith("no age: brain volume not checked")
+    assert result["flags"]["age"].startswith("no age: volumes checked against the whole first")
     assert "<title>bids_infantseg: baby</title>" in result["report"]
     assert "unknown" in result["report"] and "baby.nii.gz" in result["report"]

@@ -10,6 +10,8 @@ import pandas as pd
 import pytest
 
 from bids_infantseg.cli import main
+from bids_infantseg.group import UnusableTable, read_volume_table
+from bids_infantseg.model.labels import DRAWEM9
 from tests.report.pages import (
     CHROMIUM,
     NO_CHROMIUM,
@@ -105,7 +107,7 @@ def test_reports_are_self_contained(study):
     assert "sub-03: no outputs" in pages[0].read_text()
     scan_page = pages[2].read_text()  # sub-01_ses-02
     for expected in ("26.0 weeks", "sessions.tsv:age_weeks", "tiny-test 0.0.1",
-                     "Dice between views", "MC entropy", "plausible at this age"):
+                     "Dice between views", "MC entropy", "plausible brain tissue volume"):
         assert expected in scan_page
 
 
@@ -162,3 +164,94 @@ def test_an_age_missing_at_segmentation_is_read_from_the_tables(study, tmp_path)
     wide = pd.read_csv(out / "group" / "desc-drawem9_volumes.tsv", sep="\t")
     assert wide.loc[1, "age_weeks"] == pytest.approx(26)
     assert wide.loc[1, "age_source"] == "sessions.tsv:age_weeks"
+
+
+VOLUMES_01_2 = "sub-01/ses-02/anat/sub-01_ses-02_desc-drawem9_volumes.tsv"
+
+
+def _first_rows(path: Path) -> bytes:
+    return b"".join(path.read_bytes().splitlines(keepends=True)[:2])  # header and label 0
+
+
+@pytest.mark.parametrize("damage,reason", [
+    (lambda path: b"", "volume table unusable (sub-01_ses-02_desc-drawem9_volumes.tsv: "
+                       "empty file)"),
+    (lambda path: bytes(range(255, 0, -1)) * 3, "volume table unusable "
+                                                "(sub-01_ses-02_desc-drawem9_volumes.tsv: "
+                                                "not a TSV table"),
+    (_first_rows, "volume table unusable (sub-01_ses-02_desc-drawem9_volumes.tsv: 1 row(s) "
+                  "for the 10 labels of drawem9: no row for label(s) 1, 2, 3, 4, 5, 6, 7, 8, "
+                  "9)"),
+])
+def test_an_unusable_volume_table_is_listed_and_the_rest_summarised(study, tmp_path, caplog,
+                                                                    damage, reason):
+    out = tmp_path / "out"
+    shutil.copytree(study["together"], out, ignore=shutil.ignore_patterns("group"))
+    table = out / VOLUMES_01_2
+    table.write_bytes(damage(table))
+    assert group(study["bids"], out) == 0
+    wide = pd.read_csv(out / "group" / "desc-drawem9_volumes.tsv", sep="\t",
+                       keep_default_na=False)
+    assert list(zip(wide["participant_id"], wide["session_id"], strict=True)) == [
+        ("sub-01", "ses-01"), ("sub-02", "n/a"), ("sub-02", "n/a")]  # never a volume of 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(w.startswith(f"sub-01_ses-02: incomplete: {reason}") for w in warnings), warnings
+    page = (out / "group" / "desc-drawem9_report.html").read_text()
+    assert f"sub-01_ses-02: incomplete: {reason}" in page
+    assert main([str(study["bids"]), str(out), "group", "--strict"]) == 1
+
+
+def test_strict_group_level_exits_0_when_nothing_is_missing(study, tmp_path):
+    bids = tmp_path / "bids"
+    shutil.copytree(study["bids"], bids, ignore=shutil.ignore_patterns("*.nii.gz"))
+    participants = pd.read_csv(bids / "participants.tsv", sep="\t", dtype=str)
+    participants[participants["participant_id"] != "sub-03"].to_csv(
+        bids / "participants.tsv", sep="\t", index=False)  # sub-03 has no scan at all
+    out = tmp_path / "out"
+    shutil.copytree(study["together"], out, ignore=shutil.ignore_patterns("group"))
+    assert main([str(bids), str(out), "group", "--strict"]) == 0
+    (out / "sub-02/figures/sub-02_run-1_report.html").unlink()  # partial: counted, listed
+    assert main([str(bids), str(out), "group", "--strict"]) == 1
+    assert len(pd.read_csv(out / "group" / "desc-drawem9_volumes.tsv", sep="\t")) == 4
+
+
+def test_an_unreadable_sidecar_leaves_the_scan_out_or_partial(study, tmp_path, caplog):
+    out = tmp_path / "out"
+    shutil.copytree(study["together"], out, ignore=shutil.ignore_patterns("group"))
+    (out / "sub-01/ses-02/anat/sub-01_ses-02_space-T2w_desc-drawem9_dseg.json").write_text("{")
+    (out / "sub-02/anat/sub-02_run-1_desc-drawem9_qc.json").write_text("[]")
+    assert group(study["bids"], out) == 0
+    qc = pd.read_csv(out / "group" / "desc-drawem9_qc.tsv", sep="\t")
+    assert len(qc) == 3
+    assert qc["flags"].str.contains("no QC table from the participant level").sum() == 1
+    warnings = " ".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    assert ("sub-01_ses-02: incomplete: label map sidecar unusable "
+            "(sub-01_ses-02_space-T2w_desc-drawem9_dseg.json: not a JSON file (") in warnings
+    assert ("sub-02_run-1: partial: QC sidecar unusable (sub-02_run-1_desc-drawem9_qc.json: "
+            "not a JSON object)") in warnings
+
+
+VALID = ("participant_id\tsession_id\tindex\tname\tvoxels\tvolume_mm3\n"
+         + "".join(f"sub-01\tn/a\t{i}\tx\t1\t{i}.5\n" for i in range(10)))
+
+
+@pytest.mark.parametrize("change,reason", [
+    (lambda t: t.replace("\t3.5\n", "\tn/a\n"), "line 5: index 3, volume_mm3 n/a (a label index "
+                                                         "and a volume >= 0 expected)"),
+    (lambda t: t.replace("\t3.5\n", "\t-3.5\n"), "line 5: index 3, volume_mm3 -3.5 (a label "
+                                                          "index and a volume >= 0 expected)"),
+    (lambda t: t.replace("\t9\tx", "\t8\tx"), "10 row(s) for the 10 labels of drawem9: no row "
+                                             "for label(s) 9; label(s) 8 repeated"),
+    (lambda t: t + "sub-01\tn/a\t12\tx\t1\t1\n", "11 row(s) for the 10 labels of drawem9: "
+                                                "label(s) 12 not in drawem9"),
+    (lambda t: t.replace("sub-01", "sub-02"), "rows of sub-02, not sub-01"),
+    (lambda t: t.replace("volume_mm3", "volume"), "not a volume table (no volume_mm3 column)"),
+])
+def test_volume_table_checks_say_what_is_wrong(tmp_path, change, reason):
+    path = tmp_path / "v.tsv"
+    path.write_text(VALID)
+    assert read_volume_table(path, DRAWEM9, "sub-01")["volume_mm3"].sum() == 50
+    path.write_text(change(VALID))
+    with pytest.raises(UnusableTable) as raised:
+        read_volume_table(path, DRAWEM9, "sub-01")
+    assert str(raised.value) == reason

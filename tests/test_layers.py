@@ -20,7 +20,8 @@ CONFINED = {
                "resources.py"},
     "templateflow": {"templates.py"},
     "SimpleITK": {"pose.py"},
-    "torch": {"model/", "train/", "inference.py", "conform.py", "interfaces.py"},
+    "torch": {"model/", "train/", "inference.py", "conform.py", "interfaces.py",
+              "synth/"},  # the synthetic generator's engine (synth/fields.py)
     "safetensors": {"model/card.py", "train/"},
 }
 

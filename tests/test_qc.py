@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -30,8 +31,7 @@ def test_bounds_depend_on_age_and_accept_a_normal_neonate():
     assert status == "ok" and not flags  # FastSurfer's adult 0.70 L threshold would reject it
     status, flags = qc.volume_check(450, 50)
     assert status == "below" and "brain_volume" in flags
-    assert qc.brain_volume_bounds(None) is None
-    assert qc.volume_check(450, None)[0] == "no age"
+    assert qc.brain_volume_bounds(None) is None  # never an adult default
     assert qc.brain_volume_bounds(53).extrapolated is False  # 12 months in weeks is 52.1
     # the table reaches the ages the participant level accepts (-20..150 weeks)
     assert qc.brain_volume_bounds(-20).extrapolated is False
@@ -83,7 +83,7 @@ def test_structure_bounds_accept_real_infants_and_flag_what_is_missing_or_swolle
     assert "above" in flags["volume_Hip"]
     # the 12-month brain at 1 month: several structures too large for the age
     assert "volume_Cbm" in qc.structure_checks(ASEG_12MO, 4.3, DRAWEM9)[1]
-    assert qc.structure_checks(ASEG_1MO, None, DRAWEM9) == ({}, {})  # no age, no bounds
+    assert qc.structure_checks(ASEG_1MO, None, DRAWEM9)[1] == {}  # no age: the first year's
     assert qc.age_dependent("volume_Cbm") and not qc.age_dependent("misplaced_Cbm")
 
 
@@ -264,8 +264,9 @@ def test_brainstem_above_the_thalami_and_hippocampus_in_the_parietal_lobe_are_ou
 def test_nothing_is_placed_without_deep_grey_matter_or_in_another_label_set():
     brain = _brain()
     assert qc.misplaced(np.where(brain == 7, 3, brain), _affine(), DRAWEM9) == {}
-    other = dataclasses.replace(DRAWEM9, labels=tuple(
-        dataclasses.replace(lab, abbreviation=f"x{lab.index}") for lab in DRAWEM9.labels))
+    other = dataclasses.replace(DRAWEM9, labels=tuple(  # not DrawEM9's classes: other names
+        dataclasses.replace(lab, name=f"x{lab.index}", abbreviation=f"x{lab.index}")
+        for lab in DRAWEM9.labels))
     assert qc.misplaced(brain, _affine(), other) == {}
     assert qc.structure_checks(ASEG_1MO, 4.3, other) == ({}, {})
 
@@ -469,3 +470,64 @@ def test_the_log_says_each_scans_qc_in_one_line(finished_study):
         lines = [line for line in run.log.splitlines() if f"{stem}: QC" in line]
         assert len(lines) == 1, run.log
         assert lines[0].endswith(f"{stem}: {qc.summary_line(flags)}")
+
+
+@pytest.mark.parametrize("background", ["BG", "NonBrain"])
+def test_drawem9_classes_get_drawem9_qc_whatever_their_abbreviations(background):
+    """A card written when Background was "BG" (or a site's abbreviations) has DrawEM9's
+    classes (``LabelSet.same_classes``: indices and names) and keeps its structure checks."""
+    older = dataclasses.replace(DRAWEM9, labels=tuple(
+        dataclasses.replace(lab, abbreviation=background) if lab.index == 4 else lab
+        for lab in DRAWEM9.labels))
+    assert qc.is_drawem9(older) and qc.structures_skipped(older) is None
+    assert qc.drawem9_structures(older).identity
+    bounds, flags = qc.structure_checks(ASEG_12MO | {"Cbm": 0.0, background: 300.0}, 52.1,
+                                        older)
+    assert set(flags) == {"volume_Cbm"} and "Cbm" in bounds
+
+
+def test_without_an_age_volumes_are_checked_against_the_whole_first_year():
+    """No age used to skip every size check: a 50 mL "brain" passed. Now the first year's
+    widest bounds (term's lowest to 12 months' highest) apply, and the record says so."""
+    year = qc.first_year_bounds("brain")
+    assert year.lower_ml == pytest.approx(qc.brain_volume_bounds(0).lower_ml)
+    assert year.upper_ml == pytest.approx(qc.brain_volume_bounds(52.1).upper_ml, abs=1)
+    for brain_ml, status in ((450, "ok"), (950, "ok"), (50, "below"), (3000, "above")):
+        found, flags = qc.volume_check(brain_ml, None)
+        assert found == status
+        assert flags["age"] == ("no age: volumes checked against the whole first year "
+                                "(0-52.1 weeks), not the scan's age")
+        assert ("brain_volume" in flags) == (status != "ok")
+    assert qc.volume_check(50, None)[1]["brain_volume"].endswith(
+        "mL in the whole first year (0-52.1 weeks; no age known)")
+    for volumes in (ASEG_1MO, ASEG_12MO):  # real infants pass at any first-year age
+        bounds, flags = qc.structure_checks(volumes, None, DRAWEM9)
+        assert flags == {} and set(bounds) == set(qc.STRUCTURES)
+    flags = qc.structure_checks(ASEG_12MO | {"Cbm": 0.0}, None, DRAWEM9)[1]
+    assert list(flags) == ["volume_Cbm"] and "no age known" in flags["volume_Cbm"]
+    table = pd.DataFrame({"index": [lab.index for lab in DRAWEM9.labels],
+                          "volume_mm3": [1000.0] * len(DRAWEM9), "view_dice": 0.9,
+                          "mc_entropy": float("nan")})
+    record = qc.summary(table, DRAWEM9, age_weeks=None, view_pairs={}, mc_samples=0)
+    assert record["bounds_for_age"] == "in the whole first year (0-52.1 weeks; no age known)"
+    assert record["brain_volume_status"] == "below" and record["bounds_lower_ml"] is not None
+
+
+def test_the_qc_table_rounds_its_numbers_and_the_volume_table_keeps_full_precision():
+    """Volumes once showed 17 digits (180461.95287119987) in the QC table people read; the
+    volume table keeps voxels x voxel volume exactly, as its sidecar says."""
+    affine = np.diag([0.7, 0.7, 0.9, 1.0])
+    label_map = np.zeros((20, 20, 20), np.int16)
+    label_map[3:17, 2:15, 4:18] = 2
+    label_map[8:12, 8:12, 8:12] = 3
+    volumes = label_volumes(label_map, affine, DRAWEM9)
+    voxel = abs(np.linalg.det(affine[:3, :3]))
+    assert list(volumes["volume_mm3"]) == [n * voxel for n in volumes["voxels"]]
+    assert any(len(repr(v).split(".")[1]) > 3 for v in volumes["volume_mm3"])  # 17 digits
+    table = qc.label_table(volumes, DRAWEM9, agreement={2: 1 / 3, 3: 2 / 3},
+                           pieces=qc.components(label_map, DRAWEM9), uncertain=None)
+    text = table.to_csv(sep="\t", index=False, na_rep="n/a")
+    assert re.search(r"\d\.\d{5,}", text) is None, text
+    row = table.set_index("index").loc[2]
+    assert row["view_dice"] == 0.3333
+    assert row["volume_mm3"] == round(float(volumes.loc[2, "volume_mm3"]), 3)

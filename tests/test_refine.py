@@ -17,7 +17,7 @@ from bids_infantseg.refine import (
     resolve_options,
 )
 
-UNK, CSF, CGM, WM, BG, VEN, CBM, DGM, BS, HIP = range(10)  # DrawEM9 class numbers
+UNK, CSF, CGM, WM, BKG, VEN, CBM, DGM, BS, HIP = range(10)  # DrawEM9 class numbers
 
 
 def test_drawem9_is_not_lateralised():
@@ -144,7 +144,7 @@ def test_label_sets_without_csf_or_ventricles_are_refused():
         fluid_classes(labels)
     classes = fluid_classes(DRAWEM9)
     assert (classes.csf, classes.ventricles, classes.cortex) == (CSF, VEN, CGM)
-    assert classes.outside == (UNK, BG)
+    assert classes.outside == (UNK, BKG)
     assert set(classes.deep) == {WM, VEN, DGM, HIP}
 
 
@@ -169,7 +169,7 @@ def _two_tissues(seed: int = 0):
 
 def test_em_decides_by_intensity_where_the_network_is_unsure():
     image, probs, truth, band = _two_tissues()
-    brain = [k for k in range(10) if k not in (UNK, BG)]
+    brain = [k for k in range(10) if k not in (UNK, BKG)]
     out, fit = refine_em(image, probs, brain, iterations=5)
     assert (probs.argmax(axis=0)[band] == CGM).mean() == 1.0  # ties go to the first class
     agreement = (out.argmax(axis=0)[band] == truth[band]).mean()
@@ -189,7 +189,7 @@ def test_em_keeps_confident_priors_and_small_classes():
     image[6, 6, 6] = 0.7  # one bright voxel inside grey matter
     probs[:, 6:8, 6:8, 6] = 0.0
     probs[HIP, 6:8, 6:8, 6] = 1.0  # four voxels of a small class: not refitted
-    brain = [k for k in range(10) if k not in (UNK, BG)]
+    brain = [k for k in range(10) if k not in (UNK, BKG)]
     out, fit = refine_em(image, probs, brain, prior_weight=1.0)
     assert not dict(zip(brain, fit.refined, strict=True))[HIP]
     np.testing.assert_array_equal(out[HIP], probs[HIP])
@@ -220,7 +220,7 @@ def test_options_default_where_the_labels_allow_and_refuse_where_asked():
 
 def test_in_place_refinements_change_the_given_array_and_give_the_same_result():
     image, probs, _, _ = _two_tissues()
-    brain = [k for k in range(10) if k not in (UNK, BG)]
+    brain = [k for k in range(10) if k not in (UNK, BKG)]
     copied, _ = refine_em(image, probs, brain)
     given = probs.copy()
     same, _ = refine_em(image, given, brain, inplace=True)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -66,6 +67,9 @@ class ModelCard:
     training: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
     weights_dtype: str = "float32"
+    weights_sha256: str = ""
+    """Checksum of the weights file, written by :func:`save_model` (empty on older cards):
+    loading compares it, so a damaged file (a flipped byte anywhere) is refused by name."""
     derived: Derivation | None = None  # a derived model's network and mapping
 
     def __post_init__(self) -> None:
@@ -101,7 +105,8 @@ class ModelCard:
             "intensity": self.intensity,
             "training": self.training,
             "metrics": self.metrics,
-            "weights": {"file": WEIGHTS_FILE, "dtype": self.weights_dtype},
+            "weights": {"file": WEIGHTS_FILE, "dtype": self.weights_dtype,
+                        **({"sha256": self.weights_sha256} if self.weights_sha256 else {})},
         }
 
     @classmethod
@@ -122,6 +127,7 @@ class ModelCard:
             training=data.get("training", {}),
             metrics=data.get("metrics", {}),
             weights_dtype=data.get("weights", {}).get("dtype", "float32"),
+            weights_sha256=data.get("weights", {}).get("sha256", ""),
         )
 
 
@@ -289,7 +295,12 @@ def load_model(spec: str | Path, device: str | torch.device = "cpu") -> Model:
     weights_path = (card.derived.network_path if card.derived else folder) / WEIGHTS_FILE
     if not weights_path.is_file():
         raise ModelError(f"{weights_path}: missing weights file")
-    tensors = load_file(str(weights_path))
+    tensors = read_weights(weights_path)
+    sha256 = sha256_file(weights_path)
+    if card.weights_sha256 and sha256 != card.weights_sha256:
+        raise ModelError(f"{weights_path}: damaged, or not this model's weights: its SHA-256 "
+                         f"{sha256[:12]}... differs from {card.weights_sha256[:12]}... in "
+                         f"{CARD_FILE}; {_REPLACE}")
     nets = {}
     for view in card.views:
         prefix = f"{view}."
@@ -303,7 +314,47 @@ def load_model(spec: str | Path, device: str | torch.device = "cpu") -> Model:
         if card.derived:
             net = SummedClasses(net, card.derived.classes(), len(card.labels))
         nets[view] = net.to(device).eval()
-    return Model(card, nets, folder, model_sha256(folder, card))
+    return Model(card, nets, folder, model_sha256(folder, card) if card.derived else sha256)
+
+
+_REPLACE = "replace the model folder with an intact copy"
+_HEADER_ERROR = "Error while deserializing header: "
+
+
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file; a truncated or damaged file, or one that cannot be
+    read, is one :class:`ModelError` line naming it and what is wrong (never a traceback)."""
+    try:
+        return load_file(str(path))
+    except SafetensorError as exc:
+        raise ModelError(f"{path}: not a usable weights file: {_damage(path, exc)}; "
+                         f"{_REPLACE}") from exc
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read the weights file ({exc.strerror or exc})") \
+            from exc
+
+
+def _damage(path: Path, exc: SafetensorError) -> str:
+    """What safetensors refused, in words: a file shorter than its header says (truncated),
+    else the header's own error (a changed byte)."""
+    size = path.stat().st_size
+    if size < 8:
+        return f"truncated ({size} bytes, not even the header's length)"
+    with path.open("rb") as handle:
+        length = int.from_bytes(handle.read(8), "little")
+        if 8 + length > size:
+            return (f"truncated, or its header length damaged (the header is said to be "
+                    f"{length} bytes, the file holds {size})")
+        header = handle.read(length)
+    try:
+        end = 8 + length + max((entry["data_offsets"][1] for key, entry in
+                                json.loads(header).items() if key != "__metadata__"),
+                               default=0)
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+        end = 0
+    if size < end:
+        return f"truncated ({size} of {end} bytes)"
+    return f"damaged header ({str(exc).removeprefix(_HEADER_ERROR)})"
 
 
 FILE_MODE = 0o644
@@ -336,7 +387,8 @@ def save_model(folder: Path, card: ModelCard, nets: dict[str, nn.Module]) -> Pat
     metadata = {"format": CARD_FORMAT, "name": card.name}
     atomic_write(folder / WEIGHTS_FILE, lambda tmp: save_file(tensors, str(tmp), metadata),
                  FILE_MODE)
+    written = replace(card, weights_sha256=sha256_file(folder / WEIGHTS_FILE))
     atomic_write(folder / CARD_FILE,
-                 lambda tmp: tmp.write_text(json.dumps(card.to_dict(), indent=2) + "\n"),
+                 lambda tmp: tmp.write_text(json.dumps(written.to_dict(), indent=2) + "\n"),
                  FILE_MODE)
     return folder

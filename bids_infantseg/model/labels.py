@@ -178,7 +178,7 @@ DRAWEM9 = LabelSet(
         Label(1, "Cerebrospinal fluid", "CSF", "#0050ff"),
         Label(2, "Cortical grey matter", "cGM", "#ffd400"),
         Label(3, "White matter", "WM", "#8c1eff"),
-        Label(4, "Background", "BG", "#a0522d"),
+        Label(4, "Background", "Bkg", "#a0522d"),
         Label(5, "Ventricles", "Ven", "#e8000b"),
         Label(6, "Cerebellum", "Cbm", "#ff8c00"),
         Label(7, "Deep grey matter", "dGM", "#00d84a"),

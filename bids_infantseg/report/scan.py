@@ -14,12 +14,13 @@ from bids_infantseg.report.viewer import ScanImages, viewer
 
 
 def _qc_section(summary: Mapping, qc_table: pd.DataFrame) -> str:
-    bounds = ("n/a (no age)" if summary.get("bounds_lower_ml") is None else
-              f"{summary['bounds_lower_ml']:.0f}-{summary['bounds_upper_ml']:.0f} mL")
+    bounds = ("n/a" if summary.get("bounds_lower_ml") is None else
+              f"{summary['bounds_lower_ml']:.0f}-{summary['bounds_upper_ml']:.0f} mL "
+              + summary.get("bounds_for_age", ""))
     items = {
         "brain tissue volume": f"{summary['brain_volume_ml']:.1f} mL",
         "intracranial volume": f"{summary['intracranial_volume_ml']:.1f} mL",
-        "plausible at this age": bounds,
+        "plausible brain tissue volume": bounds.strip(),
         "brain volume check": summary["brain_volume_status"],
         "out of place (mL)": ", ".join(f"{k} {v:.1f}" for k, v in
                                        summary.get("misplaced_ml", {}).items()) or "n/a",

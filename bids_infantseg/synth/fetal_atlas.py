@@ -21,9 +21,9 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from bids_infantseg.synth.classes import brain_volume_ml
-from bids_infantseg.synth.fields import separable_noise, smooth_noise
-from bids_infantseg.synth.geometry import Frame, apply_affine, bounding_box, padded
+from bids_infantseg.synth.config import GeneratorConfig, default_if_none
+from bids_infantseg.synth.fields import Resampler, separable_noise, smooth_noise
+from bids_infantseg.synth.geometry import Frame, bounding_box, padded
 from bids_infantseg.synth.head import cortical_ribbon, paint_head, paint_hippocampi
 
 ATLAS_TO_GEN = np.array([0, 3, 5, 6, 1, 2, 7, 8, 3], dtype=np.uint8)
@@ -40,8 +40,8 @@ class FetalAtlas:
     folder: Path
 
     def paint(self, p: np.ndarray, rng: np.random.Generator, voxel_size: np.ndarray,
-              age_months: float) -> np.ndarray:
-        return _atlas_labels(p, rng, voxel_size, age_months, Path(self.folder))
+              age_months: float, *, config: GeneratorConfig | None = None) -> np.ndarray:
+        return _atlas_labels(p, rng, voxel_size, age_months, Path(self.folder), config)
 
 
 @dataclass(frozen=True)
@@ -49,9 +49,9 @@ class _Atlas:
     """One fetal atlas, padded, in generation labels, with distance maps (half resolution)."""
 
     labels: np.ndarray  # uint8 generation labels
-    distance: np.ndarray  # float32 mm outside the brain (0 inside)
-    cerebral_depth: np.ndarray  # float32 mm inside cortex+WM from their outer surface
-    ventricle_depth: np.ndarray  # float32 mm inside the ventricles from their wall
+    depths: np.ndarray  # float32 (3, ...) mm: outside the brain (0 inside), inside cortex+WM
+    # from their outer surface, inside the ventricles from their wall
+    max_ventricle_depth: float
     world_to_voxel: np.ndarray  # 4x4
     center: np.ndarray  # cerebrum bounding-box centre, atlas mm
     radii: np.ndarray  # cerebrum bounding-box half-extent, atlas mm
@@ -72,7 +72,9 @@ def _load_atlas(folder: str) -> _Atlas:
         return ndimage.distance_transform_edt(inside, sampling=2 * zooms).astype(np.float32)
 
     center, radii = bounding_box(np.isin(labels, (1, 2, 3, 5, 7)), affine, zooms)
-    return _Atlas(labels, depth(half == 0), depth(np.isin(half, (2, 3, 5, 7))), depth(half == 5),
+    ventricles = depth(half == 5)
+    return _Atlas(labels, np.stack([depth(half == 0), depth(np.isin(half, (2, 3, 5, 7))),
+                                    ventricles]), float(ventricles.max()),
                   np.linalg.inv(affine), center, radii, float(brain.sum() * zooms.prod() / 1000.0))
 
 
@@ -86,9 +88,9 @@ def _fold_cortex(gen: np.ndarray, depth_mm: np.ndarray, rng: np.random.Generator
     surface and the sulci. Ventricles, deep grey matter, cerebellum and brainstem stay.
     """
     t = float(np.clip(age_months, 0.0, 24.0)) / 12.0
-    folds = smooth_noise(rng, gen.shape, voxel_size, rng.uniform(6.0, 10.0))
+    folds = smooth_noise(rng, gen.shape, voxel_size, rng.uniform(6.0, 10.0)).numpy()
     sulcal_depth = (rng.uniform(6.0, 12.0) + 4.0 * t) * (
-        0.7 + 0.3 * separable_noise(rng, gen.shape, voxel_size, 50.0))
+        0.7 + 0.3 * separable_noise(rng, gen.shape, voxel_size, 50.0).numpy())
     depth = depth_mm - sulcal_depth * np.exp(-(folds / rng.uniform(0.25, 0.4)) ** 2)
     mantle = np.isin(gen, (2, 3))
     gen[mantle & (depth < 0)] = 1
@@ -97,29 +99,30 @@ def _fold_cortex(gen: np.ndarray, depth_mm: np.ndarray, rng: np.random.Generator
 
 
 def _atlas_labels(p: np.ndarray, rng: np.random.Generator, voxel_size: np.ndarray,
-                  age_months: float, folder: Path) -> np.ndarray:
+                  age_months: float, folder: Path,
+                  config: GeneratorConfig | None = None) -> np.ndarray:
     """Generation labels of a scaled-up, deformed fetal atlas at head coordinates ``p``."""
+    config = default_if_none(config)
     atlas = _load_atlas(str(folder))
-    scale = (brain_volume_ml(age_months) * rng.uniform(0.88, 1.12) / atlas.brain_ml) ** (1 / 3)
-    q = p / np.float32(scale) + atlas.center.astype(np.float32)[:, None, None, None]
-    vox = apply_affine(atlas.world_to_voxel, q)
-    gen = ndimage.map_coordinates(atlas.labels, vox, order=0, mode="constant", cval=0)
-
-    def half_res(field: np.ndarray) -> np.ndarray:  # mm at the infant's size
-        return ndimage.map_coordinates(field, vox / 2.0, order=1, mode="nearest") * np.float32(
-            scale)
-
-    d_brain = half_res(atlas.distance) - np.float32(0.5)
+    scale = (config.brain_volume.ml(age_months) * rng.uniform(0.88, 1.12)
+             / atlas.brain_ml) ** (1 / 3)
+    head_to_atlas = np.eye(4)
+    head_to_atlas[:3, :3] /= scale
+    head_to_atlas[:3, 3] = atlas.center
+    at = Resampler(p, atlas.world_to_voxel @ head_to_atlas, atlas.labels.shape)
+    gen = at.nearest(atlas.labels)
+    outside, cerebral, ventricular = at.linear(atlas.depths, 2.0) * np.float32(scale)  # mm
+    d_brain = outside - np.float32(0.5)
     frame = Frame(atlas.radii * scale)
     horns = _temporal_horns(gen, p, frame)
     if rng.uniform() < 0.75:  # the spina bifida atlases' ventricles are enlarged
-        shrink = rng.uniform(0.2, 0.8) * float(atlas.ventricle_depth.max()) * scale
-        gen[(gen == 5) & (half_res(atlas.ventricle_depth) < shrink)] = 3
+        shrink = rng.uniform(0.2, 0.8) * atlas.max_ventricle_depth * scale
+        gen[(gen == 5) & (ventricular < shrink)] = 3
     if rng.uniform() < 0.8:
-        _fold_cortex(gen, half_res(atlas.cerebral_depth), rng, voxel_size, age_months)
+        _fold_cortex(gen, cerebral, rng, voxel_size, age_months)
     head = np.zeros_like(gen)
     paint_head(head, p, np.where(gen > 0, -1.0, np.maximum(d_brain, 0.0)), frame, rng,
-                voxel_size, age_months)
+               voxel_size, age_months, config)
     gen = np.where(gen > 0, gen, head).astype(np.uint8)
     paint_hippocampi(gen, p, frame, rng, horns)
     return gen

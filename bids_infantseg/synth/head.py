@@ -4,34 +4,37 @@ none, and an even cortical ribbon."""
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 
 from bids_infantseg.synth.classes import EYE, FAT, SKULL
-from bids_infantseg.synth.fields import separable_noise
-from bids_infantseg.synth.geometry import Frame, ellipsoid
+from bids_infantseg.synth.config import GeneratorConfig, at, default_if_none, draw
+from bids_infantseg.synth.fields import distance_inside, separable_noise
+from bids_infantseg.synth.geometry import Frame, inside_ellipsoid
 
 
 def paint_head(gen: np.ndarray, p: np.ndarray, d_brain: np.ndarray, frame: Frame,
-                rng: np.random.Generator, voxel_size: np.ndarray, age_months: float) -> None:
-    """Neck, face, eyes and the CSF/skull/fat/scalp shells around a brain (in place)."""
+               rng: np.random.Generator, voxel_size: np.ndarray, age_months: float,
+               config: GeneratorConfig | None = None) -> None:
+    """Neck, face, eyes and the CSF/skull/fat/scalp shells around a brain (in place), their
+    widths drawn from the configuration's ``head``."""
+    h = default_if_none(config).head
     a, b, c = frame.radii
-    shell_noise = separable_noise(rng, gen.shape, voxel_size, 30.0)
-    csf = rng.uniform(0.5, 3.0) + 0.5 * shell_noise  # newborn subarachnoid space: 1-4 mm
-    skull = csf + rng.uniform(1.0, 2.5) + 0.3 * age_months / 12.0
-    fat = skull + rng.uniform(1.0, 3.0)
-    scalp = fat + rng.uniform(2.0, 5.0) + 0.8 * shell_noise
-    neck = ellipsoid(p, (0, -0.25 * b, -1.6 * c), (0.75 * a, 0.55 * b, 1.0 * c))
-    face = ellipsoid(p, frame.at(0, 0.55, -0.8), (0.8 * a, 0.6 * b, 0.55 * c))
-    gen[(neck < 0) | (face < 0) | (d_brain < scalp)] = 4
+    shell_noise = separable_noise(rng, gen.shape, voxel_size, h.shell_noise_scale_mm).numpy()
+    csf = draw(rng, h.csf_mm) + h.csf_noise_mm * shell_noise  # newborn: 1-4 mm
+    skull = csf + draw(rng, h.skull_mm) + h.skull_growth_mm_per_year * age_months / 12.0
+    fat = skull + draw(rng, h.fat_mm)
+    scalp = fat + draw(rng, h.scalp_mm) + h.scalp_noise_mm * shell_noise
+    neck = inside_ellipsoid(p, (0, -0.25 * b, -1.6 * c), (0.75 * a, 0.55 * b, 1.0 * c))
+    face = inside_ellipsoid(p, frame.at(0, 0.55, -0.8), (0.8 * a, 0.6 * b, 0.55 * c))
+    gen[neck | face | (d_brain < scalp)] = 4
     gen[(d_brain < fat) & (d_brain >= skull)] = FAT
     gen[(d_brain < skull) & (d_brain >= csf)] = SKULL
     gen[d_brain < csf] = 1
-    eye_r = (8.5 + 2.5 * min(age_months, 12.0) / 12.0) * rng.uniform(0.9, 1.1)
+    eye_r = at(h.eye_radius_mm, age_months) * draw(rng, h.eye_radius_jitter)
     for side in (-1, 1):
         center = frame.at(side * rng.uniform(0.3, 0.36), rng.uniform(0.92, 1.0),
                           rng.uniform(-0.6, -0.5))
-        eye = ellipsoid(p, center, (eye_r, eye_r, eye_r))
-        gen[(eye < 0) & (d_brain > csf)] = EYE
+        eye = inside_ellipsoid(p, center, (eye_r, eye_r, eye_r))
+        gen[eye & (d_brain > csf)] = EYE
 
 
 def paint_hippocampi(gen: np.ndarray, p: np.ndarray, frame: Frame, rng: np.random.Generator,
@@ -54,7 +57,7 @@ def paint_hippocampi(gen: np.ndarray, p: np.ndarray, frame: Frame, rng: np.rando
             center = frame.at(side * 0.33 * j[0], -0.2 * j[1], -0.4 * j[2])
         radii = (0.08 * a * rng.uniform(0.85, 1.15), 0.3 * b * rng.uniform(0.85, 1.15),
                  0.1 * c * rng.uniform(0.85, 1.15))
-        inside = ellipsoid(p, center, radii, tilt_deg=rng.uniform(15, 30)) < 0
+        inside = inside_ellipsoid(p, center, radii, tilt_deg=rng.uniform(15, 30))
         gen[inside & np.isin(gen, allowed)] = 9
 
 
@@ -67,7 +70,8 @@ def cortical_ribbon(gen: np.ndarray, mantle: np.ndarray, thickness_mm: float,
     depth is measured within; everything else counts as surface."""
     if inside is None:
         inside = mantle | np.isin(gen, (5, 7))
-    depth = ndimage.distance_transform_edt(inside, sampling=voxel_size)
     step = float(np.min(voxel_size))
-    gen[mantle] = np.where(depth[mantle] <= max(thickness_mm + 0.5 * step, step), 2, 3)
+    limit = max(thickness_mm + 0.5 * step, step)
+    depth = distance_inside(inside, voxel_size, limit + step).numpy()
+    gen[mantle] = np.where(depth[mantle] <= limit, 2, 3)
 

@@ -32,11 +32,14 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import torch
 from scipy import ndimage
 
 from bids_infantseg.errors import InfantsegError
-from bids_infantseg.synth.classes import CGM, CLASSES, CSF, INDEX, WM, brain_volume_ml
-from bids_infantseg.synth.geometry import Frame, apply_affine, bounding_box, padded
+from bids_infantseg.synth.classes import CGM, CLASSES, CSF, INDEX, WM
+from bids_infantseg.synth.config import GeneratorConfig, default_if_none
+from bids_infantseg.synth.fields import Resampler, distance_inside, local_max
+from bids_infantseg.synth.geometry import Frame, bounding_box, padded
 from bids_infantseg.synth.head import cortical_ribbon, paint_head
 from bids_infantseg.synth.outputs import LABEL_SETS, class_labels, class_table, sided_index
 
@@ -205,9 +208,10 @@ def split_fused_banks(gen: np.ndarray, depth: np.ndarray, thickness_mm: float,
     """
     cortex = (gen == CGM) & (depth >= 4)  # at least 1 mm from white matter
     surface = (gen == 0) | (gen == CSF)
-    from_csf = ndimage.distance_transform_edt(~surface, sampling=voxel_size)
-    ridge = cortex & (depth >= ndimage.maximum_filter(depth, size=3))
-    gen[ridge & (from_csf > thickness_mm + 0.5 * float(np.min(voxel_size)))] = CSF
+    limit = thickness_mm + 0.5 * float(np.min(voxel_size))
+    from_csf = distance_inside(~surface, voxel_size, limit + float(np.max(voxel_size)))
+    ridge = cortex & (depth >= local_max(torch.from_numpy(depth)).numpy())
+    gen[ridge & (from_csf.numpy() > limit)] = CSF
 
 
 @dataclass(frozen=True)
@@ -227,41 +231,41 @@ class LabelMap:
     open_mm: tuple[float, float] = (2.5, 4.0)
 
     def paint(self, p: np.ndarray, rng: np.random.Generator, voxel_size: np.ndarray,
-              age_months: float) -> np.ndarray:
+              age_months: float, *, config: GeneratorConfig | None = None) -> np.ndarray:
         """Generation labels at head coordinates ``p``: scaled to a brain volume typical of
         ``age_months``, mirrored left-right half the time, with CSF and a head around it."""
-        return self.paint_labels(p, rng, voxel_size, age_months, ())[0]
+        return self.paint_labels(p, rng, voxel_size, age_months, (), config=config)[0]
 
     def paint_labels(self, p: np.ndarray, rng: np.random.Generator, voxel_size: np.ndarray,
-                     age_months: float,
-                     label_sets: tuple[str, ...]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+                     age_months: float, label_sets: tuple[str, ...], *,
+                     config: GeneratorConfig | None = None
+                     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """``paint``'s generation labels, and the labels of each of ``label_sets`` (see the
         module docstring); the random draws do not depend on ``label_sets``."""
+        config = default_if_none(config)
         m = _prepare(str(self.path), self.scheme)
-        scale = np.float32((brain_volume_ml(age_months) * rng.uniform(0.88, 1.12)
+        scale = np.float32((config.brain_volume.ml(age_months) * rng.uniform(0.88, 1.12)
                             / m.brain_ml) ** (1 / 3))
-        q = p / scale
         mirrored = bool(rng.uniform() < 0.5)
-        if mirrored:
-            q[0] = -q[0]
-        vox = apply_affine(m.world_to_voxel, q + m.center.astype(np.float32)[:, None, None, None])
-        codes = ndimage.map_coordinates(m.codes, vox, order=0, mode="constant", cval=0)
+        head_to_source = np.eye(4)
+        head_to_source[:3, 3] = m.center
+        head_to_source[:3, :3] = np.diag([-1.0 if mirrored else 1.0, 1.0, 1.0]) / float(scale)
+        at = Resampler(p, m.world_to_voxel @ head_to_source, m.codes.shape)
+        codes = at.nearest(m.codes)
         source_classes = self.scheme.code_classes()
         gen = source_classes[codes]
         if rng.uniform() < self.thin_cortex:
-            depth = ndimage.map_coordinates(m.cortex_depth, vox, order=0, mode="constant",
-                                            cval=0)
+            depth = at.nearest(m.cortex_depth)
             gen[(gen == CGM) & (depth > 4.0 * rng.uniform(*self.open_mm))] = CSF
             grow = self.cortex_growth_mm * min(age_months, 12.0) / 12.0
             thickness = rng.uniform(self.cortex_mm[0] + grow, self.cortex_mm[1] + grow)
             split_fused_banks(gen, depth, thickness, voxel_size)
             cortical_ribbon(gen, np.isin(gen, (CGM, WM)), thickness, voxel_size,
                             inside=(gen > 0) & (gen != CSF))
-        outside = ndimage.map_coordinates(m.outside_mm, vox / 2.0, order=1,
-                                          mode="nearest") * scale
+        outside = at.linear(m.outside_mm, 2.0) * scale
         head = np.zeros_like(gen)
         paint_head(head, p, np.where(gen > 0, -1.0, np.maximum(outside - 0.5, 0.0)),
-                   Frame(m.radii * scale), rng, voxel_size, age_months)
+                   Frame(m.radii * scale), rng, voxel_size, age_months, config)
         gen = np.where(gen > 0, gen, head).astype(np.uint8)
         if not label_sets:
             return gen, {}

@@ -9,7 +9,8 @@ A configuration (JSON, e.g. ``configs/drawem9-synth-starter.json``) lists source
        {"name": "infant-aseg", "kind": "label_map", "weight": 0.65,
         "root": "${BIDS_INFANTSEG_DATA}/infant-aseg-labels", "scheme": "freesurfer-aseg",
         "files": {"1mo_aseg.nii.gz": 1.0, "...": 0}, "held_out": ["2mo_aseg.nii.gz"]}],
-     "ages": {"range_months": [0, 12], "newborn_share": 0.35, "age_window_months": 9}}
+     "ages": {"range_months": [0, 12], "newborn_share": 0.35, "age_window_months": 9},
+     "generator": "default"}
 
 Roots may use environment variables (whose values are relative to the working directory)
 and are otherwise relative to the configuration file; a source
@@ -18,6 +19,9 @@ fewer sources), and no path of a development machine is a default. ``held_out`` 
 folders never enter training; ``SourceMix.load(..., held_out=True)`` gives only them, for
 validation. A label map is drawn for ages within ``age_window_months`` of its own age
 (the nearest map where none is), so a newborn is not built from a three-year-old's folding.
+``generator`` names the generator configuration (``config.py``: a shipped name or a file
+relative to the configuration; default ``default``), recorded by ``describe`` and so in
+the model card.
 """
 
 from __future__ import annotations
@@ -31,6 +35,13 @@ from pathlib import Path
 import numpy as np
 
 from bids_infantseg.errors import InfantsegError
+from bids_infantseg.synth.config import (
+    DEFAULT,
+    DEFAULT_GENERATOR,
+    GeneratorConfig,
+    GeneratorConfigError,
+    load_generator,
+)
 from bids_infantseg.synth.fetal_atlas import FetalAtlas, atlas_folders
 from bids_infantseg.synth.labelmaps import LabelMap, Scheme
 from bids_infantseg.synth.procedural import Procedural
@@ -115,6 +126,7 @@ class SourceMix:
     newborn_share: float = 0.0  # share of ages drawn in the first 1.5 months
     age_window: float = 9.0
     config: dict = field(default_factory=dict, compare=False)
+    generator: GeneratorConfig = field(default=DEFAULT, compare=False)
 
     @classmethod
     def load(cls, path: Path, *, held_out: bool = False) -> SourceMix:
@@ -127,9 +139,13 @@ class SourceMix:
         if not sources:
             raise SourceError(f"{path}: no {'held-out' if held_out else 'training'} sources")
         ages = config.get("ages", {})
+        try:
+            generator = load_generator(config.get("generator", DEFAULT_GENERATOR), path.parent)
+        except GeneratorConfigError as exc:
+            raise SourceError(f"{path}: generator: {exc}") from exc
         return cls(tuple(sources), tuple(ages.get("range_months", (0.0, 12.0))),
                    float(ages.get("newborn_share", 0.0)),
-                   float(ages.get("age_window_months", 9.0)), config)
+                   float(ages.get("age_window_months", 9.0)), config, generator)
 
     def draw_age(self, rng: np.random.Generator) -> float:
         low, high = self.age_range
@@ -147,7 +163,7 @@ class SourceMix:
     def describe(self) -> dict:
         return {"sources": [s.describe() for s in self.sources],
                 "age_range_months": list(self.age_range), "newborn_share": self.newborn_share,
-                "age_window_months": self.age_window}
+                "age_window_months": self.age_window, "generator": self.generator.record()}
 
 
 def pick(source: Source, rng: np.random.Generator, age_months: float, window: float):

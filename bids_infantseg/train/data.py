@@ -120,7 +120,8 @@ def draw_labelled(card: ModelCard, source: SynthSource, rng: np.random.Generator
     image, labels = synth.training_volume_sets(rng, age_months, tuple(card.grid_shape),
                                                card.voxel_size_mm, anatomy=anatomy,
                                                strip_probability=source.skull_strip,
-                                               label_sets=label_sets, **where)
+                                               label_sets=label_sets,
+                                               config=source.mix.generator, **where)
     return normalise_intensity(image, card.intensity), labels
 
 

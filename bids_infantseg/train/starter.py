@@ -233,7 +233,10 @@ def train_synthetic(settings: Settings, args: argparse.Namespace, device: torch.
     pretrained = None if settings.from_scratch else load_network(settings.pretrained)
     card = synthetic_card(settings, BUILTIN[label_set], pretrained,
                           ", ".join(s.name for s in mix.sources))
-    generator_device = device if generator_takes_device() else torch.device("cpu")
+    # the generator paints labels on the CPU (one thread) and only the image on a device:
+    # worker processes (--nprocs > 1) draw faster than the training process alone on a GPU
+    generator_device = (device if generator_takes_device() and int(args.nprocs or 1) <= 1
+                        else torch.device("cpu"))
     source = SynthSource(mix, skull_strip=settings.skull_strip, device=str(generator_device))
     provenance = warm_start(pretrained, card) if pretrained else None
     work = Path(args.work_dir or Path(args.output_dir) / ".work") / "synthetic" / card.name

@@ -30,6 +30,7 @@ from torch import nn
 
 from bids_infantseg import refine
 from bids_infantseg.conform import conform, intensity_center, model_grid
+from bids_infantseg.errors import InfantsegError
 from bids_infantseg.inference import predict
 from bids_infantseg.metrics import confusion_matrix, scores
 from bids_infantseg.model.card import Model, ModelCard
@@ -71,7 +72,7 @@ COLUMNS = ["source", "case", "band", "age", "label_set", "structure", "dice", "p
            "ref_ml", "ratio"]
 
 
-class ProtocolError(ValueError):
+class ProtocolError(InfantsegError, ValueError):
     """Protocol data that cannot be used; the message names the file."""
 
 

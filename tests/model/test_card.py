@@ -9,8 +9,10 @@ from bids_infantseg.model.card import (
     WEIGHTS_FILE,
     ModelError,
     load_model,
+    read_card,
     resolve_model_path,
     save_model,
+    sha256_file,
 )
 from bids_infantseg.model.quicknat import QuickNAT
 from tests.model_factory import make_tiny_model, tiny_card
@@ -76,3 +78,50 @@ def test_model_files_are_readable_by_everyone(tmp_path):
         os.umask(old)
     for name in ("card.json", WEIGHTS_FILE):
         assert stat.S_IMODE((folder / name).stat().st_mode) == 0o644
+
+
+def _truncate(path):
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+
+
+def _change_header_byte(path):
+    data = bytearray(path.read_bytes())
+    data[8] ^= 0x41  # the header's first character: its JSON no longer parses
+    path.write_bytes(bytes(data))
+
+
+def _change_weight_byte(path):
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0x41  # a weight: the file still parses, only the checksum tells
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage,reason", [
+    (_truncate, r"not a usable weights file: truncated \(\d+ of \d+ bytes\)"),
+    (_change_header_byte, r"not a usable weights file: damaged header \(invalid JSON"),
+    (_change_weight_byte, r"damaged, or not this model's weights: its SHA-256 \w+\.\.\. "
+                          r"differs from \w+\.\.\. in card\.json"),
+])
+def test_a_damaged_weights_file_is_one_model_error_naming_it(tmp_path, damage, reason):
+    folder = make_tiny_model(tmp_path / "m")
+    damage(folder / WEIGHTS_FILE)
+    with pytest.raises(ModelError, match=f"^{folder / WEIGHTS_FILE}: {reason}") as raised:
+        load_model(folder)
+    assert "\n" not in str(raised.value)
+
+
+def test_the_card_records_the_weights_checksum_and_older_cards_without_it_still_load(tmp_path):
+    folder = make_tiny_model(tmp_path / "m")
+    card = json.loads((folder / "card.json").read_text())
+    model = load_model(folder)
+    assert card["weights"]["sha256"] == model.sha256 == sha256_file(folder / WEIGHTS_FILE)
+    del card["weights"]["sha256"]
+    (folder / "card.json").write_text(json.dumps(card))
+    assert load_model(folder).card.weights_sha256 == ""
+
+
+@pytest.mark.parametrize("name", ["drawem9-synth-starter", "aseg-synth-starter"])
+def test_bundled_cards_record_their_weights_checksum(name):
+    folder = resolve_model_path(name)
+    assert read_card(folder).weights_sha256 == sha256_file(folder / WEIGHTS_FILE)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from bids_infantseg.model.card import read_card, resolve_model_path
 from bids_infantseg.model.labels import ASEG, BUILTIN, DRAWEM9, LABEL_GROUPS, builtin_twin
 
 
@@ -50,3 +51,30 @@ def test_builtin_twin_is_the_built_in_set_with_the_same_classes_whatever_the_col
     renamed = dataclasses.replace(DRAWEM9, labels=tuple(
         dataclasses.replace(lab, name=lab.name + "x") for lab in DRAWEM9.labels))
     assert builtin_twin(renamed) is None
+
+
+def _metric_keys(metrics) -> set[str]:
+    """Every key of the per-label Dice tables (those with a ``brain_mean``) in a card's
+    metrics."""
+    if not isinstance(metrics, dict):
+        return set()
+    if "brain_mean" in metrics:
+        return set(metrics)
+    return set().union(*(_metric_keys(v) for v in metrics.values()))
+
+
+def test_drawem9_background_is_not_abbreviated_as_basal_ganglia_anywhere():
+    """DrawEM's "Background" (non-brain tissue in the head) was "BG", which a clinician reads
+    as basal ganglia; the bundled cards' label tables and per-label metrics use the new
+    abbreviation too, so outputs and cards agree."""
+    background = DRAWEM9.by_index(4)
+    assert (background.name, background.abbreviation) == ("Background", "Bkg")
+    assert "4\tBackground\tBkg\t" in DRAWEM9.dseg_tsv()
+    drawem9 = read_card(resolve_model_path("drawem9-synth-starter"))
+    assert [(lab.index, lab.name, lab.abbreviation) for lab in drawem9.labels.labels] == \
+        [(lab.index, lab.name, lab.abbreviation) for lab in DRAWEM9.labels]
+    for name in ("drawem9-synth-starter", "aseg-synth-starter"):
+        card = read_card(resolve_model_path(name))
+        keys = _metric_keys(card.metrics) - {"brain_mean"}
+        known = {lab.abbreviation for lab in (*DRAWEM9.labels, *card.labels.labels)}
+        assert keys and "BG" not in keys and keys <= known, (name, keys - known)

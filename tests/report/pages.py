@@ -13,7 +13,10 @@ from pathlib import Path
 from PIL import Image
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-NO_CHROMIUM = "chromium is not installed (Debian: apt-get install chromium)"
+NO_CHROMIUM = ("report rendering not checked: chromium is not installed "
+               "(Debian: apt-get install chromium)")
+"""The reason of every skipped rendering test; pytest's summary lists it (``-rs`` in
+pyproject.toml), so a run without Chromium says what it did not check."""
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--no-first-run")
 _IMG = re.compile(r'<img [^>]*src="data:image/(?:png|jpeg);base64,([A-Za-z0-9+/=]+)"')

@@ -34,7 +34,8 @@ def test_scan_report_shows_views_tables_and_warnings(report):
     assert len(decoded_images(report)) == 2  # the viewer's T2w and label volumes
     assert report.count('<figure class="view"') == 3
     assert report.count('<input type="checkbox" data-class=') == 9  # every label but 0
-    assert "no age: brain volume not checked" in report  # never an adult default
+    assert "no age: volumes checked against the whole first year (0-52.1 weeks)" in report
+    assert "in the whole first year (0-52.1 weeks; no age known)" in report  # no adult default
     assert "run with --mc-samples N" in report
     assert "Hippocampus and amygdala" in report
 
