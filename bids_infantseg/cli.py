@@ -165,9 +165,10 @@ def build_parser() -> LevelParser:
     lab = parser.level_group("label set", ("participant", "train"))
     lab.add_argument("--label-set", dest="label_set", choices=tuple(BUILTIN),
                      help="participant: segment into this label set with its bundled model "
-                          "(<label set>-synth-starter): drawem9 (9 tissues, the default) or "
-                          "aseg (lateralised FreeSurfer aseg structures); --model overrides "
-                          "it. train, synthetic: the labels the new model outputs")
+                          "(<label set>-synth-starter): drawem9 (9 tissues, the default: the "
+                          "aseg network's probabilities summed into them) or aseg "
+                          "(lateralised FreeSurfer aseg structures); --model overrides it. "
+                          "train, synthetic: the labels the new model outputs")
 
     seg = parser.level_group("segmentation", ("participant",))
     seg.add_argument("--model", default="default",

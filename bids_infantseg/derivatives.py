@@ -215,12 +215,15 @@ def write_dataset_files(out_dir: Path, label_set: LabelSet) -> None:
     write_bidsignore(out_dir)
 
 
-def _model(name: str, version: str, sha256: str) -> dict[str, str]:
-    return {"Name": name, "Version": version, "SHA256": sha256}
+def _model(name: str, version: str, sha256: str,
+           derived: dict | None = None) -> dict[str, Any]:
+    """The model record; a derived model's adds its ``Network`` and ``Mapping``."""
+    return {"Name": name, "Version": version, "SHA256": sha256, **(derived or {})}
 
 
 def dseg_sidecar(*, source: str, labels: str, model_name: str, model_version: str,
-                 model_sha256: str, age: Age | None) -> dict[str, Any]:
+                 model_sha256: str, age: Age | None,
+                 model_derived: dict | None = None) -> dict[str, Any]:
     """Sidecar of ``..._space-T2w_desc-<labels>_dseg.nii.gz``.
 
     ``source`` is the T2w's path in the input dataset: the segmentation lies on its grid,
@@ -231,20 +234,20 @@ def dseg_sidecar(*, source: str, labels: str, model_name: str, model_version: st
         "Sources": [bids_uri(source)],
         "SpatialReference": bids_uri(source),
         "Manual": False,
-        "Model": _model(model_name, model_version, model_sha256),
+        "Model": _model(model_name, model_version, model_sha256, model_derived),
         "Age": None if age is None else {"Weeks": round(age.weeks, 3), "Source": age.source},
     }
 
 
 def probseg_sidecar(*, source: str, label: str, model_name: str, model_version: str,
-                    model_sha256: str) -> dict[str, Any]:
+                    model_sha256: str, model_derived: dict | None = None) -> dict[str, Any]:
     """Sidecar of ``..._space-T2w_label-<L>_probseg.nii.gz`` (model probability of L)."""
     return {
         "Description": f"probability of {label} from {NAME}, resampled to the native T2w grid",
         "Sources": [bids_uri(source)],
         "SpatialReference": bids_uri(source),
         "Manual": False,
-        "Model": _model(model_name, model_version, model_sha256),
+        "Model": _model(model_name, model_version, model_sha256, model_derived),
     }
 
 

@@ -26,7 +26,7 @@ from torch import nn
 
 from bids_infantseg import refine
 from bids_infantseg.errors import InfantsegError
-from bids_infantseg.model.card import Model, load_model, resolve_model_path, sha256_file
+from bids_infantseg.model.card import Model, load_model, model_sha256, resolve_model_path
 from bids_infantseg.model.views import VIEW_AXIS, to_slices
 
 LOGGER = logging.getLogger("bids_infantseg")
@@ -111,13 +111,13 @@ class _Process:
 
 
 def shared_model(spec: str | Path, device: torch.device | str = "cpu") -> Model:
-    """:func:`load_model`, once per process for each weights file (by checksum) and device.
+    """:func:`load_model`, once per process for each model (by checksum) and device.
 
     Why: the segment step of every scan in a process then reuses one set of networks, and
     with them the compiled code, instead of paying the load and the compile per scan.
     """
     folder = resolve_model_path(spec)
-    key = (str(folder), sha256_file(folder / "model.safetensors"), str(torch.device(device)))
+    key = (str(folder), model_sha256(folder), str(torch.device(device)))
     if key not in _Process.models:
         _Process.models[key] = load_model(folder, device=device)
     return _Process.models[key]

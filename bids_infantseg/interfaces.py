@@ -373,6 +373,10 @@ class ScanReport(SimpleInterface):
                       "model weights sha256": self.inputs.model_sha256,
                       "label set": card.labels.name, "model voxel size":
                       f"{card.voxel_size_mm} mm", "views": ", ".join(card.views)}
+        if card.derived:
+            provenance["network"] = (f"{card.derived.network.name} "
+                                     f"{card.derived.network.version}, its probabilities "
+                                     f"summed through {card.derived.mapping.name}")
         if isdefined(self.inputs.pose):
             pose = json.loads(Path(self.inputs.pose).read_text())
             provenance["pose normalisation"] = pose.get("message", "done")
@@ -435,10 +439,11 @@ class DerivativeWriter(SimpleInterface):
     def _write(self, scan: Scan, card: ModelCard, paths: ScanOutputs) -> list[Path]:
         raise NotImplementedError
 
-    def _model(self, card: ModelCard) -> dict[str, str]:
-        """The model as sidecars record it."""
+    def _model(self, card: ModelCard) -> dict:
+        """The model as sidecars record it (a derived model: with its network and mapping)."""
         return {"model_name": card.name, "model_version": card.version,
-                "model_sha256": self.inputs.model_sha256}
+                "model_sha256": self.inputs.model_sha256,
+                "model_derived": card.derived.record() if card.derived else None}
 
 
 class _VolumesInputSpec(_DerivativeInputSpec):

@@ -2,6 +2,12 @@
 
 The card is the single source of truth for preprocessing (voxel size, grid, intensity
 normalisation, views and their weights) and for the label set. Loading never unpickles.
+
+A *derived* model folder holds only a card whose ``derived_from`` names another model folder
+(``network``) and a label mapping (``mapping``, ``model/labelmap.py``): it runs that
+model's networks and sums their class probabilities into the mapping's target label set
+before anything else sees them. Why: one set of weights then serves two label sets (the
+bundled DrawEM9 model is the aseg network summed into DrawEM9 tissues, docs/accuracy.md).
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -27,6 +34,7 @@ from bids_infantseg.model.architectures import (
     settings_from_card,
     settings_to_card,
 )
+from bids_infantseg.model.labelmap import LabelMapError, LabelMapping
 from bids_infantseg.model.labels import LabelSet
 from bids_infantseg.model.views import VIEW_AXIS
 
@@ -34,7 +42,8 @@ CARD_FILE = "card.json"
 WEIGHTS_FILE = "model.safetensors"
 CARD_FORMAT = "bids_infantseg-model/1"
 DEFAULT_MODEL = "drawem9-synth-starter"
-"""What ``--model default`` means."""
+"""What ``--model default`` means (a derived model: the aseg network summed into DrawEM9)."""
+DERIVED_KEY = "derived_from"
 
 
 class ModelError(InfantsegError, ValueError):
@@ -61,6 +70,7 @@ class ModelCard:
     weights_sha256: str = ""
     """Checksum of the weights file, written by :func:`save_model` (empty on older cards):
     loading compares it, so a damaged file (a flipped byte anywhere) is refused by name."""
+    derived: Derivation | None = None  # a derived model's network and mapping
 
     def __post_init__(self) -> None:
         unknown = set(self.views) - set(VIEW_AXIS)
@@ -71,11 +81,16 @@ class ModelCard:
         if any(s % network.grid_multiple for s in self.grid_shape):
             raise ModelError(f"model {self.name!r}: grid {self.grid_shape} is not a multiple "
                              f"of {network.grid_multiple} ({network.name} pools that much)")
-        if self.architecture.num_classes != len(self.labels):
+        outputs = self.derived.network.labels if self.derived else self.labels
+        if self.architecture.num_classes != len(outputs):
             raise ModelError(f"model {self.name!r}: {self.architecture.num_classes} classes "
-                             f"but {len(self.labels)} labels")
+                             f"but {len(outputs)} labels")
 
     def to_dict(self) -> dict:
+        if self.derived:
+            return {"format": CARD_FORMAT, "name": self.name, "version": self.version,
+                    "description": self.description, DERIVED_KEY: self.derived.spec,
+                    "metrics": self.metrics}
         return {
             "format": CARD_FORMAT,
             "name": self.name,
@@ -116,9 +131,52 @@ class ModelCard:
         )
 
 
+@dataclass(frozen=True)
+class Derivation:
+    """How a derived model makes its labels: ``network_path``'s networks, their class
+    probabilities summed per target label of ``mapping``."""
+
+    network: ModelCard
+    network_path: Path  # the network's model folder (card and weights)
+    mapping: LabelMapping
+    spec: dict  # the card's ``derived_from``, as written
+
+    def classes(self) -> np.ndarray:
+        """For each network class, the derived label set's class it is summed into."""
+        target = self.mapping.target.indices.tolist()
+        codes = dict(self.mapping.codes)
+        return np.array([target.index(codes[lab.index]) for lab in self.network.labels.labels])
+
+    def record(self) -> dict:
+        """The network and the mapping with their checksums, as sidecars record them."""
+        return {"Network": {"Name": self.network.name, "Version": self.network.version,
+                            "SHA256": sha256_file(self.network_path / WEIGHTS_FILE)},
+                "Mapping": {"Name": self.mapping.name,
+                            "SHA256": sha256_file(self.mapping.path)}}
+
+
+class SummedClasses(nn.Module):
+    """A network whose softmax is summed into coarser classes (``classes[k]``: the class that
+    network class ``k`` joins). It returns the log of the summed probabilities, so the
+    softmax inference takes of any network's output gives exactly those sums, and every step
+    after it (views, flips, MC dropout, refinement, argmax) sees only the coarser classes."""
+
+    def __init__(self, net: nn.Module, classes: np.ndarray, num_classes: int) -> None:
+        super().__init__()
+        self.net = net
+        self.register_buffer("groups", nn.functional.one_hot(
+            torch.from_numpy(classes).long(), num_classes).float())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        probs = torch.softmax(self.net(x).float(), dim=1)
+        summed = torch.einsum("nchw,ck->nkhw", probs, self.groups)
+        return torch.log(summed.clamp_min(torch.finfo(summed.dtype).tiny))
+
+
 @dataclass
 class Model:
-    """A loaded model: its card, one network per view, where it came from and its checksum."""
+    """A loaded model: its card, one network per view, where it came from and its checksum
+    (:func:`model_sha256`)."""
 
     card: ModelCard
     nets: dict[str, nn.Module]
@@ -126,8 +184,9 @@ class Model:
     sha256: str
 
     def provenance(self) -> dict:
+        derived = self.card.derived.record() if self.card.derived else {}
         return {"Name": self.card.name, "Version": self.card.version,
-                "SHA256": self.sha256, "Path": str(self.path)}
+                "SHA256": self.sha256, "Path": str(self.path), **derived}
 
 
 def bundled_models_dir() -> Path:
@@ -164,21 +223,76 @@ def sha256_file(path: Path) -> str:
 
 
 def read_card(folder: Path) -> ModelCard:
-    """The card of a model folder; every problem is one :class:`ModelError` line naming it."""
+    """The card of a model folder; every problem is one :class:`ModelError` line naming it.
+    A derived card comes back as its network's card with the mapping's labels (and its own
+    name, version, description and metrics), ``derived`` saying where the weights are."""
     path = Path(folder) / CARD_FILE
     try:
-        return ModelCard.from_dict(json.loads(path.read_text()))
+        data = json.loads(path.read_text())
+        if isinstance(data, dict) and DERIVED_KEY in data:
+            return _derived_card(Path(folder), data)
+        return ModelCard.from_dict(data)
     except UnknownArchitectureError as exc:
+        raise ModelError(f"{path}: {exc}") from exc
+    except LabelMapError as exc:
         raise ModelError(f"{path}: {exc}") from exc
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
         raise ModelError(f"{path}: unreadable model card ({exc})") from exc
 
 
-def load_model(spec: str | Path, device: str | torch.device = "cpu") -> Model:
-    """Load a model folder (safetensors only, never pickle) onto ``device`` in eval mode."""
+def _derived_card(folder: Path, data: dict) -> ModelCard:
+    """A derived card: ``network`` (a folder beside the card's, a bundled name or a path) and
+    ``mapping`` (a file in the card's folder or a shipped mapping) must fit each other."""
+    path = folder / CARD_FILE
+    if data.get("format") != CARD_FORMAT:
+        raise ModelError(f"{path}: not a {CARD_FORMAT} model card "
+                         f"(format={data.get('format')!r})")
+    spec = data[DERIVED_KEY]
+    beside = folder / str(spec["network"])
+    network_path = beside.resolve() if (beside / CARD_FILE).is_file() \
+        else resolve_model_path(spec["network"])
+    network = read_card(network_path)
+    if network.derived:
+        raise ModelError(f"{path}: its network {spec['network']} is itself a derived model; "
+                         "name the model folder that holds the weights")
+    local = folder / str(spec["mapping"])
+    mapping = LabelMapping.load(local if local.is_file() else spec["mapping"])
+    if not mapping.fits(network.labels) or \
+            any(lab.index not in dict(mapping.codes) for lab in network.labels.labels):
+        raise ModelError(f"{path}: mapping {mapping.name} ({mapping.path}) does not map "
+                         f"every label of {network.name} ({network.labels.name}) by index "
+                         "and name")
+    return replace(network, name=data["name"], version=data["version"],
+                   description=data.get("description", ""), labels=mapping.target,
+                   metrics=data.get("metrics", {}),
+                   derived=Derivation(network, network_path, mapping, dict(spec)))
+
+
+def model_sha256(folder: Path, card: ModelCard | None = None) -> str:
+    """A model's checksum: its weights file's; a derived model's, that of its network's
+    weights checksum and its mapping file's (new weights or a new mapping: new results)."""
+    card = card or read_card(folder)
+    if not card.derived:
+        return sha256_file(Path(folder) / WEIGHTS_FILE)
+    parts = card.derived.record()
+    return hashlib.sha256(f"{parts['Network']['SHA256']} {parts['Mapping']['SHA256']}"
+                          .encode()).hexdigest()
+
+
+def load_network(spec: str | Path, device: str | torch.device = "cpu") -> Model:
+    """The model whose weights ``spec`` runs, with its own labels: a derived model's network,
+    any other model itself. Why: training warm-starts from weights, never from a mapping."""
     folder = resolve_model_path(spec)
     card = read_card(folder)
-    weights_path = folder / WEIGHTS_FILE
+    return load_model(card.derived.network_path if card.derived else folder, device)
+
+
+def load_model(spec: str | Path, device: str | torch.device = "cpu") -> Model:
+    """Load a model folder (safetensors only, never pickle) onto ``device`` in eval mode; a
+    derived model's networks return the summed log-probabilities (:class:`SummedClasses`)."""
+    folder = resolve_model_path(spec)
+    card = read_card(folder)
+    weights_path = (card.derived.network_path if card.derived else folder) / WEIGHTS_FILE
     if not weights_path.is_file():
         raise ModelError(f"{weights_path}: missing weights file")
     tensors = read_weights(weights_path)
@@ -197,8 +311,10 @@ def load_model(spec: str | Path, device: str | torch.device = "cpu") -> Model:
         except RuntimeError as exc:
             raise ModelError(f"{weights_path}: weights for view {view!r} do not match the "
                              f"card's architecture ({str(exc).splitlines()[0]})") from exc
+        if card.derived:
+            net = SummedClasses(net, card.derived.classes(), len(card.labels))
         nets[view] = net.to(device).eval()
-    return Model(card, nets, folder, sha256)
+    return Model(card, nets, folder, model_sha256(folder, card) if card.derived else sha256)
 
 
 _REPLACE = "replace the model folder with an intact copy"
@@ -254,6 +370,9 @@ def save_model(folder: Path, card: ModelCard, nets: dict[str, nn.Module]) -> Pat
     memory. Files are replaced atomically and made readable by everyone (0644).
     """
     folder = Path(folder)
+    if card.derived:
+        raise ModelError(f"model {card.name!r} is derived from {card.derived.network.name}: "
+                         "it has no weights of its own to save")
     folder.mkdir(parents=True, exist_ok=True)
     if set(nets) != set(card.views):
         raise ModelError(f"networks {sorted(nets)} do not match card views {sorted(card.views)}")

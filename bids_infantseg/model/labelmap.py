@@ -1,7 +1,9 @@
 """Label mappings: train a label set on label maps drawn in another one.
 
 Why: public manual labels rarely use the label set a model predicts (Baby Open Brains ships
-FreeSurfer asegs, the bundled model predicts DrawEM9). A mapping is a TSV
+FreeSurfer asegs, DrawEM9 models predict tissues), and one network's labels can make another
+label set (the bundled DrawEM9 model sums the aseg network's probabilities through
+``aseg-to-drawem9``, ``model/card.py``). A mapping is a TSV
 ``<source>-to-<target>.tsv`` with columns ``source_index``, ``source_name`` and
 ``target_index``, where ``<target>`` is a built-in label set; shipped mappings live in
 ``data/labelmaps/`` (``aseg-to-drawem9``). A label map is mapped once, when it is read for

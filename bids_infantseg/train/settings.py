@@ -85,7 +85,8 @@ class Settings:
                                 only=SYNTHETIC)
     # the model
     pretrained: str = knob("default", "model to start from: a bundled name, a model folder, or "
-                           "none (from scratch); default: the bundled model",
+                           "none (from scratch); default: the bundled model (a derived "
+                           "model: its network)",
                            metavar="NAME|PATH|none")
     views: tuple[str, ...] = knob(("axial", "coronal", "sagittal"), "views to train",
                                   metavar="V[,V...]")

@@ -38,7 +38,7 @@ from bids_infantseg.discovery import DiscoveryError, FilterFileError, load_filte
 from bids_infantseg.errors import InfantsegError
 from bids_infantseg.inference import DeviceError, resolve_device
 from bids_infantseg.model.architectures import architecture_of
-from bids_infantseg.model.card import Model, ModelCard, ModelError, load_model, save_model
+from bids_infantseg.model.card import Model, ModelCard, ModelError, load_network, save_model
 from bids_infantseg.model.labels import LabelSet
 from bids_infantseg.synth.sources import SourceError
 from bids_infantseg.train import ddp, outputs
@@ -140,7 +140,7 @@ def _train(settings: Settings, args: argparse.Namespace, place: ddp.Dist,
         labels_map=settings.labels_map, output_dir=output_dir,
         work_dir=work_dir, participant_labels=args.participant_label,
         session_labels=args.session_label, bids_filters=filters)
-    pretrained = None if settings.from_scratch else load_model(settings.pretrained)
+    pretrained = None if settings.from_scratch else load_network(settings.pretrained)
     card = target_card(settings, data.label_set, pretrained,
                        settings.model_name or default_name(data.label_set, pretrained))
     processes = max(1, int(getattr(args, "nprocs", 1) or 1) // place.world)  # per rank

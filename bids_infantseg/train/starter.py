@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from bids_infantseg.model.architectures import build_network
-from bids_infantseg.model.card import Model, ModelCard, load_model, save_model
+from bids_infantseg.model.card import Model, ModelCard, load_model, load_network, save_model
 from bids_infantseg.model.labels import BUILTIN, DRAWEM9, LabelSet
 from bids_infantseg.synth.outputs import LABEL_SETS
 from bids_infantseg.synth.sources import Source, SourceError, SourceMix
@@ -88,8 +88,8 @@ ASEG_LABELS = (" Labels: lateralised FreeSurfer aseg structures as real infant a
                "by the axial and coronal views.")
 MODEL_NAME = "{labels}-synth-starter"
 """The starter model of a label set (``drawem9-synth-starter``: ``card.DEFAULT_MODEL``); the
-bundled one of each set is ``data/models/<this name>``, which ``--label-set`` picks; the
-default name of a synthetic model."""
+bundled one of each set is ``data/models/<this name>`` (the DrawEM9 one derived from the aseg
+network), which ``--label-set`` picks; the default name of a synthetic model."""
 STRIP = (" {percent:g}% of training volumes were skull-stripped (zero outside the brain and "
          "its CSF), so brain-only scans are segmented as well as full heads.")
 SHARED = ("One network, trained on slices of all three orientations, serves every view (three "
@@ -230,7 +230,7 @@ def train_synthetic(settings: Settings, args: argparse.Namespace, device: torch.
                             f"{', '.join(LABEL_SETS)}")
     mix = SourceMix.load(config)
     held_out = held_out_sources(config)
-    pretrained = None if settings.from_scratch else load_model(settings.pretrained)
+    pretrained = None if settings.from_scratch else load_network(settings.pretrained)
     card = synthetic_card(settings, BUILTIN[label_set], pretrained,
                           ", ".join(s.name for s in mix.sources))
     # the generator paints labels on the CPU (one thread) and only the image on a device:

@@ -31,7 +31,7 @@ from tests.model_factory import make_tiny_model, tiny_card
 
 
 def test_the_bundled_card_is_quicknat():
-    card = read_card(bundled_models_dir() / "drawem9-synth-starter")
+    card = read_card(bundled_models_dir() / "aseg-synth-starter")
     assert isinstance(card.architecture, QuickNATConfig)
     assert card.to_dict()["architecture"]["type"] == "QuickNAT"
     assert isinstance(build_network(card.architecture), QuickNAT)
