@@ -235,11 +235,16 @@ def main(argv: list[str] | None = None) -> int:
         except TrainError as exc:
             print(f"bids_infantseg: error: {exc}", file=sys.stderr)
             return EXIT_USAGE
+    from bids_infantseg.interrupts import Interrupted
     from bids_infantseg.participant import UserError, run_participant
 
     try:
         args.model = model_for_label_set(args.model, args.label_set)
         return run_participant(args)
+    except Interrupted as exc:  # its workers stopped, its lock released; the cache kept
+        print(f"bids_infantseg: interrupted ({exc.signame}); rerun the same command to "
+              "finish the missing scans", file=sys.stderr)
+        return exc.exit_status
     except UserError as exc:
         print(f"bids_infantseg: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -38,6 +38,7 @@ from bids_infantseg.discovery import (
 from bids_infantseg.failures import crash_reason, scan_failures
 from bids_infantseg.images import BadImageError, implausibilities, load_t2w
 from bids_infantseg.inference import DeviceError, resolve_device
+from bids_infantseg.interrupts import check_interrupted, interruptible
 from bids_infantseg.locks import LockedError, hold
 from bids_infantseg.model.card import ModelError, load_model
 from bids_infantseg.qc import structures_skipped, summary_line
@@ -73,9 +74,11 @@ def run_participant(args: argparse.Namespace) -> int:
     """Segment every selected T2w scan; 0 when all succeeded, 1 when some failed.
 
     From its checks to its end the run holds the lock of its work folder (one per selection
-    of scans, see :func:`work_folder`): a second run on it refuses or waits.
+    of scans, see :func:`work_folder`): a second run on it refuses or waits. SIGINT and
+    SIGTERM stop it (:class:`~bids_infantseg.interrupts.Interrupted`), its workers stopped
+    and its lock released.
     """
-    with ExitStack() as held:
+    with interruptible(), ExitStack() as held:
         return _run_participant(args, held)
 
 
@@ -276,10 +279,12 @@ def _run_workflow(scans: list[Scan], settings: SegmentSettings, work_dir: Path,
     started = {p.name for p in crash_dir.glob("crash-*")} if crash_dir.exists() else set()
     error = None
     try:
-        wf.run(plugin=plugin_runner(plan, log_levels or {}), plugin_args=plan.plugin_args)
+        with plugin_runner(plan, log_levels or {}) as runner:
+            wf.run(plugin=runner, plugin_args=plan.plugin_args)
     except Exception as exc:  # Nipype raises whatever stopped it; the crash files tell which
         LOGGER.debug("the workflow stopped with an error", exc_info=True)
         error = exc
+    check_interrupted()  # a signal that a node's interface swallowed
     by_name = {scan_wf_name(s): s for s in scans}
     crashes = scan_failures(crash_dir, set(by_name), started)
     if error is not None and not crashes:

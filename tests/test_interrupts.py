@@ -1,0 +1,156 @@
+"""Ctrl-C and kill: a run stops as a whole, in one line, leaves no process or lock behind,
+and its rerun finishes from the cache. Real runs in their own processes, as users start them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bids_infantseg.locks import LOCK_NAME
+from tests.test_participant import one_scan_dataset, outputs, run
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SLOW_SEGMENT = """
+import os, sys, time
+from pathlib import Path
+from bids_infantseg import interfaces
+
+segment = interfaces.Segment._run_interface
+
+def slow_segment(self, runtime):
+    Path(os.environ["SEGMENT_STARTED"]).touch()
+    time.sleep(60)
+    return segment(self, runtime)
+
+# at import, so that MultiProc's workers (the fork server imports this file) have it too
+interfaces.Segment._run_interface = slow_segment
+
+if __name__ == "__main__":
+    from bids_infantseg.cli import main
+    sys.exit(main())
+"""
+"""bids_infantseg whose segment step says it started, then waits a minute before it works:
+the signal always reaches a run in the middle of a scan."""
+
+PLUGINS = {"Linear": ["--nprocs", "1"], "MultiProc": ["--plugin", "MultiProc"]}
+
+
+def _default_sigint() -> None:
+    # a shell's background job starts with SIGINT ignored, which the run keeps
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def start_run(script: Path | None, *args: str, env: dict[str, str] | None = None
+              ) -> subprocess.Popen:
+    """A participant run in its own session (its processes are the session's)."""
+    command = [str(script)] if script else ["-m", "bids_infantseg"]
+    return subprocess.Popen([sys.executable, *command, *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, preexec_fn=_default_sigint,
+                            env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+
+
+def session_processes(sid: int) -> list[str]:
+    """``pid command`` of every live (not zombie) process in the session ``sid``."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+            command = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        state, _ppid, _pgrp, session = text[text.rindex(")") + 2:].split()[:4]
+        if int(session) == sid and state != "Z":
+            found.append(f"{stat.parent.name} {command[:120]}")
+    return found
+
+
+def wait_for_no_process(sid: int, timeout_s: float = 15.0) -> list[str]:
+    deadline = time.monotonic() + timeout_s
+    while (left := session_processes(sid)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return left
+
+
+def wait_for(path: Path, proc: subprocess.Popen, timeout_s: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the segment step did not start"
+        time.sleep(0.05)
+
+
+pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+
+
+@pytest.mark.parametrize("plugin", PLUGINS)
+@pytest.mark.parametrize("signum, whom", [(signal.SIGINT, "group"), (signal.SIGTERM, "pid")],
+                         ids=["ctrl-c", "kill"])
+def test_a_signal_stops_the_whole_run_in_one_line_and_the_rerun_finishes(
+        tmp_path, tiny_model_dir, plugin, signum, whom):
+    """Ctrl-C reaches the terminal's whole process group, ``kill PID`` the main process.
+    Before: under Linear Ctrl-C failed the scan's segment step and the run went on (exit 1,
+    "segment step failed"); under MultiProc it printed a traceback, and SIGTERM left the
+    workers and the fork server running, orphaned, and the lock file behind."""
+    root = one_scan_dataset(tmp_path / "bids")
+    out, work, started = tmp_path / "out", tmp_path / "work", tmp_path / "segment-started"
+    script = tmp_path / "slow_segment.py"
+    script.write_text(SLOW_SEGMENT)
+    options = ["--model", str(tiny_model_dir), "--device", "cpu", "-w", str(work),
+               *PLUGINS[plugin]]
+    proc = start_run(script, str(root), str(out), "participant", *options,
+                     env={"SEGMENT_STARTED": str(started)})
+    wait_for(started, proc)
+    conformed = next(work.rglob("conform/result_conform.pklz"))
+    stamp = conformed.stat().st_mtime_ns
+
+    os.killpg(proc.pid, signum) if whom == "group" else proc.send_signal(signum)
+    sent = time.monotonic()
+    stdout, stderr = proc.communicate(timeout=60)
+    took = time.monotonic() - sent
+    left = wait_for_no_process(proc.pid)
+
+    name = signal.Signals(signum).name
+    assert proc.returncode == 128 + signum, stderr
+    assert stderr.splitlines()[-1] == (f"bids_infantseg: interrupted ({name}); rerun the same "
+                                       "command to finish the missing scans"), stderr
+    assert stderr.count("interrupted") == 1 and "Traceback" not in stderr, stderr
+    assert "ERROR" not in stderr and "nipype" not in stderr and stdout == "", (stdout, stderr)
+    assert took < 15, took
+    assert not list(work.rglob(LOCK_NAME))
+    assert left == []
+
+    assert run(root, out, tiny_model_dir, "-w", str(work), *PLUGINS[plugin][2:]) == 0
+    assert outputs(out, "sub-01", "sub-01/anat")["dseg"].is_file()
+    assert conformed.stat().st_mtime_ns == stamp  # what was done is not done again
+
+
+@pytest.mark.parametrize("ending", ["finished", "killed"])
+def test_no_process_of_a_multiproc_run_outlives_it(tmp_path, tiny_model_dir, ending):
+    """Its workers and their fork server end with it: when it finishes, and when its main
+    process is killed outright (SIGKILL: no cleanup runs). Before, a killed run's workers
+    waited forever for work, and the fork server for them."""
+    root = one_scan_dataset(tmp_path / "bids")
+    started = tmp_path / "segment-started"
+    script = tmp_path / "slow_segment.py"
+    script.write_text(SLOW_SEGMENT)
+    options = [str(root), str(tmp_path / "out"), "participant", "--model", str(tiny_model_dir),
+               "--device", "cpu", "--plugin", "MultiProc"]
+    if ending == "finished":
+        proc = start_run(None, *options)
+        assert proc.wait(timeout=300) == 0, proc.communicate()
+    else:
+        proc = start_run(script, *options, env={"SEGMENT_STARTED": str(started)})
+        wait_for(started, proc)
+        assert len(session_processes(proc.pid)) >= 3  # main, fork server, worker(s)
+        proc.kill()
+        proc.wait()
+    proc.communicate()
+    assert wait_for_no_process(proc.pid) == []
