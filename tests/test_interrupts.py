@@ -8,12 +8,13 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import suppress
 from pathlib import Path
 
 import pytest
 
 from bids_infantseg.locks import LOCK_NAME
-from tests.test_participant import one_scan_dataset, outputs, run
+from tests.test_participant import one_scan_dataset, outputs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,14 +48,36 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def start_run(script: Path | None, *args: str, env: dict[str, str] | None = None
-              ) -> subprocess.Popen:
-    """A participant run in its own session (its processes are the session's)."""
-    command = [str(script)] if script else ["-m", "bids_infantseg"]
-    return subprocess.Popen([sys.executable, *command, *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, preexec_fn=_default_sigint,
-                            env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+class Run:
+    """A participant run in its own session (its processes are the session's), its stdout
+    and stderr in files: processes it leaves behind could hold pipes open forever."""
+
+    def __init__(self, folder: Path, script: Path | None, *args: str,
+                 env: dict[str, str] | None = None) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.stdout, self.stderr = folder / "stdout", folder / "stderr"
+        command = [str(script)] if script else ["-m", "bids_infantseg"]
+        with self.stdout.open("w") as out, self.stderr.open("w") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, *command, *args], stdout=out, stderr=err,
+                start_new_session=True, preexec_fn=_default_sigint,
+                env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+        self.pid = self.proc.pid
+
+    def wait(self, timeout_s: float) -> int:
+        return self.proc.wait(timeout=timeout_s)
+
+    def output(self) -> tuple[str, str]:
+        return self.stdout.read_text(), self.stderr.read_text()
+
+    def leftovers(self, timeout_s: float = 15.0) -> list[str]:
+        """The session's processes still alive ``timeout_s`` after the run ended; killed."""
+        deadline = time.monotonic() + timeout_s
+        while (left := session_processes(self.pid)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        with suppress(ProcessLookupError):
+            os.killpg(self.pid, signal.SIGKILL)  # the old code's orphans: not for the next test
+        return left
 
 
 def session_processes(sid: int) -> list[str]:
@@ -72,17 +95,10 @@ def session_processes(sid: int) -> list[str]:
     return found
 
 
-def wait_for_no_process(sid: int, timeout_s: float = 15.0) -> list[str]:
-    deadline = time.monotonic() + timeout_s
-    while (left := session_processes(sid)) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    return left
-
-
-def wait_for(path: Path, proc: subprocess.Popen, timeout_s: float = 180.0) -> None:
+def wait_for(path: Path, run: Run, timeout_s: float = 180.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not path.exists():
-        assert proc.poll() is None, proc.communicate()
+        assert run.proc.poll() is None, run.output()
         assert time.monotonic() < deadline, "the segment step did not start"
         time.sleep(0.05)
 
@@ -105,20 +121,23 @@ def test_a_signal_stops_the_whole_run_in_one_line_and_the_rerun_finishes(
     script.write_text(SLOW_SEGMENT)
     options = ["--model", str(tiny_model_dir), "--device", "cpu", "-w", str(work),
                *PLUGINS[plugin]]
-    proc = start_run(script, str(root), str(out), "participant", *options,
-                     env={"SEGMENT_STARTED": str(started)})
+    proc = Run(tmp_path / "run", script, str(root), str(out), "participant", *options,
+               env={"SEGMENT_STARTED": str(started)})
     wait_for(started, proc)
     conformed = next(work.rglob("conform/result_conform.pklz"))
     stamp = conformed.stat().st_mtime_ns
 
-    os.killpg(proc.pid, signum) if whom == "group" else proc.send_signal(signum)
+    os.killpg(proc.pid, signum) if whom == "group" else proc.proc.send_signal(signum)
     sent = time.monotonic()
-    stdout, stderr = proc.communicate(timeout=60)
-    took = time.monotonic() - sent
-    left = wait_for_no_process(proc.pid)
+    try:
+        status = proc.wait(60)
+    finally:
+        took = time.monotonic() - sent
+        left = proc.leftovers()
+    stdout, stderr = proc.output()
 
     name = signal.Signals(signum).name
-    assert proc.returncode == 128 + signum, stderr
+    assert status == 128 + signum, stderr
     assert stderr.splitlines()[-1] == (f"bids_infantseg: interrupted ({name}); rerun the same "
                                        "command to finish the missing scans"), stderr
     assert stderr.count("interrupted") == 1 and "Traceback" not in stderr, stderr
@@ -127,30 +146,30 @@ def test_a_signal_stops_the_whole_run_in_one_line_and_the_rerun_finishes(
     assert not list(work.rglob(LOCK_NAME))
     assert left == []
 
-    assert run(root, out, tiny_model_dir, "-w", str(work), *PLUGINS[plugin][2:]) == 0
+    rerun = Run(tmp_path / "rerun", None, str(root), str(out), "participant", *options)
+    try:
+        assert rerun.wait(300) == 0, rerun.output()
+    finally:
+        left = rerun.leftovers()
+    assert "1 of 1 scan(s) segmented" in rerun.output()[1]
     assert outputs(out, "sub-01", "sub-01/anat")["dseg"].is_file()
     assert conformed.stat().st_mtime_ns == stamp  # what was done is not done again
+    assert left == []  # nor does a run that finished leave any
 
 
-@pytest.mark.parametrize("ending", ["finished", "killed"])
-def test_no_process_of_a_multiproc_run_outlives_it(tmp_path, tiny_model_dir, ending):
-    """Its workers and their fork server end with it: when it finishes, and when its main
-    process is killed outright (SIGKILL: no cleanup runs). Before, a killed run's workers
-    waited forever for work, and the fork server for them."""
+def test_no_process_of_a_multiproc_run_outlives_its_kill(tmp_path, tiny_model_dir):
+    """SIGKILL, where no cleanup runs: the workers end themselves, and then their fork
+    server. Before, they waited forever for work, the fork server for them."""
     root = one_scan_dataset(tmp_path / "bids")
     started = tmp_path / "segment-started"
     script = tmp_path / "slow_segment.py"
     script.write_text(SLOW_SEGMENT)
-    options = [str(root), str(tmp_path / "out"), "participant", "--model", str(tiny_model_dir),
-               "--device", "cpu", "--plugin", "MultiProc"]
-    if ending == "finished":
-        proc = start_run(None, *options)
-        assert proc.wait(timeout=300) == 0, proc.communicate()
-    else:
-        proc = start_run(script, *options, env={"SEGMENT_STARTED": str(started)})
-        wait_for(started, proc)
-        assert len(session_processes(proc.pid)) >= 3  # main, fork server, worker(s)
-        proc.kill()
-        proc.wait()
-    proc.communicate()
-    assert wait_for_no_process(proc.pid) == []
+    proc = Run(tmp_path / "run", script, str(root), str(tmp_path / "out"), "participant",
+               "--model", str(tiny_model_dir), "--device", "cpu", *PLUGINS["MultiProc"],
+               env={"SEGMENT_STARTED": str(started)})
+    wait_for(started, proc)
+    assert len(session_processes(proc.pid)) >= 3  # main, fork server, worker(s)
+    proc.proc.kill()
+    proc.wait(60)
+    assert proc.leftovers() == []
+
