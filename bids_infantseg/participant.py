@@ -18,7 +18,6 @@ from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 
 from nipype import config as nipype_config
-from nipype import logging as nipype_logging
 
 from bids_infantseg import __version__
 from bids_infantseg.ages import implausible_age
@@ -54,6 +53,7 @@ from bids_infantseg.resources import (
     check_plugin,
     plan_run,
     plugin_runner,
+    set_nipype_logging,
 )
 from bids_infantseg.scan_outputs import ScanOutputs, read_outputs, scan_outputs, sidecar
 from bids_infantseg.templates import TemplateError, cohort_for_age, template_path
@@ -69,6 +69,9 @@ class ImplausibleInputError(ValueError):
 class UnusableInputError(ValueError):
     """No selected image can be segmented (each was logged in one line)."""
 
+
+FULL_DISK_BYTES = 1 << 20
+"""Less free space than this (1 MiB) is a full file system: no scan's outputs fit in it."""
 
 UserError = (DiscoveryError, FilterFileError, OutputDirError, ModelError, DeviceError,
              TemplateError, PluginError, RefineError,
@@ -156,9 +159,8 @@ def _run_participant(args: argparse.Namespace, held: ExitStack) -> int:
                 model.card.version, model.sha256[:12], device, len(good))
     if why := structures_skipped(model.card.labels):
         LOGGER.info("QC: %s", why)
-    levels = _quiet_nipype(args.verbose)
     workflow_ok, crashes = _run_workflow(good, settings, work_dir, plan, pose_templates,
-                                         levels)
+                                         _quiet_nipype(args.verbose))
     failed, segmented = _check_outputs(good, settings, crashes)
     _log_qc(segmented)
     LOGGER.info("%d of %d scan(s) segmented; outputs in %s", len(segmented), len(scans),
@@ -167,9 +169,26 @@ def _run_participant(args: argparse.Namespace, held: ExitStack) -> int:
         LOGGER.error("%s skipped (listed above)", _count(unusable, "unusable input"))
     for line in failed:
         LOGGER.error("FAILED %s", line)
+    if failed:
+        _log_full_disks(output_dir, work_dir)
     if unusable:
         return 2
     return 1 if failed or not workflow_ok else 0
+
+
+def _log_full_disks(*folders: Path) -> None:
+    """One line per folder on a file system left with (almost) no space: the likely cause of
+    its failed scans, whose crash files could not always be written to say so."""
+    seen = set()
+    for folder in folders:
+        try:
+            device, free = folder.stat().st_dev, shutil.disk_usage(folder).free
+        except OSError:
+            continue
+        if device not in seen and free < FULL_DISK_BYTES:
+            seen.add(device)
+            LOGGER.error("the file system of %s is full (%d KiB free): make room, then rerun "
+                         "the same command", folder, free // 1024)
 
 
 def _missing_folders(*folders: Path) -> list[Path]:
@@ -300,20 +319,20 @@ def _pose_templates(scans: list[Scan]) -> dict[str, Path]:
     return templates
 
 
-def _quiet_nipype(verbosity: int) -> dict[str, str]:
-    """Nipype's per-node chatter only with -vv; its own handler, not ours twice. Returns the
-    levels, which MultiProc's workers are given too (``resources.plugin_runner``)."""
-    level = "INFO" if verbosity >= 2 else "WARNING"
-    levels = dict.fromkeys(NIPYPE_LOG_LEVELS, level)
-    nipype_config.update_config({"logging": levels})
-    nipype_logging.update_logging(nipype_config)
+def _quiet_nipype(verbosity: int) -> tuple[dict[str, str], bool]:
+    """Nipype's messages only with -v, its per-node chatter only with -vv; its own handler,
+    not ours twice. Returns the levels and whether it is silent, which MultiProc's workers
+    are given too (``resources.plugin_runner``)."""
+    levels = dict.fromkeys(NIPYPE_LOG_LEVELS, "INFO" if verbosity >= 2 else "WARNING")
+    set_nipype_logging(levels, silent=verbosity == 0)
     logging.getLogger("nipype").propagate = False
-    return levels
+    return levels, verbosity == 0
 
 
 def _run_workflow(scans: list[Scan], settings: SegmentSettings, work_dir: Path,
                   plan: RunPlan, pose_templates: dict[str, Path] | None = None,
-                  log_levels: dict[str, str] | None = None) -> tuple[bool, dict[str, str]]:
+                  nipype_logs: tuple[dict[str, str], bool] = ({}, False)
+                  ) -> tuple[bool, dict[str, str]]:
     """Run all scans' workflows; whether the run finished, and each crashed scan's reason.
 
     Nipype raises both when a node crashed (the crash file says why; the others still ran)
@@ -333,7 +352,7 @@ def _run_workflow(scans: list[Scan], settings: SegmentSettings, work_dir: Path,
     started = {p.name for p in crash_dir.glob("crash-*")} if crash_dir.exists() else set()
     error = None
     try:
-        with plugin_runner(plan, log_levels or {}) as runner:
+        with plugin_runner(plan, *nipype_logs) as runner:
             wf.run(plugin=runner, plugin_args=plan.plugin_args)
     except Exception as exc:  # Nipype raises whatever stopped it; the crash files tell which
         LOGGER.debug("the workflow stopped with an error", exc_info=True)

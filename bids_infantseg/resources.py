@@ -7,6 +7,7 @@ fit for any number of scans, CPUs, ``--nprocs`` and ``--omp-nthreads``.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import signal
@@ -30,6 +31,8 @@ SLURM_CPUS = ("SLURM_CPUS_PER_TASK", "SLURM_CPUS_ON_NODE")
 
 NIPYPE_LOG_LEVELS = ("workflow_level", "interface_level", "utils_level")
 """Nipype's logging settings, passed to MultiProc's workers."""
+
+NIPYPE_LOGGERS = ("nipype.workflow", "nipype.interface", "nipype.utils", "nipype.filemanip")
 
 POOL_PLUGINS = ("MultiProc", "LegacyMultiProc")
 """Plugins that run nodes on this machine and check each node's request against n_procs."""
@@ -132,7 +135,8 @@ def plan_run(plugin: str | None, plugin_args: dict | None, *, scans: int, cpus: 
 
 
 @contextmanager
-def plugin_runner(plan: RunPlan, log_levels: Mapping[str, str]) -> Iterator[Any]:
+def plugin_runner(plan: RunPlan, log_levels: Mapping[str, str],
+                  silent: bool = False) -> Iterator[Any]:
     """What ``Workflow.run(plugin=...)`` takes, for the block's time: the plugin's name, or
     for a plugin that runs nodes on this machine (Linear, MultiProc, LegacyMultiProc) the
     plugin itself, whose worker processes are stopped when the block ends, however it ends.
@@ -149,7 +153,8 @@ def plugin_runner(plan: RunPlan, log_levels: Mapping[str, str]) -> Iterator[Any]
     every node at Nipype's default INFO ("[Node] Setting-up ...", ~45 lines a scan)
     whatever this process set. Their pool is made again here with an initializer
     (:func:`init_worker`) that runs Nipype's own (the working folder) and then sets the
-    levels; the pool has started no worker yet. Linear runs in this process, LegacyMultiProc
+    levels (``silent``: none, see :func:`set_nipype_logging`); the pool has started no
+    worker yet. Linear runs in this process, LegacyMultiProc
     forks it, and cluster plugins' job scripts apply the workflow's configuration, levels
     included: all already quiet.
     """
@@ -169,7 +174,7 @@ def plugin_runner(plan: RunPlan, log_levels: Mapping[str, str]) -> Iterator[Any]
         runner.pool.shutdown(wait=False)
         runner.pool = ProcessPoolExecutor(
             max_workers=runner.processors, initializer=init_worker,
-            initargs=(runner._cwd, dict(log_levels)),
+            initargs=(runner._cwd, dict(log_levels), silent),
             mp_context=mp.get_context(runner.plugin_args.get("mp_context")))
         runner._async_callback = partial(_keep_result, runner)
     try:
@@ -221,7 +226,24 @@ def _keep_result(runner: Any, future: Future) -> None:
     runner._taskresult[result["taskid"]] = result
 
 
-def init_worker(cwd: str, log_levels: dict[str, str]) -> None:
+def set_nipype_logging(levels: Mapping[str, str], silent: bool = False) -> None:
+    """Nipype's ``[logging]`` levels in this process; ``silent``: none of its messages.
+
+    Why silent (at default verbosity): a scan's failure is the run's FAILED line, from the
+    crash file; Nipype's own report of it (warnings, "Node failed", the traceback, and again
+    the traceback while saving the crash file) made a full disk ~40 lines.
+    """
+    from nipype import config
+    from nipype import logging as nipype_logging
+
+    config.update_config({"logging": dict(levels)})
+    nipype_logging.update_logging(config)
+    if silent:
+        for name in NIPYPE_LOGGERS:
+            logging.getLogger(name).setLevel(logging.CRITICAL + 1)
+
+
+def init_worker(cwd: str, log_levels: dict[str, str], silent: bool = False) -> None:
     """A MultiProc worker's start: Nipype's own initializer, then the run's log levels.
 
     The worker also ignores SIGINT, which Ctrl-C sends to every process of the terminal's
@@ -229,12 +251,10 @@ def init_worker(cwd: str, log_levels: dict[str, str]) -> None:
     printed a traceback). And it ends when the main process is gone, however that died: a
     fork server's workers otherwise wait forever for work (and the fork server with them).
     """
-    from nipype import config, logging
     from nipype.pipeline.plugins.multiproc import process_initializer
 
     process_initializer(cwd)
-    config.update_config({"logging": log_levels})
-    logging.update_logging(config)
+    set_nipype_logging(log_levels, silent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     parent = mp_parent_process()
     if parent is not None:
