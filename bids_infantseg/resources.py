@@ -215,12 +215,17 @@ def _keep_result(runner: Any, future: Future) -> None:
     """MultiProc's result callback, also for a task whose worker died (killed, out of memory,
     stopped by :func:`_stop_workers`): Nipype's raises in the pool's thread, which logs a
     traceback, and its run never hears of the task again."""
+    from concurrent.futures.process import BrokenProcessPool
+
     try:
         result = future.result()
     except BaseException as exc:  # noqa: BLE001 - CancelledError, BrokenProcessPool
         taskid = next((t for t, f in list(runner._task_obj.items()) if f is future), None)
         if taskid is None:
             return
+        if isinstance(exc, BrokenProcessPool):
+            exc = RuntimeError("its worker process ended before the step did (killed, or out "
+                               f"of memory?): {exc}")
         result = {"result": None, "taskid": taskid,
                   "traceback": traceback.format_exception(exc)}
     runner._taskresult[result["taskid"]] = result

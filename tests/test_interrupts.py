@@ -80,8 +80,8 @@ class Run:
         return left
 
 
-def session_processes(sid: int) -> list[str]:
-    """``pid command`` of every live (not zombie) process in the session ``sid``."""
+def session_processes(sid: int) -> list[tuple[int, int, str]]:
+    """``(pid, parent pid, command)`` of every live (not zombie) process in session ``sid``."""
     found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -89,9 +89,9 @@ def session_processes(sid: int) -> list[str]:
             command = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:
             continue
-        state, _ppid, _pgrp, session = text[text.rindex(")") + 2:].split()[:4]
+        state, ppid, _pgrp, session = text[text.rindex(")") + 2:].split()[:4]
         if int(session) == sid and state != "Z":
-            found.append(f"{stat.parent.name} {command[:120]}")
+            found.append((int(stat.parent.name), int(ppid), command[:120]))
     return found
 
 
@@ -172,4 +172,33 @@ def test_no_process_of_a_multiproc_run_outlives_its_kill(tmp_path, tiny_model_di
     proc.proc.kill()
     proc.wait(60)
     assert proc.leftovers() == []
+
+
+def test_a_worker_that_dies_fails_its_scan_instead_of_hanging_the_run(tmp_path,
+                                                                       tiny_model_dir):
+    """A MultiProc worker killed mid-step (the kernel's out-of-memory killer): before, the
+    run never heard of its step again and waited forever."""
+    root = one_scan_dataset(tmp_path / "bids")
+    started = tmp_path / "segment-started"
+    script = tmp_path / "slow_segment.py"
+    script.write_text(SLOW_SEGMENT)
+    proc = Run(tmp_path / "run", script, str(root), str(tmp_path / "out"), "participant",
+               "--model", str(tiny_model_dir), "--device", "cpu", *PLUGINS["MultiProc"],
+               env={"SEGMENT_STARTED": str(started)})
+    wait_for(started, proc)
+    processes = session_processes(proc.pid)
+    fork_server = [pid for pid, ppid, command in processes
+                   if ppid == proc.pid and "forkserver" in command]
+    workers = [pid for pid, ppid, _command in processes if ppid in fork_server]
+    assert workers
+    os.kill(workers[0], signal.SIGKILL)
+    try:
+        status = proc.wait(120)
+    finally:
+        left = proc.leftovers()
+    stderr = proc.output()[1]
+    assert status == 1 and "Traceback" not in stderr, stderr
+    assert "segment step failed: its worker process ended before the step did (killed, or " \
+           "out of memory?)" in stderr
+    assert left == []
 
