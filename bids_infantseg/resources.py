@@ -186,18 +186,19 @@ def plugin_runner(plan: RunPlan, log_levels: Mapping[str, str],
 
 
 def _stop_workers(pool: Any, grace_s: float = 5.0) -> None:
-    """End a plugin's pool now: its workers are sent SIGTERM, and SIGKILL after ``grace_s``.
-    Nothing to do after a finished run (Nipype shut the pool down). SIGINT and SIGTERM wait
-    meanwhile, so that a signal cannot leave workers behind."""
+    """End a plugin's pool now: its workers are sent SIGTERM, and SIGKILL after ``grace_s``
+    (LegacyMultiProc's forked workers inherit this process's handlers and may not end on
+    SIGTERM). Nothing to do after a finished run (Nipype shut the pool down). SIGINT and
+    SIGTERM wait meanwhile, so that a signal cannot leave workers behind."""
     from concurrent.futures import ProcessPoolExecutor
 
     signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
     try:
-        if not isinstance(pool, ProcessPoolExecutor):  # LegacyMultiProc's multiprocessing.Pool
-            pool.terminate()
-            return
-        workers = list((pool._processes or {}).values())
-        pool.shutdown(wait=False, cancel_futures=True)
+        if isinstance(pool, ProcessPoolExecutor):
+            workers = list((pool._processes or {}).values())
+            pool.shutdown(wait=False, cancel_futures=True)
+        else:  # LegacyMultiProc's multiprocessing.Pool
+            workers = list(pool._pool)
         for worker in workers:
             if worker.is_alive():
                 worker.terminate()
@@ -207,6 +208,8 @@ def _stop_workers(pool: Any, grace_s: float = 5.0) -> None:
             if worker.is_alive():
                 worker.kill()
                 worker.join()
+        if not isinstance(pool, ProcessPoolExecutor):
+            pool.terminate()
     finally:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
 
