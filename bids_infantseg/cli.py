@@ -282,11 +282,16 @@ def _run_level(args: argparse.Namespace, argv: list[str] | None) -> int:
         from bids_infantseg.train.site import run_train
 
         return run_train(args)
+    from bids_infantseg.interrupts import Interrupted
     from bids_infantseg.participant import run_participant
 
     args.model = model_for_label_set(args.model, args.label_set)
     try:
         return run_participant(args)
+    except Interrupted as exc:  # its workers stopped, its lock released; the cache kept
+        print(f"bids_infantseg: interrupted ({exc.signame}); rerun the same command to "
+              "finish the missing scans", file=sys.stderr)
+        return exc.exit_status
     except OSError as exc:  # a file system failing after the checks; the traceback with -v
         LOGGER.debug("traceback", exc_info=True)
         print(f"bids_infantseg: error: {exc}", file=sys.stderr)

@@ -7,6 +7,7 @@ before any heavy work, not a traceback deep inside resampling or the network.
 from __future__ import annotations
 
 import logging
+import os
 import zlib
 from pathlib import Path
 
@@ -82,7 +83,7 @@ def _bad(path: Path, problem: str) -> BadImageError:
 
 def _open(path: Path) -> nib.Nifti1Image | nib.Nifti2Image:
     if not path.exists():
-        raise _bad(path, "no such file")
+        raise _bad(path, _broken_link(path) if path.is_symlink() else "no such file")
     if not path.is_file():
         raise _bad(path, "not a file")
     if path.stat().st_size == 0:
@@ -94,6 +95,17 @@ def _open(path: Path) -> nib.Nifti1Image | nib.Nifti2Image:
     if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
         raise _bad(path, f"not a NIfTI image ({type(img).__name__})")
     return img
+
+
+def _broken_link(path: Path) -> str:
+    """Where a dangling symbolic link points; DataLad and git-annex datasets hold such links
+    until a file's content is fetched."""
+    target = path.readlink()
+    where = target if target.is_absolute() else path.parent / target
+    problem = f"broken symbolic link to {os.path.normpath(where)}, which does not exist"
+    if "annex/objects" in target.as_posix():
+        problem += " (a git-annex file whose content is not here: datalad get / git annex get)"
+    return problem
 
 
 def _valid_affine(affine: np.ndarray | None) -> bool:

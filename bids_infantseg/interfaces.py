@@ -189,12 +189,18 @@ class Segment(SimpleInterface):
 
 
 def save_probabilities(path: str, probs: np.ndarray) -> None:
-    """``probs`` as a float16 ``.npy``, written a class at a time (no whole float16 copy)."""
-    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=probs.shape)
-    for k in range(probs.shape[0]):
-        out[k] = probs[k]
-    out.flush()
-    del out
+    """``probs`` as a float16 ``.npy``, written a class at a time (no whole float16 copy).
+
+    Plain writes, not a memory map: on a full disk a write raises ENOSPC, where storing into
+    a mapped page killed the whole run with SIGBUS ("Fatal Python error: Bus error").
+    """
+    dtype = np.dtype(np.float16)
+    with open(path, "wb") as out:
+        np.lib.format.write_array_header_1_0(out, {
+            "descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
+            "shape": tuple(probs.shape)})
+        for k in range(probs.shape[0]):
+            out.write(np.ascontiguousarray(probs[k], dtype=dtype).tobytes())
 
 
 class _RestoreInputSpec(BaseInterfaceInputSpec):

@@ -12,11 +12,12 @@ import hashlib
 import json
 import logging
 import re
-from contextlib import ExitStack
+import shutil
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 
 from nipype import config as nipype_config
-from nipype import logging as nipype_logging
 
 from bids_infantseg import __version__
 from bids_infantseg.ages import implausible_age
@@ -32,7 +33,8 @@ from bids_infantseg.errors import InfantsegError
 from bids_infantseg.failures import crash_reason, scan_failures
 from bids_infantseg.images import BadImageError, implausibilities, load_t2w
 from bids_infantseg.inference import resolve_device
-from bids_infantseg.locks import hold
+from bids_infantseg.interrupts import check_interrupted, interruptible
+from bids_infantseg.locks import LOCK_NAME, hold
 from bids_infantseg.model.card import load_model
 from bids_infantseg.qc import structures_skipped, summary_line
 from bids_infantseg.refine import resolve_options
@@ -44,6 +46,7 @@ from bids_infantseg.resources import (
     check_plugin,
     plan_run,
     plugin_runner,
+    set_nipype_logging,
 )
 from bids_infantseg.scan_outputs import ScanOutputs, read_outputs, scan_outputs, sidecar
 from bids_infantseg.templates import cohort_for_age, template_path
@@ -56,13 +59,24 @@ class ImplausibleInputError(InfantsegError, ValueError):
     """--strict and some input that no infant scan can be (each was logged in one line)."""
 
 
+class UnusableInputError(InfantsegError, ValueError):
+    """No selected image can be segmented (each was logged in one line)."""
+
+
+FULL_DISK_BYTES = 1 << 20
+"""Less free space than this (1 MiB) is a full file system: no scan's outputs fit in it."""
+
+
 def run_participant(args: argparse.Namespace) -> int:
-    """Segment every selected T2w scan; 0 when all succeeded, 1 when some failed.
+    """Segment every selected T2w scan; 0 when all succeeded, 1 when some failed, 2 when some
+    input could not be used (the others are still segmented).
 
     From its checks to its end the run holds the lock of its work folder (one per selection
-    of scans, see :func:`work_folder`): a second run on it refuses or waits.
+    of scans, see :func:`work_folder`): a second run on it refuses or waits. SIGINT and
+    SIGTERM stop it (:class:`~bids_infantseg.interrupts.Interrupted`), its workers stopped
+    and its lock released.
     """
-    with ExitStack() as held:
+    with interruptible(), ExitStack() as held:
         return _run_participant(args, held)
 
 
@@ -101,17 +115,19 @@ def _run_participant(args: argparse.Namespace, held: ExitStack) -> int:
                               refine_em=args.refine_em,
                               refine_ventricles=args.refine_ventricles)
     filters = load_filter_file(args.bids_filter_file) if args.bids_filter_file else None
-    check_writable(output_dir, "output")
     work_dir = work_folder((args.work_dir or output_dir / ".work").resolve(),
                            args.participant_label, args.session_label, filters)
+    created = _missing_folders(output_dir, work_dir)
+    check_writable(output_dir, "output")
     check_writable(work_dir, "work")
     held.enter_context(hold(work_dir, wait=args.wait_lock))
 
-    scans = discover(bids_dir, output_dir=output_dir, work_dir=work_dir,
-                     participant_labels=args.participant_label,
-                     session_labels=args.session_label, bids_filters=filters)
-    good, failed = _check_images(scans, strict=args.strict)
-    pose_templates = _pose_templates(good) if args.pose_normalize else None
+    with _removed_on_user_error(created):
+        scans = discover(bids_dir, output_dir=output_dir, work_dir=work_dir,
+                         participant_labels=args.participant_label,
+                         session_labels=args.session_label, bids_filters=filters)
+        good, unusable = _check_images(scans, strict=args.strict)
+        pose_templates = _pose_templates(good) if args.pose_normalize else None
 
     write_dataset_description(output_dir, bids_dir=bids_dir, version=__version__)
     write_dataset_files(output_dir, model.card.labels)
@@ -131,19 +147,69 @@ def _run_participant(args: argparse.Namespace, held: ExitStack) -> int:
                 model.card.version, model.sha256[:12], device, len(good))
     if why := structures_skipped(model.card.labels):
         LOGGER.info("QC: %s", why)
-    workflow_ok = True
-    if good:
-        levels = _quiet_nipype(args.verbose)
-        workflow_ok, crashes = _run_workflow(good, settings, work_dir, plan, pose_templates,
-                                             levels)
-        unfinished, segmented = _check_outputs(good, settings, crashes)
-        failed += unfinished
-        _log_qc(segmented)
-    done = len(scans) - len(failed)
-    LOGGER.info("%d of %d scan(s) segmented; outputs in %s", done, len(scans), output_dir)
+    workflow_ok, crashes = _run_workflow(good, settings, work_dir, plan, pose_templates,
+                                         _quiet_nipype(args.verbose))
+    failed, segmented = _check_outputs(good, settings, crashes)
+    _log_qc(segmented)
+    LOGGER.info("%d of %d scan(s) segmented; outputs in %s", len(segmented), len(scans),
+                output_dir)
+    if unusable:
+        LOGGER.error("%s skipped (listed above)", _count(unusable, "unusable input"))
     for line in failed:
         LOGGER.error("FAILED %s", line)
+    if failed:
+        _log_full_disks(output_dir, work_dir)
+    if unusable:
+        return 2
     return 1 if failed or not workflow_ok else 0
+
+
+def _log_full_disks(*folders: Path) -> None:
+    """One line per folder on a file system left with (almost) no space: the likely cause of
+    its failed scans, whose crash files could not always be written to say so."""
+    seen = set()
+    for folder in folders:
+        try:
+            device, free = folder.stat().st_dev, shutil.disk_usage(folder).free
+        except OSError:
+            continue
+        if device not in seen and free < FULL_DISK_BYTES:
+            seen.add(device)
+            LOGGER.error("the file system of %s is full (%d KiB free): make room, then rerun "
+                         "the same command", folder, free // 1024)
+
+
+def _missing_folders(*folders: Path) -> list[Path]:
+    """``folders`` and their parents that do not exist yet, innermost first."""
+    missing: list[Path] = []
+    for folder in folders:
+        for path in (folder, *folder.parents):
+            if path.exists():
+                break
+            if path not in missing:
+                missing.append(path)
+    return sorted(missing, key=lambda p: len(p.parts), reverse=True)
+
+
+@contextmanager
+def _removed_on_user_error(created: list[Path]) -> Iterator[None]:
+    """Remove the folders this run created when the block stops on a usage error, before
+    any work: a mistyped ``--participant-label 99`` left ``OUTPUT/.work/sub-99`` behind.
+
+    Only this run can have written into a work folder it created and holds the lock of
+    (the index of the dataset); every other folder goes only if empty, since another run
+    may share it.
+    """
+    try:
+        yield
+    except InfantsegError:
+        for folder in created:
+            if (folder / LOCK_NAME).exists():
+                shutil.rmtree(folder, ignore_errors=True)
+            else:
+                with suppress(OSError):
+                    folder.rmdir()
+        raise
 
 
 def _log_plan(plan: RunPlan, omp_nthreads: int | None, cpus: int) -> None:
@@ -194,18 +260,20 @@ def _describe(problems: dict[Path, str], outputs: ScanOutputs) -> str:
 
 
 def _check_images(scans: list[Scan], strict: bool = False) -> tuple[list[Scan], list[str]]:
-    """Open every image before any heavy work, so a bad file costs one line, not a crash.
+    """Open every image before any heavy work, so a bad file costs one line, not a crash:
+    the scans to segment, and one line per unusable image (each logged once, here).
 
     What no infant scan can be (voxel sizes, field of view, head size, age) is one warning
-    line naming the file; with ``strict`` each is an error and nothing runs.
+    line per problem naming the file; with ``strict`` each is an error and nothing runs.
+    Nothing runs either when no image is usable.
     """
-    good, failed, implausible = [], [], []
+    good, unusable, implausible = [], [], []
     for scan in scans:
         try:
             img = load_t2w(scan.path)
         except BadImageError as exc:
             LOGGER.error("%s", exc)
-            failed.append(str(exc))
+            unusable.append(str(exc))
             continue
         good.append(scan)
         problems = implausibilities(img)
@@ -213,11 +281,20 @@ def _check_images(scans: list[Scan], strict: bool = False) -> tuple[list[Scan], 
             problems.append(age)
         for problem in problems:
             (LOGGER.error if strict else LOGGER.warning)("%s: %s", scan.path, problem)
-        implausible += problems
+        if problems:
+            implausible.append(scan)
     if strict and implausible:
-        raise ImplausibleInputError(f"{len(implausible)} implausible input(s) with --strict "
-                                    "(listed above); nothing was run")
-    return good, failed
+        raise ImplausibleInputError(f"{_count(implausible, 'implausible input')} with "
+                                    "--strict (listed above); nothing was run")
+    if not good:
+        raise UnusableInputError(f"no usable input: {_count(unusable, 'image')} cannot be "
+                                 "segmented (listed above); nothing was run")
+    return good, unusable
+
+
+def _count(items: list, noun: str) -> str:
+    """``1 image``, ``3 images``."""
+    return f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"
 
 
 def _pose_templates(scans: list[Scan]) -> dict[str, Path]:
@@ -230,20 +307,20 @@ def _pose_templates(scans: list[Scan]) -> dict[str, Path]:
     return templates
 
 
-def _quiet_nipype(verbosity: int) -> dict[str, str]:
-    """Nipype's per-node chatter only with -vv; its own handler, not ours twice. Returns the
-    levels, which MultiProc's workers are given too (``resources.plugin_runner``)."""
-    level = "INFO" if verbosity >= 2 else "WARNING"
-    levels = dict.fromkeys(NIPYPE_LOG_LEVELS, level)
-    nipype_config.update_config({"logging": levels})
-    nipype_logging.update_logging(nipype_config)
+def _quiet_nipype(verbosity: int) -> tuple[dict[str, str], bool]:
+    """Nipype's messages only with -v, its per-node chatter only with -vv; its own handler,
+    not ours twice. Returns the levels and whether it is silent, which MultiProc's workers
+    are given too (``resources.plugin_runner``)."""
+    levels = dict.fromkeys(NIPYPE_LOG_LEVELS, "INFO" if verbosity >= 2 else "WARNING")
+    set_nipype_logging(levels, silent=verbosity == 0)
     logging.getLogger("nipype").propagate = False
-    return levels
+    return levels, verbosity == 0
 
 
 def _run_workflow(scans: list[Scan], settings: SegmentSettings, work_dir: Path,
                   plan: RunPlan, pose_templates: dict[str, Path] | None = None,
-                  log_levels: dict[str, str] | None = None) -> tuple[bool, dict[str, str]]:
+                  nipype_logs: tuple[dict[str, str], bool] = ({}, False)
+                  ) -> tuple[bool, dict[str, str]]:
     """Run all scans' workflows; whether the run finished, and each crashed scan's reason.
 
     Nipype raises both when a node crashed (the crash file says why; the others still ran)
@@ -263,10 +340,12 @@ def _run_workflow(scans: list[Scan], settings: SegmentSettings, work_dir: Path,
     started = {p.name for p in crash_dir.glob("crash-*")} if crash_dir.exists() else set()
     error = None
     try:
-        wf.run(plugin=plugin_runner(plan, log_levels or {}), plugin_args=plan.plugin_args)
+        with plugin_runner(plan, *nipype_logs) as runner:
+            wf.run(plugin=runner, plugin_args=plan.plugin_args)
     except Exception as exc:  # Nipype raises whatever stopped it; the crash files tell which
         LOGGER.debug("the workflow stopped with an error", exc_info=True)
         error = exc
+    check_interrupted()  # a signal that a node's interface swallowed
     by_name = {scan_wf_name(s): s for s in scans}
     crashes = scan_failures(crash_dir, set(by_name), started)
     if error is not None and not crashes:

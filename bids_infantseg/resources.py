@@ -7,14 +7,24 @@ fit for any number of scans, CPUs, ``--nprocs`` and ``--omp-nthreads``.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
-from collections.abc import Mapping
+import signal
+import threading
+import time
+import traceback
+from collections.abc import Iterator, Mapping
+from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
+from multiprocessing import parent_process as mp_parent_process
 from pathlib import Path
 from typing import Any
 
 from bids_infantseg.errors import InfantsegError
+from bids_infantseg.interrupts import SIGNALS
 
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
 SLURM_CPUS = ("SLURM_CPUS_PER_TASK", "SLURM_CPUS_ON_NODE")
@@ -22,6 +32,8 @@ SLURM_CPUS = ("SLURM_CPUS_PER_TASK", "SLURM_CPUS_ON_NODE")
 
 NIPYPE_LOG_LEVELS = ("workflow_level", "interface_level", "utils_level")
 """Nipype's logging settings, passed to MultiProc's workers."""
+
+NIPYPE_LOGGERS = ("nipype.workflow", "nipype.interface", "nipype.utils", "nipype.filemanip")
 
 POOL_PLUGINS = ("MultiProc", "LegacyMultiProc")
 """Plugins that run nodes on this machine and check each node's request against n_procs."""
@@ -123,38 +135,142 @@ def plan_run(plugin: str | None, plugin_args: dict | None, *, scans: int, cpus: 
     return RunPlan(name, args, concurrent, threads)
 
 
-def plugin_runner(plan: RunPlan, log_levels: Mapping[str, str]) -> Any:
-    """What ``Workflow.run(plugin=...)`` takes: the plugin's name, or for MultiProc a plugin
-    whose workers log at ``log_levels`` (Nipype's ``[logging]`` settings).
+@contextmanager
+def plugin_runner(plan: RunPlan, log_levels: Mapping[str, str],
+                  silent: bool = False) -> Iterator[Any]:
+    """What ``Workflow.run(plugin=...)`` takes, for the block's time: the plugin's name, or
+    for a plugin that runs nodes on this machine (Linear, MultiProc, LegacyMultiProc) the
+    plugin itself, whose worker processes are stopped when the block ends, however it ends.
 
-    Why: MultiProc's workers come from a fork server, so they import Nipype afresh and log
+    Why stop them here: Nipype shuts its pool down only when the workflow ran to its end. A
+    run stopped by an error or a signal left its workers running their nodes, so that the
+    interpreter's exit waited for them (Ctrl-C did not stop a MultiProc run), and a killed
+    run left them waiting forever on pipes they hold themselves (orphans holding GBs).
+
+    These plugins call :func:`~bids_infantseg.interrupts.check_interrupted` as each node
+    starts and ends, so that a signal an interface swallowed still stops the run.
+
+    MultiProc's workers come from a fork server, so they import Nipype afresh and log
     every node at Nipype's default INFO ("[Node] Setting-up ...", ~45 lines a scan)
-    whatever this process set. Their pool is made again here with an initializer that runs
-    Nipype's own (the working folder) and then sets the levels; the pool has started no
-    worker yet. Linear runs in this process, LegacyMultiProc forks it, and cluster plugins'
-    job scripts apply the workflow's configuration, levels included: all already quiet.
+    whatever this process set. Their pool is made again here with an initializer
+    (:func:`init_worker`) that runs Nipype's own (the working folder) and then sets the
+    levels (``silent``: none, see :func:`set_nipype_logging`); the pool has started no
+    worker yet. Linear runs in this process, LegacyMultiProc
+    forks it, and cluster plugins' job scripts apply the workflow's configuration, levels
+    included: all already quiet.
     """
-    if plan.plugin != "MultiProc":
-        return plan.plugin
+    if plan.plugin != "Linear" and plan.plugin not in POOL_PLUGINS:
+        yield plan.plugin
+        return
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
-    from nipype.pipeline.plugins import MultiProcPlugin
+    from nipype.pipeline import plugins as nipype_plugins
 
-    runner = MultiProcPlugin(plugin_args=plan.plugin_args)
-    runner.pool.shutdown(wait=False)
-    runner.pool = ProcessPoolExecutor(
-        max_workers=runner.processors, initializer=init_worker,
-        initargs=(runner._cwd, dict(log_levels)),
-        mp_context=mp.get_context(runner.plugin_args.get("mp_context")))
-    return runner
+    from bids_infantseg.interrupts import check_interrupted
+
+    plugin_args = {**plan.plugin_args, "status_callback": check_interrupted}
+    runner = getattr(nipype_plugins, f"{plan.plugin}Plugin")(plugin_args=plugin_args)
+    if plan.plugin == "MultiProc":
+        runner.pool.shutdown(wait=False)
+        runner.pool = ProcessPoolExecutor(
+            max_workers=runner.processors, initializer=init_worker,
+            initargs=(runner._cwd, dict(log_levels), silent),
+            mp_context=mp.get_context(runner.plugin_args.get("mp_context")))
+        runner._async_callback = partial(_keep_result, runner)
+    try:
+        yield runner
+    finally:
+        pool = getattr(runner, "pool", None)
+        if pool is not None:
+            _stop_workers(pool)
 
 
-def init_worker(cwd: str, log_levels: dict[str, str]) -> None:
-    """A MultiProc worker's start: Nipype's own initializer, then the run's log levels."""
-    from nipype import config, logging
+def _stop_workers(pool: Any, grace_s: float = 5.0) -> None:
+    """End a plugin's pool now: its workers are sent SIGTERM, and SIGKILL after ``grace_s``
+    (LegacyMultiProc's forked workers inherit this process's handlers and may not end on
+    SIGTERM). Nothing to do after a finished run (Nipype shut the pool down). SIGINT and
+    SIGTERM wait meanwhile, so that a signal cannot leave workers behind."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+    try:
+        if isinstance(pool, ProcessPoolExecutor):
+            workers = list((pool._processes or {}).values())
+            pool.shutdown(wait=False, cancel_futures=True)
+        else:  # LegacyMultiProc's multiprocessing.Pool
+            workers = list(pool._pool)
+        for worker in workers:
+            if worker.is_alive():
+                worker.terminate()
+        deadline = time.monotonic() + grace_s
+        for worker in workers:
+            worker.join(max(0.0, deadline - time.monotonic()))
+            if worker.is_alive():
+                worker.kill()
+                worker.join()
+        if not isinstance(pool, ProcessPoolExecutor):
+            pool.terminate()
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
+
+
+def _keep_result(runner: Any, future: Future) -> None:
+    """MultiProc's result callback, also for a task whose worker died (killed, out of memory,
+    stopped by :func:`_stop_workers`): Nipype's raises in the pool's thread, which logs a
+    traceback, and its run never hears of the task again."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    try:
+        result = future.result()
+    except BaseException as exc:  # noqa: BLE001 - CancelledError, BrokenProcessPool
+        taskid = next((t for t, f in list(runner._task_obj.items()) if f is future), None)
+        if taskid is None:
+            return
+        if isinstance(exc, BrokenProcessPool):
+            exc = RuntimeError("its worker process ended before the step did (killed, or out "
+                               f"of memory?): {exc}")
+        result = {"result": None, "taskid": taskid,
+                  "traceback": traceback.format_exception(exc)}
+    runner._taskresult[result["taskid"]] = result
+
+
+def set_nipype_logging(levels: Mapping[str, str], silent: bool = False) -> None:
+    """Nipype's ``[logging]`` levels in this process; ``silent``: none of its messages.
+
+    Why silent (at default verbosity): a scan's failure is the run's FAILED line, from the
+    crash file; Nipype's own report of it (warnings, "Node failed", the traceback, and again
+    the traceback while saving the crash file) made a full disk ~40 lines.
+    """
+    from nipype import config
+    from nipype import logging as nipype_logging
+
+    config.update_config({"logging": dict(levels)})
+    nipype_logging.update_logging(config)
+    if silent:
+        for name in NIPYPE_LOGGERS:
+            logging.getLogger(name).setLevel(logging.CRITICAL + 1)
+
+
+def init_worker(cwd: str, log_levels: dict[str, str], silent: bool = False) -> None:
+    """A MultiProc worker's start: Nipype's own initializer, then the run's log levels.
+
+    The worker also ignores SIGINT, which Ctrl-C sends to every process of the terminal's
+    group: the main process stops the run and its workers (a worker's KeyboardInterrupt
+    printed a traceback). And it ends when the main process is gone, however that died: a
+    fork server's workers otherwise wait forever for work (and the fork server with them).
+    """
     from nipype.pipeline.plugins.multiproc import process_initializer
 
     process_initializer(cwd)
-    config.update_config({"logging": log_levels})
-    logging.update_logging(config)
+    set_nipype_logging(log_levels, silent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = mp_parent_process()
+    if parent is not None:
+        threading.Thread(target=_exit_with, args=(parent,), daemon=True,
+                         name="exit-with-run").start()
+
+
+def _exit_with(parent: Any) -> None:
+    parent.join()  # returns once the main process has ended
+    os._exit(1)

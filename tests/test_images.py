@@ -54,6 +54,20 @@ def test_missing_file(tmp_path):
     _fails(tmp_path / "nope.nii.gz", "no such file")
 
 
+@pytest.mark.parametrize("target, hint", [
+    ("../gone/sub-01_T2w.nii.gz", None),
+    ("../.git/annex/objects/Xy/Zw/MD5E-s1--x.nii.gz/MD5E-s1--x.nii.gz", "datalad get"),
+], ids=["moved", "annex"])
+def test_a_dangling_link_says_where_it_points(tmp_path, target, hint):
+    """Before: "no such file", which the user sees listed there."""
+    (tmp_path / "anat").mkdir()
+    link = tmp_path / "anat" / "sub-01_T2w.nii.gz"
+    link.symlink_to(target)
+    message = _fails(link, f"broken symbolic link to {(tmp_path / target[3:])}, which does "
+                           "not exist")
+    assert (hint in message) if hint else "annex" not in message
+
+
 def test_empty_file(tmp_path):
     path = tmp_path / "empty.nii.gz"
     path.touch()

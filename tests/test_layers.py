@@ -35,7 +35,7 @@ LAYERS = [
      "failures.py", "demo.py", "scan_outputs.py"},
     {"model/", "conform.py", "images.py", "volumes.py", "synth/", "ages.py", "qc.py", "refine.py",
      "metrics.py", "naming.py"},
-    {"files.py", "locks.py", "errors.py"},
+    {"files.py", "locks.py", "errors.py", "interrupts.py"},
 ]
 
 

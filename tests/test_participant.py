@@ -79,29 +79,58 @@ def test_every_scan_gets_outputs_on_its_own_grid(finished_study):
     assert ages[2]["Source"].startswith("participants.tsv")
 
 
-def test_bad_images_are_reported_and_the_others_processed(head_dataset, tmp_path,
-                                                          tiny_model_dir, caplog):
+def test_bad_images_are_reported_once_each_the_others_processed_and_exit_2(
+        head_dataset, tmp_path, tiny_model_dir, caplog):
+    """Truncated, 4-D, all-zero and all-NaN: before, each was named twice (when checked and
+    again in a FAILED line) and the run exited 1; unusable input is exit status 2."""
     truncated = t2w_path(head_dataset, "01", "02")
     truncated.write_bytes(truncated.read_bytes()[:2000])
-    flat = t2w_path(head_dataset, "02", run="1")
-    nib.save(nib.Nifti1Image(np.zeros((40, 40), np.float32), np.eye(4)), flat)
+    img = nib.load(t2w_path(head_dataset, "02", run="1"))
+    four_d = t2w_path(head_dataset, "02", run="1")
+    nib.save(nib.Nifti1Image(np.zeros((*img.shape, 2), np.float32), img.affine), four_d)
     nan = t2w_path(head_dataset, "02", run="2")
-    img = nib.load(nan)
     nib.save(nib.Nifti1Image(np.full(img.shape, np.nan, np.float32), img.affine), nan)
+    zero = t2w_path(head_dataset, "02", run="3")
+    nib.save(nib.Nifti1Image(np.zeros(img.shape, np.float32), img.affine), zero)
 
     out = tmp_path / "out"
-    assert run(head_dataset, out, tiny_model_dir) == 1
-    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
-    for bad in (truncated, flat, nan):
-        lines = [e for e in errors if str(bad) in e and not e.startswith("FAILED")]
-        assert len(lines) == 1 and "\n" not in lines[0], errors
+    assert run(head_dataset, out, tiny_model_dir) == 2
+    lines = [r.getMessage() for r in caplog.records]
+    for bad, problem in ((truncated, "cannot be read"), (four_d, "4D image"),
+                         (nan, "NaN"), (zero, "all zero")):
+        named = [line for line in lines if str(bad) in line]
+        assert len(named) == 1 and problem in named[0] and "\n" not in named[0], named
+    assert "1 of 5 scan(s) segmented" in caplog.text
+    assert lines[-1] == "4 unusable inputs skipped (listed above)"
     assert outputs(out, *SCANS[0])["dseg"].is_file()
 
 
-def test_unknown_participant_is_a_usage_error(head_dataset, tmp_path, tiny_model_dir, capsys):
-    assert run(head_dataset, tmp_path / "out", tiny_model_dir, "--participant-label",
-               "sub-99") == 2
+def test_no_usable_input_is_exit_2_and_nothing_is_left(tmp_path, tiny_model_dir, capsys,
+                                                       caplog):
+    root, out = one_scan_dataset(tmp_path / "bids"), tmp_path / "out"
+    t2w_path(root, "01").write_bytes(b"")
+    assert run(root, out, tiny_model_dir) == 2
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == [
+        f"{t2w_path(root, '01')}: empty file"]
+    assert capsys.readouterr().err == ("bids_infantseg: error: no usable input: 1 image "
+                                       "cannot be segmented (listed above); nothing was run\n")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("output", ["new", "used"])
+def test_unknown_participant_is_a_usage_error_that_leaves_nothing(
+        head_dataset, tmp_path, tiny_model_dir, capsys, output):
+    """Before, OUTPUT/.work/sub-99 (and a new output folder) stayed behind."""
+    out = tmp_path / "out"
+    if output == "used":  # a study's output folder, earlier runs' work folders in it
+        (out / ".work" / "sub-01").mkdir(parents=True)
+        (out / "dataset_description.json").write_text(json.dumps(
+            {"Name": "x", "BIDSVersion": "1.10.0", "DatasetType": "derivative",
+             "GeneratedBy": [{"Name": "bids_infantseg"}]}))
+    before = sorted(tmp_path.rglob("*"))
+    assert run(head_dataset, out, tiny_model_dir, "--participant-label", "sub-99") == 2
     assert "no subject 99" in capsys.readouterr().err
+    assert sorted(tmp_path.rglob("*")) == before
 
 
 def test_output_inside_the_dataset_is_refused(head_dataset, tiny_model_dir, capsys):
@@ -363,10 +392,28 @@ def test_implausible_inputs_with_strict_are_errors_and_nothing_runs(head_dataset
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert len(errors) == 5 and all(line.startswith(tuple(map(str, files.values())))
                                     for line in errors)
-    assert capsys.readouterr().err == ("bids_infantseg: error: 5 implausible input(s) with "
+    assert capsys.readouterr().err == ("bids_infantseg: error: 3 implausible inputs with "
                                        "--strict (listed above); nothing was run\n")
     assert not (out / "dataset_description.json").exists()
     assert not list(out.rglob("*.nii.gz"))
+
+
+def test_strict_counts_implausible_files_not_their_problems(head_dataset, tmp_path,
+                                                             caplog):
+    """One file with three problems is one implausible input (before: "3 implausible
+    input(s)"); each problem still has its line."""
+    from bids_infantseg.discovery import discover
+    from bids_infantseg.participant import ImplausibleInputError, _check_images
+
+    coarse = implausible_inputs(head_dataset)["coarse"]
+    scans = [s for s in discover(head_dataset, output_dir=tmp_path / "out")
+             if s.path == coarse]
+    with pytest.raises(ImplausibleInputError) as refused:
+        _check_images(scans, strict=True)
+    assert str(refused.value) == ("1 implausible input with --strict (listed above); "
+                                  "nothing was run")
+    assert [r.getMessage().startswith(f"{coarse}: ") for r in caplog.records
+            if r.levelname == "ERROR"] == [True] * 3
 
 
 def test_inference_options_change_the_result_and_are_recorded(tmp_path, tiny_model_dir):
