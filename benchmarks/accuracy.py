@@ -7,7 +7,7 @@
 manual ``_dseg`` images on the same grids (e.g. ``BIDS_DIR/derivatives/manual``). Unless
 ``--reuse`` is given, the real command line ``bids_infantseg BIDS_DIR OUT participant`` runs
 first (``OUT`` defaults to ``RESULTS/bids_infantseg``; arguments after ``--`` are passed on)
-and its wall time is measured. The comparison itself is ``bids_infantseg.accuracy`` (the tool
+and its wall time is measured. The comparison itself is ``bids_infantseg.cli.accuracy`` (the tool
 users run on their own manual labels), so the benchmark and users share one definition.
 
 Writes to ``RESULTS``: ``per_scan.tsv`` (Dice and accuracy per scan and label),
@@ -36,7 +36,7 @@ import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from bids_infantseg.accuracy import (  # noqa: E402
+from bids_infantseg.cli.accuracy import (  # noqa: E402
     AccuracyError,
     apply_mapping,
     compare,

@@ -59,7 +59,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from bids_infantseg.accuracy import (
+from bids_infantseg.cli.accuracy import (
     AccuracyError,
     apply_mapping,
     dseg_files,

@@ -6,7 +6,7 @@
 Writes ``OUT_DIR`` (raw: one subject per atlas, its ``srr.nii.gz`` as the T2w, gestational
 age as dHCP's ``scan_age`` in participants.tsv), ``OUT_DIR/derivatives/manual`` (the
 atlases' own parcellations as ``desc-atlas_dseg`` with their lookup table) and
-``OUT_DIR/code/atlas-to-drawem9.json`` (the label map used by ``bids_infantseg.accuracy --map``:
+``OUT_DIR/code/atlas-to-drawem9.json`` (the label map used by ``bids_infantseg.cli.accuracy --map``:
 corpus callosum counts as white matter; the atlases have no hippocampus or head tissue).
 ``--scale-to-ml`` enlarges each atlas's voxels (header only; image and labels untouched) so
 its brain and CSF measure that volume, e.g. 400 mL for a term newborn: the fetal brains

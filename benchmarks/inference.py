@@ -6,7 +6,7 @@
 For the model's own network (and with ``--paper`` for QuickNAT as published: 64 filters on
 256x256 slices, random weights, which do not change the speed) every path runs the same
 batches of random slices, interleaved round by round so that load from other processes hits
-all of them alike; medians are printed. Paths (``bids_infantseg.inference``'s own runners
+all of them alike; medians are printed. Paths (``bids_infantseg.core.inference``'s own runners
 where the app uses them):
 
     eager          fp32 under inference_mode (the baseline)
@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from bids_infantseg.inference import Placement, _compiled, _eager
+from bids_infantseg.core.inference import Placement, _compiled, _eager
 from bids_infantseg.model.card import load_model
 from bids_infantseg.model.quicknat import QuickNAT, QuickNATConfig
 

@@ -44,9 +44,9 @@ def head(side: int) -> np.ndarray:
 def child(step: str, args: argparse.Namespace, side: int, folder: Path) -> dict:
     import torch
 
-    from bids_infantseg.conform import Grid, restore_labels
-    from bids_infantseg.inference import predict_with_qc
-    from bids_infantseg.interfaces import save_probabilities
+    from bids_infantseg.core.conform import Grid, restore_labels
+    from bids_infantseg.core.inference import predict_with_qc
+    from bids_infantseg.interfaces.segmentation import save_probabilities
     from bids_infantseg.model.card import load_model
 
     torch.set_num_threads(1)
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child == "import":
         import torch  # noqa: F401
 
-        import bids_infantseg.interfaces  # noqa: F401
+        import bids_infantseg.interfaces.segmentation  # noqa: F401
         print(json.dumps({"seconds": 0.0,
                           "peak_mib": peak_mib()}))
         return 0

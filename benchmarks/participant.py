@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-participant-") as tmp:
         bids = args.bids
         if bids is None:
-            from bids_infantseg.demo import write_demo_dataset
+            from bids_infantseg.cli.demo import write_demo_dataset
 
             bids = write_demo_dataset(Path(tmp) / "demo")
         runs: list[list[dict]] = [[] for _ in configs]

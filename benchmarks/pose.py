@@ -1,4 +1,4 @@
-"""Seconds for one rigid pose registration (``bids_infantseg.pose``) at the sizes used.
+"""Seconds for one rigid pose registration (``bids_infantseg.core.pose``) at the sizes used.
 
 Why: pose runs once per scan before conforming; it should stay near a second on one core.
 Cases: the 2 mm synthetic template the tests use, and a 1 mm template the size of the real
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from bids_infantseg.pose import rigid_to_template, rotation_angle_deg
+from bids_infantseg.core.pose import rigid_to_template, rotation_angle_deg
 from tests.templateflow_home import build_templateflow_home, synthetic_head
 
 NATIVE_SHAPE = (217, 290, 290)

@@ -51,9 +51,9 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from bids_infantseg.accuracy import compare, dseg_files, output_label_set, read_mapping
-from bids_infantseg.naming import source_key
-from bids_infantseg.pose import rotation_angle_deg
+from bids_infantseg.cli.accuracy import compare, dseg_files, output_label_set, read_mapping
+from bids_infantseg.core.pose import rotation_angle_deg
+from bids_infantseg.io.naming import source_key
 from bids_infantseg.synth import ATLAS_HELD_OUT
 
 HERE = Path(__file__).resolve().parent

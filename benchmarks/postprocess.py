@@ -21,7 +21,7 @@ from pathlib import Path
 import nibabel as nib
 import pandas as pd
 
-from bids_infantseg import qc
+from bids_infantseg.core import qc
 from bids_infantseg.model.labels import DRAWEM9
 from bids_infantseg.report.scan import scan_report
 

@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from accuracy import split_participant_args  # noqa: E402
 from mit_templates import build_dataset  # noqa: E402
 
-from bids_infantseg.demo import SCANS, write_demo_dataset  # noqa: E402
+from bids_infantseg.cli.demo import SCANS, write_demo_dataset  # noqa: E402
 
 DEMO_SCAN = Path("sub-01", "ses-01", "anat", "sub-01_ses-01_T2w.nii.gz")
 

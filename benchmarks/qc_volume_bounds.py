@@ -56,7 +56,7 @@ import pandas as pd
 from scipy import ndimage
 from scipy.optimize import curve_fit
 
-from bids_infantseg.ages import WEEKS_PER_MONTH
+from bids_infantseg.core.ages import WEEKS_PER_MONTH
 from bids_infantseg.model.labels import DRAWEM9
 from bids_infantseg.synth.classes import GEN_TO_DRAWEM9
 from bids_infantseg.synth.labelmaps import Scheme

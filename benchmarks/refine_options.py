@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bids_infantseg import refine
+from bids_infantseg.core import refine
 from bids_infantseg.synth import ATLAS_HELD_OUT
 
 HERE = Path(__file__).resolve().parent
@@ -108,7 +108,7 @@ def synthetic_check(config: Path, model_spec: str, names: list[str]) -> dict:
     computed once unmirrored and once flip averaged."""
     import torch
 
-    from bids_infantseg.inference import predict_with_qc
+    from bids_infantseg.core.inference import predict_with_qc
     from bids_infantseg.model.card import load_model
     from bids_infantseg.synth.sources import SourceMix
     from bids_infantseg.train.data import SynthSource, draw_volume
@@ -173,9 +173,9 @@ def option_costs(image: Path, model_spec: str, repeats: int) -> dict[str, float]
     best of ``repeats``: the network without and with flip averaging, EM, ventricle rule."""
     import torch
 
-    from bids_infantseg.conform import conform, intensity_center
-    from bids_infantseg.images import load_t2w
-    from bids_infantseg.inference import predict_with_qc
+    from bids_infantseg.core.conform import conform, intensity_center
+    from bids_infantseg.core.inference import predict_with_qc
+    from bids_infantseg.io.images import load_t2w
     from bids_infantseg.model.card import load_model
 
     torch.set_num_threads(1)

@@ -1,4 +1,4 @@
-"""Conform and restore: the torch path of ``bids_infantseg.conform`` against scipy.ndimage.
+"""Conform and restore: the torch path of ``bids_infantseg.core.conform`` against scipy.ndimage.
 
 Why: resampling runs twice per scan and, on a CPU, can cost as much as the network. Each
 case runs in a fresh process so its peak RSS is its own; "extra" is the peak above what the
@@ -34,7 +34,7 @@ def _native_affine() -> np.ndarray:
 
 
 def _inputs(step: str):
-    from bids_infantseg.conform import model_grid
+    from bids_infantseg.core.conform import model_grid
 
     rng = np.random.default_rng(0)
     affine = _native_affine()
@@ -48,7 +48,7 @@ def _inputs(step: str):
 
 
 def _torch(step: str, data, affine, grid):
-    from bids_infantseg.conform import conform, restore_labels
+    from bids_infantseg.core.conform import conform, restore_labels
 
     if step == "conform":
         return conform(data, affine, VOXEL_MM, GRID_SHAPE, intensity=INTENSITY)[0]
@@ -58,7 +58,7 @@ def _torch(step: str, data, affine, grid):
 def _scipy(step: str, data, affine, grid):
     from scipy import ndimage
 
-    from bids_infantseg.conform import normalise_intensity
+    from bids_infantseg.core.conform import normalise_intensity
 
     if step == "conform":
         matrix = np.linalg.inv(affine) @ grid.affine

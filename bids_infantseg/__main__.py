@@ -2,6 +2,6 @@
 
 import sys
 
-from bids_infantseg.cli import main
+from bids_infantseg.cli.main import main
 
 sys.exit(main())

@@ -5,7 +5,7 @@ Run once when the container image is built (runs never download):
     TEMPLATEFLOW_HOME=/opt/templateflow python scripts/fetch_templates.py
     TEMPLATEFLOW_HOME=/opt/templateflow python scripts/fetch_templates.py --skeleton-only
 
-The cohorts and entities come from ``bids_infantseg.templates``, so the image holds exactly
+The cohorts and entities come from ``bids_infantseg.io.templates``, so the image holds exactly
 the files the pipeline looks up. ``--skeleton-only`` lays out TemplateFlow's index of empty
 stubs (needed so nothing is written to a read-only image at run time) without downloading;
 ``--pose-normalize`` then fails with a one-line error that names the missing template.
@@ -18,7 +18,7 @@ import sys
 
 from templateflow import TemplateFlowClient
 
-from bids_infantseg.templates import (
+from bids_infantseg.io.templates import (
     COHORT_AGE_MONTHS,
     TEMPLATE,
     TemplateError,

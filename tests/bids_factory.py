@@ -9,8 +9,8 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from bids_infantseg.discovery import Scan
-from bids_infantseg.naming import format_entities, parse_entities
+from bids_infantseg.io.discovery import Scan
+from bids_infantseg.io.naming import format_entities, parse_entities
 
 
 def write_json(path: Path, content: Any) -> Path:

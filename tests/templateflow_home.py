@@ -2,7 +2,7 @@
 
 Pointing templateflow at it needs care: ``templateflow.api`` reads ``TEMPLATEFLOW_HOME`` once,
 when templateflow is first imported, and memoises its index, so ``monkeypatch.setenv`` after
-that import does not move ``templateflow.api``. ``bids_infantseg.templates`` reads the
+that import does not move ``templateflow.api``. ``bids_infantseg.io.templates`` reads the
 variable at call time, so ``monkeypatch.setenv("TEMPLATEFLOW_HOME", str(home))`` is enough
 for it; code calling ``templateflow.api`` directly would need a fresh subprocess with the
 variable set before import.
@@ -133,7 +133,7 @@ def _write_description(
 ) -> None:
     # Imported here so tests that only sample heads do not import templateflow (slow, and
     # its import reads TEMPLATEFLOW_HOME).
-    from bids_infantseg.templates import COHORT_AGE_MONTHS
+    from bids_infantseg.io.templates import COHORT_AGE_MONTHS
 
     description = {
         "Identifier": "MNIInfant",

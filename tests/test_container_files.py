@@ -21,7 +21,7 @@ import yaml
 from packaging.requirements import Requirement
 
 import bids_infantseg
-from bids_infantseg import cli
+from bids_infantseg.cli import main as cli
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"

@@ -31,11 +31,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from bids_infantseg.io.naming import parse_entities
+from bids_infantseg.io.scan_outputs import scan_outputs
 from bids_infantseg.model.card import save_model
 from bids_infantseg.model.labels import ASEG
 from bids_infantseg.model.quicknat import QuickNAT, QuickNATConfig
-from bids_infantseg.naming import parse_entities
-from bids_infantseg.scan_outputs import scan_outputs
 from tests.bids_factory import write_description, write_scan, write_tsv
 from tests.conftest import t2w_path, write_head
 from tests.model_factory import tiny_card

@@ -15,8 +15,8 @@ from typing import Any, Protocol
 
 from torch import nn
 
-from bids_infantseg.errors import InfantsegError
 from bids_infantseg.model.quicknat import QuickNAT, QuickNATConfig
+from bids_infantseg.utils.errors import InfantsegError
 
 DEFAULT = "quicknat"
 """What a card without ``architecture.type`` holds (the only network before the registry)."""

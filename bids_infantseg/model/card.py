@@ -24,8 +24,6 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from bids_infantseg.errors import InfantsegError
-from bids_infantseg.files import atomic_write
 from bids_infantseg.model.architectures import (
     NetworkSettings,
     UnknownArchitectureError,
@@ -37,6 +35,8 @@ from bids_infantseg.model.architectures import (
 from bids_infantseg.model.labelmap import LabelMapError, LabelMapping
 from bids_infantseg.model.labels import LabelSet
 from bids_infantseg.model.views import VIEW_AXIS
+from bids_infantseg.utils.errors import InfantsegError
+from bids_infantseg.utils.files import atomic_write
 
 CARD_FILE = "card.json"
 WEIGHTS_FILE = "model.safetensors"

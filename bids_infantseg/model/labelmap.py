@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bids_infantseg.errors import InfantsegError
 from bids_infantseg.model.labels import BUILTIN, LabelSet
+from bids_infantseg.utils.errors import InfantsegError
 
 SHIPPED = Path(__file__).resolve().parent.parent / "data" / "labelmaps"
 COLUMNS = ("source_index", "source_name", "target_index")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bids_infantseg.errors import InfantsegError
+from bids_infantseg.utils.errors import InfantsegError
 
 
 @dataclass(frozen=True)

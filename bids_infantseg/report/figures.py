@@ -19,9 +19,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from bids_infantseg.ages import PLAUSIBLE_WEEKS, WEEKS_PER_MONTH  # noqa: E402
-from bids_infantseg.model.labels import DRAWEM9, LabelSet  # noqa: E402
-from bids_infantseg.qc import (  # noqa: E402
+from bids_infantseg.core.ages import PLAUSIBLE_WEEKS, WEEKS_PER_MONTH  # noqa: E402
+from bids_infantseg.core.qc import (  # noqa: E402
     BOUNDS_FILE,
     BRAIN,
     STRUCTURES,
@@ -29,6 +28,7 @@ from bids_infantseg.qc import (  # noqa: E402
     drawem9_structures,
     is_drawem9,
 )
+from bids_infantseg.model.labels import DRAWEM9, LabelSet  # noqa: E402
 
 BAND = "#c6dbef"
 """Reference band fill (opaque, so it is one exact colour in the PNG)."""

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from bids_infantseg.ages import PLAUSIBLE_WEEKS
+from bids_infantseg.core.ages import PLAUSIBLE_WEEKS
+from bids_infantseg.io.naming import label_values
 from bids_infantseg.model.labels import LabelSet
-from bids_infantseg.naming import label_values
 from bids_infantseg.report.figures import (
     StructureColumn,
     age_text,

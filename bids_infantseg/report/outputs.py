@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import PurePosixPath
 
-from bids_infantseg.qc import VIEW_DICE_WARN
+from bids_infantseg.core.qc import VIEW_DICE_WARN
 
 IGNORED = ("*_qc.tsv", "*_qc.json")
 """QC tables and the reports' folder, which BIDS does not define. ``figures`` without the

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bids_infantseg.errors import InfantsegError
+from bids_infantseg.utils.errors import InfantsegError
 
 GENERATORS = Path(__file__).resolve().parents[1] / "data" / "synth" / "generators"
 """Folder of the shipped generator configurations."""

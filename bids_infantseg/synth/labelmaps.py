@@ -35,13 +35,13 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from bids_infantseg.errors import InfantsegError
 from bids_infantseg.synth.classes import CGM, CLASSES, CSF, INDEX, WM
 from bids_infantseg.synth.config import GeneratorConfig, default_if_none
 from bids_infantseg.synth.fields import Resampler, distance_inside, local_max
 from bids_infantseg.synth.geometry import Frame, bounding_box, padded
 from bids_infantseg.synth.head import cortical_ribbon, paint_head
 from bids_infantseg.synth.outputs import LABEL_SETS, class_labels, class_table, sided_index
+from bids_infantseg.utils.errors import InfantsegError
 
 SCHEMES = Path(__file__).resolve().parents[1] / "data" / "synth"
 """Folder of the shipped schemes."""

@@ -34,7 +34,6 @@ from pathlib import Path
 
 import numpy as np
 
-from bids_infantseg.errors import InfantsegError
 from bids_infantseg.synth.config import (
     DEFAULT,
     DEFAULT_GENERATOR,
@@ -45,6 +44,7 @@ from bids_infantseg.synth.config import (
 from bids_infantseg.synth.fetal_atlas import FetalAtlas, atlas_folders
 from bids_infantseg.synth.labelmaps import LabelMap, Scheme
 from bids_infantseg.synth.procedural import Procedural
+from bids_infantseg.utils.errors import InfantsegError
 
 
 class SourceError(InfantsegError, ValueError):

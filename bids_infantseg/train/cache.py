@@ -36,14 +36,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from bids_infantseg.conform import Grid, conform, intensity_center
-from bids_infantseg.errors import InfantsegError
-from bids_infantseg.images import BadImageError, load_label_map, load_t2w
+from bids_infantseg.core.conform import Grid, conform, intensity_center
+from bids_infantseg.io.images import BadImageError, load_label_map, load_t2w
 from bids_infantseg.model.card import ModelCard
 from bids_infantseg.model.labelmap import LabelMapError, LabelMapping
 from bids_infantseg.model.views import VIEW_AXIS
 from bids_infantseg.train.augment import augment_slice
 from bids_infantseg.train.pairs import Pair, Skipped
+from bids_infantseg.utils.errors import InfantsegError
 
 LOGGER = logging.getLogger("bids_infantseg.train")
 CACHE_VERSION = 1

@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from bids_infantseg.derivatives import atomic_write_json
-from bids_infantseg.files import atomic_write
+from bids_infantseg.io.derivatives import atomic_write_json
+from bids_infantseg.utils.files import atomic_write
 
 CHECKPOINT_WEIGHTS = "checkpoint.safetensors"
 CHECKPOINT_STATE = "checkpoint.json"

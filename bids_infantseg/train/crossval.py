@@ -29,11 +29,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from bids_infantseg.conform import restore_labels
-from bids_infantseg.derivatives import atomic_write_json
-from bids_infantseg.errors import InfantsegError
-from bids_infantseg.inference import predict
-from bids_infantseg.metrics import confusion_matrix, scores
+from bids_infantseg.core.conform import restore_labels
+from bids_infantseg.core.inference import predict
+from bids_infantseg.core.metrics import confusion_matrix, scores
+from bids_infantseg.io.derivatives import atomic_write_json
 from bids_infantseg.model.card import Model, ModelCard
 from bids_infantseg.train import ddp
 from bids_infantseg.train.batches import CachedSlices
@@ -50,6 +49,7 @@ from bids_infantseg.train.engine import (
     transfers,
     unit_views,
 )
+from bids_infantseg.utils.errors import InfantsegError
 
 LOGGER = logging.getLogger("bids_infantseg.train")
 RESULT_FILE = "result.json"

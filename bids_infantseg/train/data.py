@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from bids_infantseg import synth
-from bids_infantseg.conform import normalise_intensity
+from bids_infantseg.core.conform import normalise_intensity
 from bids_infantseg.model.card import ModelCard
 from bids_infantseg.model.labels import LABEL_GROUPS
 from bids_infantseg.model.views import VIEW_AXIS

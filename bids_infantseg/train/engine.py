@@ -59,10 +59,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
-from bids_infantseg.derivatives import atomic_write_json, atomic_write_tsv
-from bids_infantseg.files import atomic_write
-from bids_infantseg.inference import predict
-from bids_infantseg.metrics import confusion_matrix, scores
+from bids_infantseg.core.inference import predict
+from bids_infantseg.core.metrics import confusion_matrix, scores
+from bids_infantseg.io.derivatives import atomic_write_json, atomic_write_tsv
 from bids_infantseg.model.architectures import Architecture, architecture_of, build_network
 from bids_infantseg.model.card import Model, ModelCard
 from bids_infantseg.model.views import VIEW_AXIS
@@ -70,6 +69,7 @@ from bids_infantseg.train import ddp
 from bids_infantseg.train.cache import Volume
 from bids_infantseg.train.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from bids_infantseg.train.losses import median_frequency_weights, quicknat_loss
+from bids_infantseg.utils.files import atomic_write
 
 LOGGER = logging.getLogger("bids_infantseg.train")
 DONE_FILE = "done.json"

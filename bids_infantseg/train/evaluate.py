@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from bids_infantseg import synth
-from bids_infantseg.inference import predict
-from bids_infantseg.metrics import confusion_matrix, scores
+from bids_infantseg.core.inference import predict
+from bids_infantseg.core.metrics import confusion_matrix, scores
 from bids_infantseg.model.card import Model, ModelCard
 from bids_infantseg.model.labelmap import LabelMapError, LabelMapping
 from bids_infantseg.model.labels import DRAWEM9, LabelSet

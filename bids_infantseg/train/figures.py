@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from bids_infantseg.derivatives import atomic_write_bytes  # noqa: E402
+from bids_infantseg.io.derivatives import atomic_write_bytes  # noqa: E402
 
 
 def _save(fig, path: Path) -> Path:

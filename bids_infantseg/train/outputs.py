@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bids_infantseg.derivatives import atomic_write_tsv
-from bids_infantseg.metrics import scores
+from bids_infantseg.core.metrics import scores
+from bids_infantseg.io.derivatives import atomic_write_tsv
 from bids_infantseg.model.labels import LabelSet
 from bids_infantseg.train import figures
 from bids_infantseg.train.cache import Volume

@@ -1,7 +1,7 @@
 """Training pairs: each T2w scan with its manual (or auxiliary) label map, and the label set.
 
 Labels are ``_dseg`` images in a BIDS-Derivatives folder (or beside the scans, as Baby Open
-Brains ships them), matched to the T2w scans found by :func:`bids_infantseg.discovery.discover`
+Brains ships them), matched to the T2w scans found by :func:`bids_infantseg.io.discovery.discover`
 through their source entities (sub, ses, acq, rec, run, ...; derived entities such as
 ``desc`` and ``space`` are dropped). A scan that names a ``space`` (resampled, e.g. BOBs'
 ``space-INFANTMNIacpc_T2w``) takes only labels in that space or naming none. A label file
@@ -32,8 +32,8 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from bids_infantseg.discovery import Scan, discover
-from bids_infantseg.errors import InfantsegError
+from bids_infantseg.io.discovery import Scan, discover
+from bids_infantseg.io.naming import parse_entities, source_entities, source_key
 from bids_infantseg.model.labelmap import LabelMapError, LabelMapping, shipped_mappings
 from bids_infantseg.model.labels import (
     BUILTIN,
@@ -42,7 +42,7 @@ from bids_infantseg.model.labels import (
     builtin_twin,
     read_dseg_tsv,
 )
-from bids_infantseg.naming import parse_entities, source_entities, source_key
+from bids_infantseg.utils.errors import InfantsegError
 
 LOGGER = logging.getLogger("bids_infantseg.train")
 

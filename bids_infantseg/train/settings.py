@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bids_infantseg.errors import InfantsegError
+from bids_infantseg.utils.errors import InfantsegError
 
 if TYPE_CHECKING:  # the command line reads settings without loading torch
     from bids_infantseg.model.card import Model, ModelCard

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bids_infantseg.refine import mirror_classes
+from bids_infantseg.core.refine import mirror_classes
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,8 @@ from pathlib import Path
 import torch
 
 from bids_infantseg import __version__
-from bids_infantseg.derivatives import (
+from bids_infantseg.core.inference import DeviceError, resolve_device
+from bids_infantseg.io.derivatives import (
     OutputDirError,
     atomic_write_tsv,
     check_output_dir,
@@ -34,9 +35,7 @@ from bids_infantseg.derivatives import (
     write_bidsignore,
     write_dataset_description,
 )
-from bids_infantseg.discovery import DiscoveryError, FilterFileError, load_filter_file
-from bids_infantseg.errors import InfantsegError
-from bids_infantseg.inference import DeviceError, resolve_device
+from bids_infantseg.io.discovery import DiscoveryError, FilterFileError, load_filter_file
 from bids_infantseg.model.architectures import architecture_of
 from bids_infantseg.model.card import Model, ModelCard, ModelError, load_network, save_model
 from bids_infantseg.model.labels import LabelSet
@@ -59,6 +58,7 @@ from bids_infantseg.train.settings import (
     target_card,
 )
 from bids_infantseg.train.starter import train_synthetic
+from bids_infantseg.utils.errors import InfantsegError
 
 LOGGER = logging.getLogger("bids_infantseg.train")
 

@@ -28,17 +28,17 @@ import pandas as pd
 from scipy import ndimage
 from torch import nn
 
-from bids_infantseg import refine
-from bids_infantseg.conform import conform, intensity_center, model_grid
-from bids_infantseg.errors import InfantsegError
-from bids_infantseg.inference import predict
-from bids_infantseg.metrics import confusion_matrix, scores
+from bids_infantseg.core import refine
+from bids_infantseg.core.conform import conform, intensity_center, model_grid
+from bids_infantseg.core.inference import predict
+from bids_infantseg.core.metrics import confusion_matrix, scores
 from bids_infantseg.model.card import Model, ModelCard
 from bids_infantseg.model.labelmap import LabelMapping
 from bids_infantseg.model.labels import BUILTIN, DRAWEM9
 from bids_infantseg.synth import ATLAS_TO_GEN, GEN_TO_DRAWEM9, FetalAtlas, LabelMap
 from bids_infantseg.synth.sources import SourceMix
 from bids_infantseg.train.data import SynthSource, draw_labelled
+from bids_infantseg.utils.errors import InfantsegError
 
 BANDS = (("0-3", 3.5), ("4-8", 8.5), ("9-12", np.inf))
 """Age bands: name and the age (months) below which an age belongs to it."""

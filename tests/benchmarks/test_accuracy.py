@@ -118,7 +118,7 @@ def test_overlay_shows_manual_on_top_and_prediction_below(tmp_path):
 
 
 def test_dice_table_rows_are_the_manual_labels_and_extras_are_named():
-    from bids_infantseg.metrics import overlap_table
+    from bids_infantseg.core.metrics import overlap_table
 
     reference = np.zeros((4, 4, 4), int)
     reference[:2] = 3

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bids_infantseg.cli import main as app
+from bids_infantseg.cli.main import main as app
 from tests.benchmarks.test_accuracy import _load
 from tests.bids_factory import write_description
 from tests.conftest import t2w_path, write_head

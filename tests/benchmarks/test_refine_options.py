@@ -5,8 +5,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from bids_infantseg.cli import build_parser
-from bids_infantseg.refine import DEFAULTS
+from bids_infantseg.cli.main import build_parser
+from bids_infantseg.core.refine import DEFAULTS
 
 ROOT = Path(__file__).resolve().parents[2]
 

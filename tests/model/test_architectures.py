@@ -26,7 +26,7 @@ from bids_infantseg.model.card import (
     save_model,
 )
 from bids_infantseg.model.quicknat import QuickNAT, QuickNATConfig
-from bids_infantseg.workflow import inference_mem_gb
+from bids_infantseg.workflows.infantseg import inference_mem_gb
 from tests.model_factory import make_tiny_model, tiny_card
 
 

@@ -11,8 +11,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from bids_infantseg.cli import main
-from bids_infantseg.inference import predict, predict_with_qc
+from bids_infantseg.cli.main import main
+from bids_infantseg.core.inference import predict, predict_with_qc
 from bids_infantseg.model.card import (
     WEIGHTS_FILE,
     ModelError,

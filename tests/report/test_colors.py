@@ -4,7 +4,7 @@ import re
 
 import numpy as np
 
-from bids_infantseg.derivatives import write_label_table
+from bids_infantseg.io.derivatives import write_label_table
 from bids_infantseg.model.labels import (
     ASEG,
     DRAWEM9,

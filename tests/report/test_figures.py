@@ -5,9 +5,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from bids_infantseg.ages import PLAUSIBLE_WEEKS
+from bids_infantseg.core.ages import PLAUSIBLE_WEEKS
+from bids_infantseg.core.qc import BOUNDS_FILE, STRUCTURES
 from bids_infantseg.model.labels import DRAWEM9, LabelSet
-from bids_infantseg.qc import BOUNDS_FILE, STRUCTURES
 from bids_infantseg.report.colors import rgb
 from bids_infantseg.report.figures import (
     BAND,

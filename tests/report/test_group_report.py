@@ -3,8 +3,8 @@ import re
 
 import pandas as pd
 
+from bids_infantseg.core.qc import BOUNDS_FILE
 from bids_infantseg.model.labels import ASEG, DRAWEM9
-from bids_infantseg.qc import BOUNDS_FILE
 from bids_infantseg.report.figures import structure_columns
 from bids_infantseg.report.group import _summed_title, group_report
 from tests.report.pages import decoded_images, external_references

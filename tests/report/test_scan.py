@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from bids_infantseg import qc
+from bids_infantseg.core import qc
+from bids_infantseg.core.volumes import label_volumes
 from bids_infantseg.model.labels import DRAWEM9
 from bids_infantseg.report.scan import scan_report
-from bids_infantseg.volumes import label_volumes
 from tests.report.pages import (
     CHROMIUM,
     NO_CHROMIUM,

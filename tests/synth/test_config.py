@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from bids_infantseg import synth
-from bids_infantseg.cli import main
+from bids_infantseg.cli.main import main
 from bids_infantseg.model.card import load_model
 from bids_infantseg.synth.config import (
     DEFAULT,

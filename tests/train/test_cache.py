@@ -6,7 +6,7 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from bids_infantseg.conform import Grid
+from bids_infantseg.core.conform import Grid
 from bids_infantseg.train.cache import (
     SliceDataset,
     epoch_items,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bids_infantseg.metrics import confusion_matrix, scores
+from bids_infantseg.core.metrics import confusion_matrix, scores
 from bids_infantseg.model.labels import DRAWEM9
 from bids_infantseg.train.crossval import FoldError, make_folds
 from bids_infantseg.train.settings import PAPER_LR_GRID

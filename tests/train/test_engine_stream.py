@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from bids_infantseg.inference import predict
+from bids_infantseg.core.inference import predict
 from bids_infantseg.model.card import ModelCard, load_model, save_model
 from bids_infantseg.model.labels import DRAWEM9
 from bids_infantseg.model.quicknat import QuickNATConfig

@@ -59,7 +59,7 @@ def test_checks():
 
 
 def test_a_config_file_overrides_parser_defaults_but_not_typed_flags(tmp_path):
-    from bids_infantseg.cli import parse_args
+    from bids_infantseg.cli.main import parse_args
 
     config = tmp_path / "c.json"
     config.write_text(json.dumps({"batch_size": 2, "epochs_all": 3}))
@@ -72,7 +72,7 @@ def test_a_config_file_overrides_parser_defaults_but_not_typed_flags(tmp_path):
 def test_every_setting_is_a_flag_and_a_config_key_of_one_name(tmp_path):
     """The one configuration: each field of Settings is a train flag (its name with '-')
     and a key of the file, site and synthetic alike; the old starter names are gone."""
-    from bids_infantseg.cli import build_parser, parse_args
+    from bids_infantseg.cli.main import build_parser, parse_args
 
     names = {f.name for f in fields(Settings)}
     assert {"epochs_all", "shared_views", "num_filters", "grid_size"} <= names
@@ -100,7 +100,7 @@ def test_a_setting_of_the_other_kind_of_training_is_an_error():
 
 
 def test_the_bundled_configs_hold_their_recipe_under_the_one_set_of_names():
-    from bids_infantseg.cli import parse_args
+    from bids_infantseg.cli.main import parse_args
 
     drawem9 = REPO / "configs" / "drawem9-synth-starter.json"
     settings = from_args(parse_args([str(drawem9), "out", "train", "--lr", "0.5"]), SYNTHETIC)
@@ -117,15 +117,16 @@ def test_the_bundled_configs_hold_their_recipe_under_the_one_set_of_names():
 def test_the_scorer_is_named_by_module_and_function():
     from bids_infantseg.train.settings import load_scorer
 
-    assert load_scorer("bids_infantseg.metrics:scores").__name__ == "scores"
+    assert load_scorer("bids_infantseg.core.metrics:scores").__name__ == "scores"
     assert load_scorer(None) is None
-    for name in ("nowhere:score", "bids_infantseg.metrics:nothing", "bids_infantseg.metrics"):
+    for name in ("nowhere:score", "bids_infantseg.core.metrics:nothing",
+                 "bids_infantseg.core.metrics"):
         with pytest.raises(SettingsError, match=f"scorer '{name}': cannot be imported"):
             load_scorer(name)
 
 
 def test_the_label_set_option_is_the_synthetic_models_labels(tmp_path):
-    from bids_infantseg.cli import parse_args
+    from bids_infantseg.cli.main import parse_args
 
     config = tmp_path / "synthetic.json"
     config.write_text(json.dumps({"sources": [{"name": "procedural", "kind": "procedural"}]}))
@@ -137,7 +138,7 @@ def test_the_label_set_option_is_the_synthetic_models_labels(tmp_path):
 
 
 def test_the_protocol_scores_synthetic_training_only(tmp_path, capsys):
-    from bids_infantseg.cli import main
+    from bids_infantseg.cli.main import main
     from bids_infantseg.train.settings import PROTOCOL, load_scorer
 
     assert load_scorer(PROTOCOL) is None  # built by the synthetic trainer, which has the config

@@ -10,8 +10,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from bids_infantseg.cli import main, parse_args
-from bids_infantseg.inference import predict
+from bids_infantseg.cli.main import main, parse_args
+from bids_infantseg.core.inference import predict
 from bids_infantseg.model.card import load_model
 from bids_infantseg.train.site import run_train
 from tests.model_factory import make_tiny_model

@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from bids_infantseg.cli import main
+from bids_infantseg.cli.main import main
 from bids_infantseg.model.card import load_model
 from bids_infantseg.model.labels import BUILTIN, DRAWEM9
 from bids_infantseg.train.data import SliceSampler, SynthSource
